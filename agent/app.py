@@ -1,0 +1,162 @@
+"""The agent's composition root: builds the parts and runs them until told to stop.
+
+Order (STYLE.md): the MQTT link starts first and stops last; discovery starts last and stops first. On stop
+the agent publishes its retained `offline` presence before it disconnects: nobody waits for the last will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+import aiohttp
+
+from agent import __version__
+from agent.config import AgentSettings
+from agent.credentials import CredentialStore
+from agent.ledger import load_ledger
+from agent.liveness_loop import check_all
+from agent.metrics import AgentMetrics
+from agent.mqtt_link import MqttLink
+from agent.registry import CameraRecord, Registry
+from agent.sweep import Progress, sweep
+from contract import topics
+from contract.codec import Delivery, encode
+from contract.districts import korean_name
+from contract.messages import AgentPresence, AgentState
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, metrics: AgentMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or AgentMetrics()
+        cameras, self.ledger_problems = load_ledger(settings.ledger)
+        self.credentials = CredentialStore.from_file(settings.secrets_file)
+        self.registry = Registry(settings.district, settings.agent_id, cameras)
+        self.started_at = datetime.now(UTC)
+        self.link = MqttLink(
+            settings.mqtt,
+            f"agent-{settings.agent_id}",
+            will=self._presence("offline"),
+            metrics=self.metrics,
+            on_connected=self._retained_state,
+            command_filter=topics.commands_filter(settings.district),
+            on_command=self._on_command,
+        )
+
+    async def run(self, stop: asyncio.Event, progress: Progress | None = None) -> None:
+        """Connect, sweep, then watch liveness and publish snapshots until `stop` is set."""
+        self.link.start()
+        if not await self.link.wait_connected(10):
+            log.warning("broker not reachable yet; going on, paho keeps retrying")
+        try:
+            await self.sweep(progress)
+            await self._watch(stop)
+        finally:
+            await self.link.stop(self._presence("offline"))
+
+    async def sweep(self, progress: Progress | None = None) -> None:
+        onvif = self.settings.onvif
+        await sweep(
+            self.registry,
+            self.credentials,
+            concurrency=onvif.concurrency,
+            timeout_s=onvif.timeout_s,
+            metrics=self.metrics,
+            progress=progress,
+        )
+        self._publish_changes(force_meta=True)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        health = self.settings.health
+        loop = asyncio.get_running_loop()
+        next_snapshot = loop.time()
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.settings.onvif.concurrency)
+        ) as s:
+            while not stop.is_set():
+                await check_all(
+                    self.registry,
+                    s,
+                    concurrency=self.settings.onvif.concurrency,
+                    timeout_s=self.settings.onvif.timeout_s,
+                    metrics=self.metrics,
+                )
+                await self._enumerate_newly_reachable()
+                self._publish_changes()
+                if loop.time() >= next_snapshot:
+                    self.link.publish(encode(self.registry.snapshot()), "health")
+                    next_snapshot = loop.time() + health.snapshot_interval_s
+                await _wait(stop, health.liveness_interval_s)
+
+    async def _enumerate_newly_reachable(self) -> None:
+        pending = [
+            r
+            for r in self.registry.records.values()
+            if not r.observation.enumerated and not r.observation.error
+        ]
+        if not pending:
+            return
+        subset = Registry(self.registry.district, self.registry.agent_id, [r.ledger for r in pending])
+        subset.records = {r.camera_id: r for r in pending}
+        await sweep(
+            subset,
+            self.credentials,
+            concurrency=self.settings.onvif.concurrency,
+            timeout_s=self.settings.onvif.timeout_s,
+            metrics=self.metrics,
+        )
+        for record in pending:
+            self._publish_meta(record)
+
+    def _publish_changes(self, force_meta: bool = False) -> None:
+        for record in self.registry.records.values():
+            if force_meta:
+                self._publish_meta(record)
+            if record.reevaluate(self.settings.health.clock_skew_limit_s):
+                self.link.publish(encode(self.registry.status(record)), "status")
+        for state in ("online", "degraded", "offline", "unauthorized", "unknown"):
+            self.metrics.cameras.labels(state).set(self.registry.counts_by_state().get(state, 0))
+
+    def _publish_meta(self, record: CameraRecord) -> None:
+        meta = self.registry.meta(record)
+        if meta is not None:
+            self.link.publish(encode(meta), "meta")
+
+    def _retained_state(self) -> list[Delivery]:
+        """What the broker must hold after any (re)connect: presence, then every camera's meta and status."""
+        deliveries = [self._presence("online")]
+        for record in self.registry.records.values():
+            meta = self.registry.meta(record)
+            if meta is not None:
+                deliveries.append(encode(meta))
+            if record.state != "unknown":
+                deliveries.append(encode(self.registry.status(record)))
+        return deliveries
+
+    def _presence(self, state: AgentPresence) -> Delivery:
+        message = AgentState(
+            district=self.settings.district,
+            agent_id=self.settings.agent_id,
+            state=state,
+            district_name=korean_name(self.settings.district),
+            version=__version__,
+            started_at=self.started_at,
+            cameras=len(self.registry),
+            sent_at=datetime.now(UTC),
+        )
+        return encode(message)
+
+    def _on_command(self, topic: str, payload: bytes) -> None:
+        # Clip and arm commands are served by the clip service (a later part); until then they are logged.
+        log.info("command received and not yet served", extra={"topic": topic, "bytes": len(payload)})
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return

@@ -1,0 +1,103 @@
+"""`cctv-agent`: run the district agent, sweep once, or check a configuration file.
+
+Exit codes: 0 success, 1 runtime failure, 2 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from agent.app import Agent
+from agent.config import AgentSettings
+from contract import jsonlog
+from contract.progress import ProgressReporter
+from contract.settings import EXIT_CONFIG, ConfigError, load
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cctv-agent", description="District CCTV gateway agent.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run", help="discover cameras, watch their health and report over MQTT until stopped"
+    )
+    run.add_argument("--config", type=Path, required=True, help="agent TOML configuration file")
+    discover = sub.add_parser("discover", help="enumerate every camera of the ledger once and print a table")
+    discover.add_argument("--config", type=Path, required=True, help="agent TOML configuration file")
+    discover.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    validate = sub.add_parser("validate-config", help="check a configuration file; exit 2 if it is invalid")
+    validate.add_argument("file", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load(AgentSettings, args.config if args.command != "validate-config" else args.file)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"{exc.source}: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "validate-config":
+        print(f"{args.file}: ok")
+        return 0
+    jsonlog.setup(settings.log_level)
+    if args.command == "discover":
+        return asyncio.run(_discover(settings, args.json))
+    return asyncio.run(_run(settings))
+
+
+async def _run(settings: AgentSettings) -> int:
+    agent = Agent(settings)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=agent.metrics.registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await agent.run(stop, progress=ProgressReporter("sweep"))
+    return 0
+
+
+async def _discover(settings: AgentSettings, as_json: bool) -> int:
+    agent = Agent(settings)
+    from agent.sweep import sweep
+
+    await sweep(
+        agent.registry,
+        agent.credentials,
+        concurrency=settings.onvif.concurrency,
+        timeout_s=settings.onvif.timeout_s,
+        metrics=agent.metrics,
+        progress=ProgressReporter("discover"),
+    )
+    rows = []
+    for record in agent.registry.records.values():
+        record.reevaluate(settings.health.clock_skew_limit_s)
+        info = record.info
+        rows.append(
+            {
+                "camera_id": record.camera_id,
+                "state": record.state,
+                "reasons": record.reasons,
+                "manufacturer": info.manufacturer if info else "",
+                "model": info.model if info else "",
+                "firmware": info.firmware if info else "",
+                "clock_offset_s": record.observation.clock_offset_s,
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False))
+    else:
+        print(f"{'camera':<20} {'state':<12} {'manufacturer':<16} {'model':<16} reasons")
+        for row in rows:
+            reasons = ",".join(row["reasons"])  # type: ignore[arg-type]
+            cells = (row["camera_id"], row["state"], row["manufacturer"], row["model"])
+            print("{:<20} {:<12} {:<16} {:<16} ".format(*cells) + reasons)
+    return 0 if all(r["state"] != "unknown" for r in rows) else 1

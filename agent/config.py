@@ -1,0 +1,56 @@
+"""Agent settings: a TOML file (deploy/agent.example.toml) overridden by AGENT__* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from contract.districts import DISTRICTS
+from contract.mqtt_settings import MqttSettings
+from contract.settings import TomlThenEnv
+from contract.topics import ID_PATTERN
+
+
+class OnvifSettings(BaseModel):
+    """How hard the agent may push the district's cameras."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    concurrency: int = Field(default=100, ge=1, le=1000)
+    per_camera: int = Field(default=2, ge=1, le=8)
+    retry_base_s: float = Field(default=5.0, gt=0)
+    retry_max_s: float = Field(default=300.0, gt=0)
+
+
+class HealthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    liveness_interval_s: float = Field(default=30.0, gt=0)
+    snapshot_interval_s: float = Field(default=60.0, gt=0)
+    sweep_interval_s: float = Field(default=3600.0, gt=0)
+    clock_skew_limit_s: float = Field(default=5.0, gt=0)
+
+
+class AgentSettings(TomlThenEnv):
+    model_config = SettingsConfigDict(env_prefix="AGENT__", env_nested_delimiter="__", extra="forbid")
+
+    district: str
+    agent_id: str = Field(pattern=ID_PATTERN)
+    ledger: Path
+    secrets_file: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    mqtt: MqttSettings = MqttSettings()
+    onvif: OnvifSettings = OnvifSettings()
+    health: HealthSettings = HealthSettings()
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+
+    @field_validator("district")
+    @classmethod
+    def _known_district(cls, value: str) -> str:
+        if value not in DISTRICTS:
+            raise ValueError(f"unknown district slug {value!r}; one of: {', '.join(sorted(DISTRICTS))}")
+        return value

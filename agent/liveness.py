@@ -1,0 +1,99 @@
+"""The cheap liveness probe: an unauthenticated GetSystemDateAndTime, which also yields the clock offset.
+
+Hand-written SOAP over one shared aiohttp session (no zeep, no WSDL, no event subscription), parsed with a
+hardened lxml parser and a size limit, so a hostile camera costs its timeout and nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+from lxml import etree
+
+from agent.errors import CameraError
+
+MAX_ANSWER_BYTES = 64 * 1024
+_REQUEST = (
+    b'<?xml version="1.0" encoding="UTF-8"?>'
+    b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope">'
+    b'<s:Body><GetSystemDateAndTime xmlns="http://www.onvif.org/ver10/device/wsdl"/></s:Body></s:Envelope>'
+)
+_HEADERS = {
+    "Content-Type": 'application/soap+xml; charset=utf-8; action="http://www.onvif.org/ver10/device/wsdl/GetSystemDateAndTime"'
+}
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False)
+_TT = "{http://www.onvif.org/ver10/schema}"
+
+
+@dataclass(frozen=True)
+class Liveness:
+    rtt_s: float
+    clock_offset_s: float | None  # camera clock minus ours; None if the camera sent no UTC time
+
+
+async def probe(
+    session: aiohttp.ClientSession,
+    host: str,
+    port: int,
+    timeout_s: float,
+    path: str = "/onvif/device_service",
+) -> Liveness:
+    """Ask the camera for its clock; CameraError on anything but a well-formed answer."""
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout_s):
+            body = await _post(session, f"http://{host}:{port}{path}")
+    except TimeoutError:
+        raise CameraError("timeout", f"no answer within {timeout_s:g} s") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise CameraError("unreachable", type(exc).__name__) from None
+    rtt = time.monotonic() - started
+    camera_time = parse_utc_time(body)
+    # Compare against our clock at the midpoint of the round trip.
+    offset = None if camera_time is None else camera_time - (time.time() - rtt / 2)
+    return Liveness(rtt, offset)
+
+
+async def _post(session: aiohttp.ClientSession, url: str) -> bytes:
+    async with session.post(url, data=_REQUEST, headers=_HEADERS) as response:
+        body = await response.content.read(MAX_ANSWER_BYTES + 1)
+        if len(body) > MAX_ANSWER_BYTES:
+            raise CameraError("hostile", f"answer larger than {MAX_ANSWER_BYTES} bytes")
+        if response.status >= 500 and b"Fault" not in body:
+            raise CameraError("protocol", f"HTTP {response.status}")
+        return body
+
+
+def parse_utc_time(body: bytes) -> float | None:
+    """The camera's UTCDateTime as a POSIX timestamp; CameraError for XML we must not or cannot read."""
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise CameraError("hostile", "document type declarations are not accepted")
+    try:
+        root = etree.fromstring(body, _PARSER)
+    except etree.XMLSyntaxError:
+        raise CameraError("protocol", "invalid XML") from None
+    utc = root.find(f".//{_TT}UTCDateTime")
+    if utc is None:
+        if root.find(".//{http://www.w3.org/2003/05/soap-envelope}Fault") is not None:
+            raise CameraError("protocol", "SOAP fault to GetSystemDateAndTime")
+        return None
+    try:
+        parts = {
+            el.tag.removeprefix(_TT): int(el.text or "") for el in utc.iter() if el.text and el.text.strip()
+        }
+        moment = datetime(
+            parts["Year"],
+            parts["Month"],
+            parts["Day"],
+            parts["Hour"],
+            parts["Minute"],
+            parts["Second"],
+            tzinfo=UTC,
+        )
+    except (KeyError, ValueError):
+        raise CameraError("protocol", "malformed UTCDateTime") from None
+    return moment.timestamp()

@@ -1,0 +1,123 @@
+"""The agent's one connection to the broker: retained presence with a last will, publishing, commands.
+
+paho runs its network loop in its own thread; callbacks hand work to the asyncio loop and never raise.
+On every (re)connect the agent publishes its presence and its retained camera state again, so a broker that
+restarted without persistence is restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+
+from agent.metrics import AgentMetrics
+from contract.codec import Delivery
+from contract.mqtt_client import new_client
+from contract.mqtt_settings import MqttSettings
+
+log = logging.getLogger(__name__)
+
+# paho message ids are 16-bit: keep the window of unacknowledged QoS 1 messages well below 65,535.
+MAX_INFLIGHT = 500
+MAX_QUEUED = 20_000
+
+
+class MqttLink:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        *,
+        will: Delivery,
+        metrics: AgentMetrics,
+        on_connected: Callable[[], list[Delivery]],
+        command_filter: str | None = None,
+        on_command: Callable[[str, bytes], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._on_connected = on_connected
+        self._command_filter = command_filter
+        self._on_command = on_command
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected = asyncio.Event()
+        self._client = new_client(settings, client_id)
+        self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        self._client.max_inflight_messages_set(MAX_INFLIGHT)
+        self._client.max_queued_messages_set(MAX_QUEUED)
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_message = self._handle_message
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._client.connect_async(
+            self._settings.host, self._settings.port, keepalive=self._settings.keepalive_s
+        )
+        self._client.loop_start()
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def publish(self, delivery: Delivery, kind: str) -> bool:
+        """Queue a message; False (and counted) if paho refused it, e.g. its queue is full."""
+        info = self._client.publish(
+            delivery.topic, delivery.payload, qos=delivery.qos, retain=delivery.retain
+        )
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            self._metrics.dropped.labels(kind).inc()
+            return False
+        self._metrics.published.labels(kind).inc()
+        return True
+
+    async def stop(self, final: Delivery | None, timeout_s: float = 3.0) -> None:
+        """Publish `final` (the offline presence) if connected, then disconnect cleanly."""
+        if final is not None and self.connected:
+            info = self._client.publish(final.topic, final.payload, qos=final.qos, retain=final.retain)
+            await asyncio.to_thread(info.wait_for_publish, timeout_s)
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+        self._metrics.mqtt_connected.set(0)
+
+    # paho callbacks: run on paho's thread; they must never raise.
+
+    def _handle_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+        if reason.is_failure:
+            log.warning("broker refused connection: %s", reason)
+            return
+        log.info("connected to broker")
+        self._metrics.mqtt_connected.set(1)
+        if self._command_filter:
+            client.subscribe(self._command_filter, qos=1)
+        for delivery in self._on_connected():
+            client.publish(delivery.topic, delivery.payload, qos=delivery.qos, retain=delivery.retain)
+        self._set_connected(True)
+
+    def _handle_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+        log.warning("disconnected from broker: %s", reason)
+        self._metrics.mqtt_connected.set(0)
+        self._set_connected(False)
+
+    def _handle_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        if self._on_command is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._on_command, message.topic, bytes(message.payload))
+
+    def _set_connected(self, value: bool) -> None:
+        if self._loop is None:
+            return
+        action = self._connected.set if value else self._connected.clear
+        self._loop.call_soon_threadsafe(action)

@@ -1,0 +1,125 @@
+"""The agent's view of its fleet: per camera the ledger entry, what enumeration found, its observed health,
+and the contract messages that describe it (which carry no address and no credential)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from agent.ledger import LedgerCamera
+from agent.onvif_reader import CameraInfo
+from agent.status import Observation, evaluate
+from contract.messages import (
+    CameraMeta,
+    CameraState,
+    CameraStatus,
+    HealthEntry,
+    HealthSnapshot,
+    StreamSummary,
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class CameraRecord:
+    ledger: LedgerCamera
+    info: CameraInfo | None = None
+    observation: Observation = field(default_factory=Observation)
+    state: CameraState = "unknown"
+    reasons: list[str] = field(default_factory=list)
+    last_error: str | None = None
+    since: datetime = field(default_factory=now)
+    checked_at: datetime = field(default_factory=now)
+
+    @property
+    def camera_id(self) -> str:
+        return self.ledger.camera_id
+
+    def reevaluate(self, clock_skew_limit_s: float) -> bool:
+        """Recompute state from the observation; True if state or reasons changed."""
+        state, reasons, last_error = evaluate(self.observation, clock_skew_limit_s)
+        self.checked_at = now()
+        self.last_error = last_error
+        if (state, reasons) == (self.state, self.reasons):
+            return False
+        self.state, self.reasons, self.since = state, reasons, self.checked_at
+        return True
+
+
+class Registry:
+    def __init__(self, district: str, agent_id: str, cameras: list[LedgerCamera]) -> None:
+        self.district = district
+        self.agent_id = agent_id
+        self.records = {camera.camera_id: CameraRecord(camera) for camera in cameras}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def counts_by_state(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in self.records.values():
+            counts[record.state] = counts.get(record.state, 0) + 1
+        return counts
+
+    def meta(self, record: CameraRecord) -> CameraMeta | None:
+        info = record.info
+        if info is None:
+            return None
+        kind, identity = info.identity
+        ledger = record.ledger
+        return CameraMeta(
+            district=self.district,
+            camera_id=record.camera_id,
+            agent_id=self.agent_id,
+            name=ledger.name,
+            address_text=ledger.address_text,
+            lat=ledger.lat,
+            lon=ledger.lon,
+            manufacturer=info.manufacturer,
+            model=info.model,
+            firmware=info.firmware,
+            serial=info.serial,
+            identity=identity or record.camera_id,
+            identity_kind=kind,
+            streams=[
+                StreamSummary(
+                    token=s.token,
+                    codec=s.codec,
+                    width=s.width,
+                    height=s.height,
+                    fps=s.fps,
+                    bitrate_kbps=s.bitrate_kbps,
+                )
+                for s in info.streams
+            ],
+            updated_at=now(),
+        )
+
+    def status(self, record: CameraRecord) -> CameraStatus:
+        return CameraStatus(
+            district=self.district,
+            camera_id=record.camera_id,
+            agent_id=self.agent_id,
+            state=record.state,
+            reasons=record.reasons,
+            last_error=record.last_error,
+            clock_offset_s=record.observation.clock_offset_s,
+            since=record.since,
+            checked_at=record.checked_at,
+        )
+
+    def snapshot(self) -> HealthSnapshot:
+        entries = [
+            HealthEntry(
+                camera_id=r.camera_id,
+                state=r.state,
+                reasons=r.reasons,
+                clock_offset_s=r.observation.clock_offset_s,
+                checked_at=r.checked_at,
+            )
+            for r in self.records.values()
+        ]
+        return HealthSnapshot(district=self.district, agent_id=self.agent_id, taken_at=now(), cameras=entries)

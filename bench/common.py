@@ -1,0 +1,72 @@
+"""What every benchmark shares: argument parsing, the machine's description and the closing ratio line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR", "bench/results"))
+
+
+def parser(name: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description)
+    p.add_argument("--quick", action="store_true", help="a short run (under a minute) for CI and smoke checks")
+    p.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
+    return p
+
+
+def machine() -> str:
+    """One line describing where the figures came from."""
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.node()}: {os.cpu_count()} cores, {mem_gib:.0f} GiB, Python {platform.python_version()}"
+
+
+def rss_mib() -> float:
+    """Peak resident memory of this process, MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextmanager
+def stopwatch() -> Iterator[list[float]]:
+    """`with stopwatch() as t: ...` then t[0] holds the elapsed wall seconds."""
+    holder: list[float] = []
+    start = time.perf_counter()
+    try:
+        yield holder
+    finally:
+        holder.append(time.perf_counter() - start)
+
+
+@dataclass
+class Report:
+    """Figures of one run; `finish` prints them and the closing line `NAME: X vs Y (ratio R)`."""
+
+    name: str
+    figures: dict[str, object] = field(default_factory=dict)
+
+    def add(self, key: str, value: object) -> None:
+        self.figures[key] = value
+        print(f"  {key}: {value}", flush=True)
+
+    def finish(self, ours: str, anchor: str, ratio: float, as_json: bool = False) -> None:
+        self.figures["ratio"] = round(ratio, 3)
+        self.figures["machine"] = machine()
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / f"{self.name}.json").write_text(json.dumps(self.figures, indent=2, default=str))
+        if as_json:
+            print(json.dumps(self.figures, default=str))
+        print(f"{self.name}: {ours} vs {anchor} (ratio {ratio:.2f})", flush=True)

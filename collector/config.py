@@ -1,0 +1,66 @@
+"""Collector settings: a TOML file (deploy/collector.example.toml) overridden by COLLECTOR__* variables."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from contract.mqtt_settings import MqttSettings
+from contract.settings import TomlThenEnv
+
+
+class StoreSettings(BaseModel):
+    """Where the index lives: `sqlite:///path/to.db` (default) or `postgresql://user@host/db`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(default="sqlite:///var/lib/cctv-collector/index.db", pattern=r"^(sqlite|postgresql)://")
+
+
+class IngestSettings(BaseModel):
+    """Batching between the MQTT thread and the writer; shared subscription group for scale-out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    share_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    batch_max: int = Field(default=1000, ge=1, le=100_000)
+    batch_ms: int = Field(default=50, ge=1, le=10_000)
+    queue_max: int = Field(default=100_000, ge=100)
+    session_expiry_s: int = Field(default=3600, ge=0)
+    # Accept camera, health and clip messages only from the agent that announced itself for the district.
+    require_known_agent: bool = True
+    reject_log_interval_s: float = Field(default=60.0, ge=0)
+
+
+class HttpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class S3Settings(BaseModel):
+    """The clip bucket that `reconcile` compares with the index (empty bucket: reconcile is disabled)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = None
+    bucket: str = ""
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+
+
+class CollectorSettings(TomlThenEnv):
+    model_config = SettingsConfigDict(env_prefix="COLLECTOR__", env_nested_delimiter="__", extra="forbid")
+
+    collector_id: str = Field(default="collector-1", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    mqtt: MqttSettings = MqttSettings()
+    store: StoreSettings = StoreSettings()
+    ingest: IngestSettings = IngestSettings()
+    http: HttpSettings = HttpSettings()
+    s3: S3Settings = S3Settings()
+    metrics_port: int = Field(default=9109, ge=0, le=65535)

@@ -1,0 +1,175 @@
+"""Versioned messages of the wire contract (JSON over MQTT).
+
+Every message carries `v` (the contract version) and the `district` it belongs to; the district must match the
+topic's. Unknown fields are rejected: a change of fields is a new version. Camera IP addresses, ports and
+credentials have no field here on purpose: they never leave the district agent.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from contract.topics import DISTRICT_PATTERN, ID_PATTERN
+
+VERSION: Literal[1] = 1
+SUPPORTED_VERSIONS: frozenset[int] = frozenset({VERSION})
+
+DistrictSlug = Annotated[str, Field(pattern=DISTRICT_PATTERN, description="ASCII district slug: gangnam")]
+Ident = Annotated[str, Field(pattern=ID_PATTERN, description="topic-safe id: letters, digits, . _ : -")]
+Text = Annotated[str, Field(max_length=500)]
+Reason = Annotated[str, Field(pattern=r"^[a-z0-9_:.-]{1,64}$")]
+Timestamp = AwareDatetime
+
+CameraState = Literal["online", "degraded", "offline", "unauthorized", "unknown"]
+AgentPresence = Literal["online", "offline"]
+# Who asks, in the order they are served: 112 police before 119 fire before disaster rooms before
+# searches for vulnerable people before routine work.
+Priority = Literal["112", "119", "disaster", "vulnerable", "routine"]
+PRIORITY_RANK: dict[Priority, int] = {"112": 0, "119": 1, "disaster": 2, "vulnerable": 3, "routine": 4}
+
+
+class Message(BaseModel):
+    """Fields every message has."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = VERSION
+    district: DistrictSlug
+
+
+class AgentState(Message):
+    """Retained presence of a district agent; its MQTT last will is the same message with state=offline."""
+
+    agent_id: Ident
+    state: AgentPresence
+    district_name: Text = ""
+    version: Text = ""
+    started_at: Timestamp | None = None
+    cameras: int = Field(default=0, ge=0)
+    sent_at: Timestamp
+
+
+class StreamSummary(BaseModel):
+    """One media profile of a camera, without its URI."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token: Annotated[str, Field(max_length=64)]
+    codec: Literal["h264", "h265", "mjpeg", "other"]
+    width: int = Field(ge=0, le=16384)
+    height: int = Field(ge=0, le=16384)
+    fps: float = Field(ge=0, le=1000)
+    bitrate_kbps: int | None = Field(default=None, ge=0)
+
+
+class CameraMeta(Message):
+    """What a camera is and where it stands; retained, published when it changes."""
+
+    camera_id: Ident
+    agent_id: Ident
+    name: Text = ""
+    address_text: Text = ""
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    manufacturer: Text = ""
+    model: Text = ""
+    firmware: Text = ""
+    serial: Text = ""
+    # Stable hardware identity: a hash of the MAC, else of the serial, else the ledger id; never the IP.
+    identity: Text
+    identity_kind: Literal["mac", "serial", "ledger"]
+    firmware_profile: Text | None = None
+    firmware_below_minimum: bool | None = None
+    streams: list[StreamSummary] = Field(default_factory=list, max_length=16)
+    updated_at: Timestamp
+
+
+class CameraStatus(Message):
+    """A camera's health state; retained, published when state or reasons change."""
+
+    camera_id: Ident
+    agent_id: Ident
+    state: CameraState
+    reasons: list[Reason] = Field(default_factory=list, max_length=16)
+    last_error: Text | None = None
+    clock_offset_s: float | None = None
+    since: Timestamp
+    checked_at: Timestamp
+
+
+class HealthEntry(BaseModel):
+    """One camera's line in a health snapshot."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    camera_id: Ident
+    state: CameraState
+    reasons: list[Reason] = Field(default_factory=list, max_length=16)
+    clock_offset_s: float | None = None
+    checked_at: Timestamp | None = None
+
+
+class HealthSnapshot(Message):
+    """Every camera of a district at one moment; periodic, not retained."""
+
+    agent_id: Ident
+    taken_at: Timestamp
+    cameras: list[HealthEntry] = Field(max_length=20000)
+
+
+class ClipRequest(Message):
+    """Collector -> agent: cut this window of this camera (QoS 1; the request id makes retries idempotent)."""
+
+    request_id: Ident
+    camera_id: Ident
+    start: Timestamp
+    end: Timestamp
+    purpose: Text
+    agency: Annotated[str, Field(min_length=1, max_length=64)]
+    incident: Annotated[str, Field(max_length=64)] = ""
+    priority: Priority = "routine"
+    requested_by: Annotated[str, Field(max_length=128)] = ""
+    sent_at: Timestamp
+
+    @model_validator(mode="after")
+    def _window_order(self) -> ClipRequest:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class ArmRequest(Message):
+    """Collector -> agent: keep a pre-roll buffer of this camera for a while (cameras near an incident)."""
+
+    request_id: Ident
+    camera_id: Ident
+    duration_s: float = Field(gt=0, le=24 * 3600)
+    priority: Priority = "routine"
+    agency: Annotated[str, Field(min_length=1, max_length=64)]
+    sent_at: Timestamp
+
+
+ClipStatusName = Literal["accepted", "capturing", "uploading", "succeeded", "failed"]
+
+
+class ClipUpdate(Message):
+    """Agent -> collector: progress and final result of a clip request (QoS 1, upserted by request id)."""
+
+    request_id: Ident
+    camera_id: Ident
+    agent_id: Ident
+    status: ClipStatusName
+    reason: Text | None = None
+    object_key: Text | None = None
+    thumbnail_key: Text | None = None
+    manifest_key: Text | None = None
+    size_bytes: int | None = Field(default=None, ge=0)
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    covered_start: Timestamp | None = None
+    covered_end: Timestamp | None = None
+    sent_at: Timestamp
+
+
+AnyMessage = AgentState | CameraMeta | CameraStatus | HealthSnapshot | ClipRequest | ArmRequest | ClipUpdate

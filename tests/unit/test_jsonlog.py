@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from contract import jsonlog
+
+
+def _log_line(message: str, *args: object, **extra: object) -> dict:
+    stream = io.StringIO()
+    jsonlog.setup("INFO", stream)
+    logging.getLogger("test.jsonlog").info(message, *args, extra=extra)
+    return json.loads(stream.getvalue().strip())
+
+
+def test_lines_are_json_with_bound_ids():
+    line = _log_line("camera %s checked", "gangnam-00001", camera="gangnam-00001", district="gangnam")
+    assert line["msg"] == "camera gangnam-00001 checked"
+    assert line["camera"] == "gangnam-00001" and line["district"] == "gangnam"
+    assert line["level"] == "info"
+
+
+def test_credentials_and_addresses_never_reach_the_log():
+    line = _log_line(
+        "open %s failed, password=hunter2", "rtsp://admin:hunter2@10.1.2.3:554/stream1", url="http://10.9.8.7/x"
+    )
+    text = json.dumps(line)
+    assert "hunter2" not in text
+    assert "10.1.2.3" not in text and "10.9.8.7" not in text
+    assert "rtsp://***@[addr]:554/stream1" in line["msg"]
+
+
+def test_exceptions_are_redacted_too():
+    stream = io.StringIO()
+    jsonlog.setup("INFO", stream)
+    try:
+        raise ConnectionError("cannot reach 192.168.0.64 with secret_key=abc123")
+    except ConnectionError:
+        logging.getLogger("t").exception("failed")
+    text = stream.getvalue()
+    assert "192.168.0.64" not in text and "abc123" not in text
