@@ -1,0 +1,1 @@
+"""Vendor and firmware profiles as data (TOML), installed with the package; see README.md here."""
