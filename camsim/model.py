@@ -72,7 +72,7 @@ class CameraSpec:
     onvif_port: int = 80
     rtsp_port: int = 554
     username: str = "admin"
-    password: str = "admin"
+    password: str = "admin"  # noqa: S105 - a simulated camera's factory default, as real ones ship
     name: str = ""
     address_text: str = ""  # street address (Korean), not an IP
     lat: float = 0.0

@@ -1,0 +1,64 @@
+"""Load vendor personalities for the simulator from firmware-configs/*.toml.
+
+Each file's `[camsim]` table maps one-to-one onto `Personality` fields; the `[match]` and
+`[quirks]` tables and `min_safe_firmware` are for the agent and only checked for presence here.
+See firmware-configs/README.md for the schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any, get_args
+
+from camsim.model import AuthMode, Personality
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "firmware-configs"
+_FIELDS = {f.name: f for f in dataclasses.fields(Personality)}
+_DEFAULTS = Personality()
+_AUTH_MODES = frozenset(get_args(AuthMode))
+_REQUIRED_TOP = ("name", "min_safe_firmware", "match", "quirks", "camsim")
+
+
+class PersonalityConfigError(ValueError):
+    """A firmware-config file that does not follow the schema."""
+
+
+def _check_value(path: Path, key: str, value: Any) -> None:
+    if key not in _FIELDS:
+        raise PersonalityConfigError(f"{path.name}: [camsim].{key} is not a Personality field")
+    expected = type(getattr(_DEFAULTS, key))
+    if type(value) is not expected:  # exact: bool is an int subclass
+        raise PersonalityConfigError(f"{path.name}: [camsim].{key} must be {expected.__name__}")
+    if key == "auth" and value not in _AUTH_MODES:
+        raise PersonalityConfigError(f"{path.name}: [camsim].auth must be one of {sorted(_AUTH_MODES)}")
+
+
+def load_personality(path: Path) -> Personality:
+    """The Personality described by one firmware-config file."""
+    with path.open("rb") as fh:
+        doc = tomllib.load(fh)
+    missing = [key for key in _REQUIRED_TOP if key not in doc]
+    if missing:
+        raise PersonalityConfigError(f"{path.name}: missing {', '.join(missing)}")
+    table = dict(doc["camsim"])
+    table.setdefault("name", doc["name"])
+    for key, value in table.items():
+        _check_value(path, key, value)
+    return Personality(**table)
+
+
+def load_personalities(directory: Path = CONFIG_DIR) -> dict[str, Personality]:
+    """All personalities in `directory`, by name (the `name` key, usually the file stem)."""
+    result: dict[str, Personality] = {}
+    for path in sorted(directory.glob("*.toml")):
+        personality = load_personality(path)
+        if personality.name in result:
+            raise PersonalityConfigError(f"{path.name}: duplicate personality name {personality.name!r}")
+        result[personality.name] = personality
+    log.debug("loaded %s personalities from %s", len(result), directory)
+    return result
