@@ -15,11 +15,16 @@ import aiohttp
 from agent import __version__
 from agent.config import AgentSettings
 from agent.credentials import CredentialStore
+from agent.firmware import FirmwareCatalog
+from agent.inventory import assess_firmware, discover_and_reconcile
 from agent.ledger import load_ledger
 from agent.liveness_loop import check_all
 from agent.metrics import AgentMetrics
 from agent.mqtt_link import MqttLink
+from agent.reconcile import Reconciliation
 from agent.registry import CameraRecord, Registry
+from agent.stream_check import StreamChecker, Timeouts
+from agent.stream_health import run_cycle
 from agent.sweep import Progress, sweep
 from contract import topics
 from contract.codec import Delivery, encode
@@ -36,6 +41,14 @@ class Agent:
         cameras, self.ledger_problems = load_ledger(settings.ledger)
         self.credentials = CredentialStore.from_file(settings.secrets_file)
         self.registry = Registry(settings.district, settings.agent_id, cameras)
+        self.firmware, firmware_problems = FirmwareCatalog.load()
+        for problem in firmware_problems:
+            log.warning("firmware profile skipped: %s", problem)
+        health = settings.health
+        self.streams = StreamChecker(
+            concurrency=health.stream_concurrency,
+            timeouts=Timeouts(health.stream_open_s, health.stream_read_s, health.stream_total_s),
+        )
         self.started_at = datetime.now(UTC)
         self.link = MqttLink(
             settings.mqtt,
@@ -54,8 +67,12 @@ class Agent:
             log.warning("broker not reachable yet; going on, paho keeps retrying")
         try:
             await self.sweep(progress)
-            await self._watch(stop)
+            await self.discover()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch(stop))
+                group.create_task(self._watch_streams(stop))
         finally:
+            self.streams.close()
             await self.link.stop(self._presence("offline"))
 
     async def sweep(self, progress: Progress | None = None) -> None:
@@ -68,7 +85,23 @@ class Agent:
             metrics=self.metrics,
             progress=progress,
         )
+        assess_firmware(self.firmware, self.registry.records.values())
         self._publish_changes(force_meta=True)
+
+    async def discover(self) -> Reconciliation | None:
+        """WS-Discovery reconciled with the ledger, when discovery targets are configured."""
+        if not self.settings.discovery.enabled:
+            return None
+        return await discover_and_reconcile(self.settings.discovery, self.registry, self.metrics)
+
+    async def check_streams(self) -> None:
+        await run_cycle(self.registry, self.credentials, self.streams)
+        self._publish_changes()
+
+    async def _watch_streams(self, stop: asyncio.Event) -> None:
+        # The first cycle waits for one interval: enumeration just proved the cameras answer.
+        while not await _stopped_within(stop, self.settings.health.stream_interval_s):
+            await self.check_streams()
 
     async def _watch(self, stop: asyncio.Event) -> None:
         health = self.settings.health
@@ -90,7 +123,7 @@ class Agent:
                 if loop.time() >= next_snapshot:
                     self.link.publish(encode(self.registry.snapshot()), "health")
                     next_snapshot = loop.time() + health.snapshot_interval_s
-                await _wait(stop, health.liveness_interval_s)
+                await _stopped_within(stop, health.liveness_interval_s)
 
     async def _enumerate_newly_reachable(self) -> None:
         pending = [
@@ -109,6 +142,7 @@ class Agent:
             timeout_s=self.settings.onvif.timeout_s,
             metrics=self.metrics,
         )
+        assess_firmware(self.firmware, pending)
         for record in pending:
             self._publish_meta(record)
 
@@ -155,8 +189,10 @@ class Agent:
         log.info("command received and not yet served", extra={"topic": topic, "bytes": len(payload)})
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds`; True if `stop` was set meanwhile."""
     try:
         await asyncio.wait_for(stop.wait(), seconds)
     except TimeoutError:
-        return
+        return False
+    return True

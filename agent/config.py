@@ -26,10 +26,31 @@ class OnvifSettings(BaseModel):
     retry_max_s: float = Field(default=300.0, gt=0)
 
 
+class DiscoverySettings(BaseModel):
+    """WS-Discovery: multicast on these interfaces (by address) plus unicast probes over these hosts/CIDRs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[str] = Field(default_factory=list)
+    multicast_interfaces: list[str] = Field(default_factory=list)
+    port: int = Field(default=3702, ge=1, le=65535)
+    window_s: float = Field(default=3.0, gt=0, le=60)
+    rate_per_s: int = Field(default=20_000, ge=1)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.targets or self.multicast_interfaces)
+
+
 class HealthSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     liveness_interval_s: float = Field(default=30.0, gt=0)
+    stream_interval_s: float = Field(default=300.0, gt=0)
+    stream_concurrency: int = Field(default=16, ge=1, le=256)
+    stream_open_s: float = Field(default=3.0, gt=0)
+    stream_read_s: float = Field(default=3.0, gt=0)
+    stream_total_s: float = Field(default=8.0, gt=0)
     snapshot_interval_s: float = Field(default=60.0, gt=0)
     sweep_interval_s: float = Field(default=3600.0, gt=0)
     clock_skew_limit_s: float = Field(default=5.0, gt=0)
@@ -45,6 +66,7 @@ class AgentSettings(TomlThenEnv):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     mqtt: MqttSettings = MqttSettings()
     onvif: OnvifSettings = OnvifSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
     health: HealthSettings = HealthSettings()
     metrics_port: int = Field(default=9108, ge=0, le=65535)
 

@@ -45,6 +45,7 @@ class CameraInfo:
     mac: str | None
     clock_offset_s: float | None
     streams: list[StreamInfo]
+    snapshot_uri: str = field(repr=False, default="")  # sensitive like StreamInfo.uri; "" if unknown
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -131,7 +132,7 @@ def _codec(encoding: object) -> str:
 def _convert(exc: BaseException) -> CameraError:
     """The one place onvif/zeep/aiohttp exceptions become our taxonomy."""
     text = str(exc)
-    if isinstance(exc, ONVIFAuthError) or "NotAuthorized" in text or "401" in text:
+    if isinstance(exc, ONVIFAuthError) or _is_auth_fault(exc) or "401" in text:
         return CameraError("unauthorized", "camera rejected the credentials")
     if isinstance(exc, ONVIFTimeoutError | TimeoutError):
         return CameraError("timeout", "camera did not answer in time")
@@ -143,6 +144,16 @@ def _convert(exc: BaseException) -> CameraError:
             return CameraError("unreachable", type(cause).__name__)
         return CameraError("protocol", text[:200])
     return CameraError("protocol", f"{type(exc).__name__}: {text[:200]}")
+
+
+def _is_auth_fault(exc: BaseException) -> bool:
+    """ter:NotAuthorized, in the fault's subcodes or (wrapped by onvif) in its text."""
+    fault = exc if isinstance(exc, zeep.exceptions.Fault) else exc.__cause__
+    subcodes = getattr(fault, "subcodes", None) or []
+    if any("NotAuthorized" in str(code) for code in subcodes):
+        return True
+    text = str(exc).lower()
+    return "notauthorized" in text or "not authorized" in text
 
 
 async def _close_quietly(cam: ONVIFCamera) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from agent.firmware import FirmwareProfile
 from agent.ledger import LedgerCamera
 from agent.onvif_reader import CameraInfo
 from agent.status import Observation, evaluate
@@ -28,6 +29,8 @@ class CameraRecord:
     ledger: LedgerCamera
     info: CameraInfo | None = None
     observation: Observation = field(default_factory=Observation)
+    endpoint: str | None = None  # WS-Discovery endpoint urn, once seen
+    firmware_profile: FirmwareProfile | None = None  # whose quirks apply
     state: CameraState = "unknown"
     reasons: list[str] = field(default_factory=list)
     last_error: str | None = None
@@ -84,6 +87,8 @@ class Registry:
             serial=info.serial,
             identity=identity or record.camera_id,
             identity_kind=kind,
+            firmware_profile=record.firmware_profile.name if record.firmware_profile else None,
+            firmware_below_minimum=record.observation.firmware_below_minimum,
             streams=[
                 StreamSummary(
                     token=s.token,

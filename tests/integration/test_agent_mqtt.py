@@ -1,0 +1,207 @@
+"""The district agent against a simulated district through a real Mosquitto.
+
+Every health state and reason reached through camsim's faults, retained state restored after the broker
+loses it, nothing secret on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import shutil
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.app import Agent
+from agent.config import AgentSettings
+from camsim.fleet import Fleet, FleetOptions, build_specs
+from camsim.ledger import write_ledger, write_secrets
+from camsim.media import MediaLibrary
+from camsim.personalities import load_personalities
+from contract import topics
+from tests.services import Mosquitto
+
+pytestmark = pytest.mark.integration
+
+BASE_IP, ONVIF_PORT, RTSP_PORT, WSD_PORT = "127.51.0.1", 18180, 18654, 13802
+
+# camera number -> (fault fields, expected state, expected reasons)
+EXPECTED = {
+    1: ({}, "online", []),
+    2: ({"clock_skew_s": 90.0}, "degraded", ["clock_skew"]),
+    3: ({"image": "black"}, "degraded", ["image_black"]),
+    4: ({"wrong_credentials": True}, "unauthorized", ["credentials_rejected"]),
+    5: ({"offline": True}, "offline", ["unreachable"]),
+    6: ({"hang": True}, "offline", ["timeout"]),
+    7: ({"image": "covered"}, "degraded", ["image_covered"]),
+    8: ({}, "degraded", ["firmware_below_minimum"]),
+}
+
+
+class Recorder:
+    """A bare paho subscriber that keeps every byte it received and the latest payload per topic."""
+
+    def __init__(self, port: int) -> None:
+        self.raw: list[bytes] = []
+        self.latest: dict[str, dict[str, object]] = {}
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("cctv/v1/#", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.raw.append(message.topic.encode() + b" " + bytes(message.payload))
+            self.latest[message.topic] = json.loads(message.payload)
+
+    def get(self, topic: str) -> dict[str, object] | None:
+        with self._lock:
+            return self.latest.get(topic)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def district(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Fleet, Path]]:
+    options = FleetOptions("gangnam", len(EXPECTED), BASE_IP, ONVIF_PORT, RTSP_PORT)
+    specs = build_specs(options)
+    dahua = load_personalities()["dahua"]
+    for number, (faults, _, _) in EXPECTED.items():
+        spec = specs[number - 1]
+        spec.personality = dataclasses.replace(spec.personality, h265_only=False)
+        spec.codec = "h264"
+        for key, value in faults.items():
+            setattr(spec.faults, key, value)
+    specs[7].personality = dataclasses.replace(dahua, firmware="2.700.0000000.1.R")
+    write_ledger(specs, tmp_path / "ledger.csv")
+    write_secrets(specs, tmp_path / "secrets.toml")
+    media = MediaLibrary(tmp_path_factory.getbasetemp() / "clip-cache", loop_s=4.0)
+    fleet = Fleet(specs, media=media, rtsp=True, wsd_port=WSD_PORT)
+    await fleet.start()
+    yield fleet, tmp_path
+    await fleet.stop()
+
+
+def agent_settings(directory: Path, broker: Mosquitto) -> AgentSettings:
+    return AgentSettings(
+        district="gangnam",
+        agent_id="gangnam-test",
+        ledger=directory / "ledger.csv",
+        secrets_file=directory / "secrets.toml",
+        metrics_port=0,
+        mqtt={"host": broker.host, "port": broker.port, "reconnect_max_s": 1},
+        onvif={"timeout_s": 2.0},
+        discovery={"targets": [f"{BASE_IP}/29", "127.51.0.8"], "port": WSD_PORT, "window_s": 1.0},
+        health={"liveness_interval_s": 0.5, "snapshot_interval_s": 1.0, "stream_interval_s": 1.0},
+    )
+
+
+def status_of(recorder: Recorder, number: int) -> dict[str, object] | None:
+    return recorder.get(topics.camera_status("gangnam", f"gangnam-{number:05d}"))
+
+
+def all_states_reached(recorder: Recorder) -> bool:
+    for number, (_, state, reasons) in EXPECTED.items():
+        status = status_of(recorder, number)
+        if status is None or status["state"] != state or status.get("reasons", []) != reasons:
+            return False
+    return True
+
+
+async def test_every_health_state_reaches_the_broker_and_no_secret_does(
+    district: tuple[Fleet, Path], mosquitto: Mosquitto
+) -> None:
+    fleet, directory = district
+    recorder = Recorder(mosquitto.port)
+    agent = Agent(agent_settings(directory, mosquitto))
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        try:
+            await eventually(lambda: all_states_reached(recorder), 40, "every camera's expected state")
+        except AssertionError:
+            seen = {n: (s or {}).get("state") for n in EXPECTED if (s := status_of(recorder, n)) or True}
+            reasons = {n: (status_of(recorder, n) or {}).get("reasons") for n in EXPECTED}
+            raise AssertionError(f"states {seen}, reasons {reasons}") from None
+        presence = recorder.get(topics.agent_state("gangnam"))
+        assert (
+            presence is not None and presence["state"] == "online" and presence["district_name"] == "강남구"
+        )
+        meta = recorder.get(topics.camera_meta("gangnam", "gangnam-00001"))
+        assert meta is not None and meta["lat"] and meta["identity_kind"] == "mac"
+        assert {s["token"] for s in meta["streams"]} == {"main", "sub"}  # type: ignore[union-attr]
+        dahua_meta = recorder.get(topics.camera_meta("gangnam", "gangnam-00008"))
+        assert dahua_meta is not None and dahua_meta["firmware_profile"] == "dahua"
+        await eventually(lambda: recorder.get(topics.health("gangnam")) is not None, 5, "a health snapshot")
+        snapshot = recorder.get(topics.health("gangnam"))
+        assert snapshot is not None and len(snapshot["cameras"]) == len(EXPECTED)  # type: ignore[arg-type]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        recorder.close()
+    offline = Recorder(mosquitto.port)  # the retained presence says the agent left cleanly
+    await eventually(
+        lambda: (offline.get(topics.agent_state("gangnam")) or {}).get("state") == "offline", 5, "offline"
+    )
+    offline.close()
+    wire = b"\n".join(recorder.raw)
+    for spec in fleet.specs:
+        assert spec.host.encode() not in wire, "a camera address left the agent"
+        assert spec.password.encode() not in wire, "a camera password left the agent"
+
+
+async def test_retained_state_is_restored_after_the_broker_loses_it(
+    district: tuple[Fleet, Path], mosquitto: Mosquitto
+) -> None:
+    _, directory = district
+    agent = Agent(agent_settings(directory, mosquitto))
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    first = Recorder(mosquitto.port)
+    try:
+        await eventually(lambda: status_of(first, 1) is not None, 20, "the first status")
+        first.close()
+        # The broker dies and comes back empty (its database is gone): the agent must republish.
+        mosquitto.kill()
+        shutil.rmtree(mosquitto.directory / "data", ignore_errors=True)
+        for db in mosquitto.directory.rglob("*.db"):
+            db.unlink()
+        mosquitto.start(mosquitto.directory, mosquitto.port)
+        late = Recorder(mosquitto.port)
+        await eventually(lambda: status_of(late, 1) is not None, 20, "retained status after restart")
+        await eventually(lambda: recorder_has_all_meta(late), 10, "retained meta after restart")
+        assert (late.get(topics.agent_state("gangnam")) or {}).get("state") == "online"
+        late.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def recorder_has_all_meta(recorder: Recorder) -> bool:
+    reachable = [
+        n
+        for n, (faults, _, _) in EXPECTED.items()
+        if not faults or "image" in faults or "clock_skew_s" in faults
+    ]
+    return all(recorder.get(topics.camera_meta("gangnam", f"gangnam-{n:05d}")) is not None for n in reachable)
