@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 import aiohttp
 
 from agent import __version__
+from agent.clips.pipeline import CameraTarget
+from agent.clips.service import ClipService
+from agent.clips.session import SessionPool
 from agent.config import AgentSettings
 from agent.credentials import CredentialStore
 from agent.firmware import FirmwareCatalog
@@ -23,7 +26,7 @@ from agent.metrics import AgentMetrics
 from agent.mqtt_link import MqttLink
 from agent.reconcile import Reconciliation
 from agent.registry import CameraRecord, Registry
-from agent.stream_check import StreamChecker, Timeouts
+from agent.stream_check import StreamChecker, Timeouts, stream_url
 from agent.stream_health import run_cycle
 from agent.sweep import Progress, sweep
 from contract import topics
@@ -50,6 +53,23 @@ class Agent:
             timeouts=Timeouts(health.stream_open_s, health.stream_read_s, health.stream_total_s),
         )
         self.started_at = datetime.now(UTC)
+        clips = settings.clips
+        self.clip_pool = SessionPool(
+            open_timeout_s=clips.open_timeout_s,
+            read_timeout_s=clips.read_timeout_s,
+            preroll_max_s=clips.preroll_max_s,
+            preroll_max_bytes=clips.preroll_max_bytes,
+        )
+        self.clips = ClipService(
+            clips,
+            settings.s3,
+            district=settings.district,
+            agent_id=settings.agent_id,
+            pool=self.clip_pool,
+            publish=lambda update: self.link.publish_receipt(encode(update)),
+            camera_lookup=self.camera_target,
+            metrics_registry=self.metrics.registry,
+        )
         self.link = MqttLink(
             settings.mqtt,
             f"agent-{settings.agent_id}",
@@ -62,6 +82,8 @@ class Agent:
 
     async def run(self, stop: asyncio.Event, progress: Progress | None = None) -> None:
         """Connect, sweep, then watch liveness and publish snapshots until `stop` is set."""
+        # Clips start before commands can arrive; the outbox holds results until the broker has them.
+        await self.clips.start()
         self.link.start()
         if not await self.link.wait_connected(10):
             log.warning("broker not reachable yet; going on, paho keeps retrying")
@@ -72,6 +94,8 @@ class Agent:
                 group.create_task(self._watch(stop))
                 group.create_task(self._watch_streams(stop))
         finally:
+            await self.clips.stop(grace_s=30.0)
+            self.clip_pool.close()
             self.streams.close()
             await self.link.stop(self._presence("offline"))
 
@@ -185,8 +209,31 @@ class Agent:
         return encode(message)
 
     def _on_command(self, topic: str, payload: bytes) -> None:
-        # Clip and arm commands are served by the clip service (a later part); until then they are logged.
-        log.info("command received and not yet served", extra={"topic": topic, "bytes": len(payload)})
+        self.clips.handle(topic, payload)
+
+    def camera_target(self, camera_id: str) -> CameraTarget | None:
+        """What the clip service needs of a camera: its main stream with credentials (stays in the agent)."""
+        record = self.registry.records.get(camera_id)
+        if record is None:
+            return None
+        info = record.info
+        online = record.state in ("online", "degraded")
+        if info is None or not info.streams:
+            return CameraTarget(camera_id, "", online=False)
+        main = max(info.streams, key=lambda s: s.width * s.height)
+        creds = self.credentials.get(record.ledger.credentials_ref)
+        quirks = record.firmware_profile.quirks if record.firmware_profile else None
+        port = record.ledger.rtsp_port if quirks is not None and quirks.rtsp_port_from_ledger else None
+        url = stream_url(
+            main.uri,
+            creds.username if creds else None,
+            creds.password.get_secret_value() if creds else None,
+            port=port,
+        )
+        meta = {"manufacturer": info.manufacturer, "model": info.model, "firmware": info.firmware}
+        return CameraTarget(
+            camera_id, url, online=online, clock_offset_s=record.observation.clock_offset_s, meta=meta
+        )
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from agent.clips.settings import ClipSettings, S3Settings
 from contract.districts import DISTRICTS
 from contract.mqtt_settings import MqttSettings
 from contract.settings import TomlThenEnv
@@ -68,6 +69,8 @@ class AgentSettings(TomlThenEnv):
     onvif: OnvifSettings = OnvifSettings()
     discovery: DiscoverySettings = DiscoverySettings()
     health: HealthSettings = HealthSettings()
+    s3: S3Settings = S3Settings()
+    clips: ClipSettings = ClipSettings()
     metrics_port: int = Field(default=9108, ge=0, le=65535)
 
     @field_validator("district")

@@ -83,6 +83,12 @@ class MqttLink:
         self._metrics.published.labels(kind).inc()
         return True
 
+    def publish_receipt(self, delivery: Delivery) -> mqtt.MQTTMessageInfo:
+        """Queue a message whose acknowledgement the caller tracks (the clip outbox deletes only then)."""
+        return self._client.publish(
+            delivery.topic, delivery.payload, qos=delivery.qos, retain=delivery.retain
+        )
+
     async def stop(self, final: Delivery | None, timeout_s: float = 3.0) -> None:
         """Publish `final` (the offline presence) if connected, then disconnect cleanly."""
         if final is not None and self.connected:

@@ -110,6 +110,7 @@ def agent_settings(directory: Path, broker: Mosquitto) -> AgentSettings:
         ledger=directory / "ledger.csv",
         secrets_file=directory / "secrets.toml",
         metrics_port=0,
+        clips={"spool_dir": directory / "spool", "key_file": directory / "signing.key"},
         mqtt={"host": broker.host, "port": broker.port, "reconnect_max_s": 1},
         onvif={"timeout_s": 2.0},
         discovery={"targets": [f"{BASE_IP}/29", "127.51.0.8"], "port": WSD_PORT, "window_s": 1.0},

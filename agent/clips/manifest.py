@@ -1,0 +1,244 @@
+"""Evidence manifests: what a clip is, who asked for it and why, signed with the agent's Ed25519 key.
+
+Canonical form: JSON with sorted keys, no spaces, UTF-8. The signature covers the canonical JSON of the
+manifest without its ``signature`` field and is stored in it as
+``{"alg": "ed25519", "key_id": <first 16 hex of SHA-256 of the raw public key>, "value": <base64>}``.
+The camera's network address never goes in: addresses and credentials stay in the district.
+
+``cctv-agent verify-clip --clip F --manifest M --public-key K [--thumbnail T] [--json]`` checks a clip
+against its manifest: exit 0 valid, 1 invalid, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+ALG = "ed25519"
+EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+_CHUNK = 1 << 20
+
+
+def canonical_json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_or_create_key(path: Path) -> Ed25519PrivateKey:
+    """The agent's signing key from a PEM file; created (mode 0600, directory 0700) if it does not exist."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:  # O_EXCL: two agents starting at once must not overwrite each other's key
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return load_or_create_key(path)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+        log.info("created signing key %s (key id %s)", path, key_id(key.public_key()))
+        return key
+    if path.stat().st_mode & 0o077:
+        log.warning("signing key %s is readable by others; chmod 600 it", path)
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return loaded
+
+
+def public_key_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def file_digest(data: bytes | Path) -> tuple[str, int]:
+    """(SHA-256 hex, size) of bytes or of a file, read in chunks."""
+    if isinstance(data, bytes | bytearray):
+        return hashlib.sha256(data).hexdigest(), len(data)
+    digest, size = hashlib.sha256(), 0
+    with Path(data).open("rb") as src:
+        while chunk := src.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def build_manifest(
+    *,
+    camera: dict[str, str],
+    district: str,
+    request_id: str,
+    agency: str,
+    incident: str,
+    purpose: str,
+    requested: tuple[datetime, datetime],
+    covered: tuple[datetime | None, datetime | None],
+    wallclock_source: str,
+    clock_offset_s: float | None,
+    agent_id: str,
+    software_version: str,
+    objects: dict[str, str],
+    clip: tuple[str, int],
+    thumbnail: tuple[str, int] | None,
+    complete: bool,
+    created_at: datetime | None = None,
+) -> dict[str, Any]:
+    """An unsigned manifest. ``camera``: id, manufacturer, model, firmware (other keys are dropped, so an
+    address can't slip in); ``objects``: S3 keys by role; ``clip``/``thumbnail``: (sha256, size)."""
+    return {
+        "v": MANIFEST_VERSION,
+        "camera": {k: camera.get(k, "") for k in ("id", "manufacturer", "model", "firmware")},
+        "district": district,
+        "request_id": request_id,
+        "agency": agency,
+        "incident": incident,
+        "purpose": purpose,
+        "requested": {"start": _iso(requested[0]), "end": _iso(requested[1])},
+        "covered": {"start": _iso(covered[0]), "end": _iso(covered[1]), "complete": complete},
+        "wallclock_source": wallclock_source,
+        "clock_offset_s": None if clock_offset_s is None else round(clock_offset_s, 3),
+        "agent_id": agent_id,
+        "software_version": software_version,
+        "objects": dict(objects),
+        "clip": {"sha256": clip[0], "size_bytes": clip[1]},
+        "thumbnail": None if thumbnail is None else {"sha256": thumbnail[0], "size_bytes": thumbnail[1]},
+        "created_at": _iso(created_at or datetime.now(UTC)),
+    }
+
+
+def sign_manifest(manifest: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
+    """A copy of ``manifest`` with its ``signature`` (any old one is replaced)."""
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    value = base64.b64encode(key.sign(canonical_json(body))).decode()
+    return {**body, "signature": {"alg": ALG, "key_id": key_id(key.public_key()), "value": value}}
+
+
+def verify(
+    clip: bytes | Path,
+    manifest: dict[str, Any],
+    public_key_pem: bytes,
+    *,
+    thumbnail: bytes | Path | None = None,
+) -> list[str]:
+    """Problems found (empty: the manifest is signed by this key and the clip/thumbnail match it)."""
+    problems = _signature_problems(manifest, public_key_pem)
+    problems += _content_problems("clip", clip, manifest.get("clip"))
+    if thumbnail is not None:
+        problems += _content_problems("thumbnail", thumbnail, manifest.get("thumbnail"))
+    return problems
+
+
+def _signature_problems(manifest: dict[str, Any], public_key_pem: bytes) -> list[str]:
+    signature = manifest.get("signature")
+    if not isinstance(signature, dict) or signature.get("alg") != ALG:
+        return ["signature missing or not ed25519"]
+    public_key = serialization.load_pem_public_key(public_key_pem)
+    if not isinstance(public_key, Ed25519PublicKey):
+        return ["public key is not an Ed25519 key"]
+    problems = []
+    if signature.get("key_id") != key_id(public_key):
+        problems.append(
+            f"key id mismatch: signed by {signature.get('key_id')}, checked with {key_id(public_key)}"
+        )
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    try:
+        public_key.verify(
+            base64.b64decode(str(signature.get("value", "")), validate=True), canonical_json(body)
+        )
+    except (InvalidSignature, ValueError):
+        problems.append("signature invalid")
+    return problems
+
+
+def _content_problems(role: str, data: bytes | Path, expected: object) -> list[str]:
+    if not isinstance(expected, dict):
+        return [f"manifest has no {role} digest"]
+    try:
+        sha256, size = file_digest(data)
+    except OSError as exc:
+        return [f"{role} unreadable: {exc.strerror}"]
+    problems = []
+    if sha256 != expected.get("sha256"):
+        problems.append(f"{role} sha256 mismatch")
+    if size != expected.get("size_bytes"):
+        problems.append(f"{role} size mismatch: {size} bytes, manifest says {expected.get('size_bytes')}")
+    return problems
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cctv-agent verify-clip", description="Check an evidence clip against its signed manifest."
+    )
+    parser.add_argument("--clip", type=Path, required=True, help="the MP4 clip")
+    parser.add_argument("--manifest", type=Path, required=True, help="its manifest (JSON)")
+    parser.add_argument("--public-key", type=Path, required=True, help="the agent's Ed25519 public key (PEM)")
+    parser.add_argument("--thumbnail", type=Path, help="also check the thumbnail JPEG")
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    return parser
+
+
+def verify_main(argv: list[str] | None = None) -> int:
+    """CLI entry: 0 valid, 1 invalid, 2 usage error (bad arguments, missing files, unusable key)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_VALID if exc.code == 0 else EXIT_USAGE  # --help exits 0
+    missing = [
+        str(p) for p in (args.clip, args.manifest, args.public_key, args.thumbnail) if p and not p.is_file()
+    ]
+    if missing:
+        print(f"verify-clip: no such file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        key_pem = args.public_key.read_bytes()
+        serialization.load_pem_public_key(key_pem)
+    except ValueError as exc:
+        print(f"verify-clip: {args.public_key}: not a PEM public key ({exc})", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        manifest = json.loads(args.manifest.read_text(encoding="utf-8"))
+        problems = verify(args.clip, manifest, key_pem, thumbnail=args.thumbnail)
+    except (ValueError, AttributeError):
+        manifest, problems = {}, ["manifest is not a JSON object"]
+    _print_outcome(args, manifest, problems)
+    return EXIT_INVALID if problems else EXIT_VALID
+
+
+def _print_outcome(args: argparse.Namespace, manifest: dict[str, Any], problems: list[str]) -> None:
+    if args.json:
+        outcome = {"valid": not problems, "problems": problems, "clip": str(args.clip),
+                   "key_id": (manifest.get("signature") or {}).get("key_id"),
+                   "camera": manifest.get("camera"), "covered": manifest.get("covered")}  # fmt: skip
+        print(json.dumps(outcome, ensure_ascii=False))
+    elif problems:
+        print(f"{args.clip}: INVALID", *(f"  - {p}" for p in problems), sep="\n")
+    else:
+        covered = manifest.get("covered") or {}
+        print(f"{args.clip}: valid ({covered.get('start')} .. {covered.get('end')})")

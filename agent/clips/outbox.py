@@ -1,0 +1,139 @@
+"""Clip results that must reach the collector: kept in SQLite until the broker acknowledges them.
+
+A ClipUpdate is written here first (fsynced), then published at QoS 1; its row is deleted only once paho
+reports the PUBACK. A broker restart, a dropped uplink or an agent killed mid-way therefore delays a result,
+never loses it. Only the newest update of a request is kept: after an outage the collector gets the final
+state, not a replay of every progress step. The collector upserts by request id, so the occasional duplicate
+(a message sent again after `republish_after_s` without acknowledgement) is harmless.
+
+The same database holds the request ids already seen, so a command delivered twice (QoS 1) makes one clip.
+Used from the event loop only (one SQLite connection, not shared with threads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from contract.messages import ClipUpdate
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (request_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (request_id TEXT PRIMARY KEY, received_at TEXT NOT NULL);
+"""
+
+
+class PublishReceipt(Protocol):
+    """What a QoS 1 publish hands back; paho's MQTTMessageInfo is one."""
+
+    def is_published(self) -> bool: ...
+
+
+# Queue one update at QoS 1 and return its receipt; None (or an exception) = not queued, try again later.
+Publish = Callable[[ClipUpdate], PublishReceipt | None]
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: Path,
+        publish: Publish,
+        *,
+        republish_after_s: float = 60.0,
+        max_inflight: int = 200,
+        poll_s: float = 0.05,
+    ) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;" + SCHEMA)
+        self._publish = publish
+        self._republish_after_s = republish_after_s
+        self._max_inflight = max_inflight
+        self._poll_s = poll_s
+        self._inflight: dict[tuple[str, int], tuple[PublishReceipt, float]] = {}
+        self._wake = asyncio.Event()
+        next_seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox").fetchone()[0]
+        self._seq: int = next_seq
+
+    def put(self, update: ClipUpdate) -> None:
+        """Store (replacing an older update of the same request) and wake the sender."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO outbox (request_id, seq, payload) VALUES (?, ?, ?)",
+            (update.request_id, self._seq, update.model_dump_json(exclude_none=True)),
+        )
+        self._seq += 1
+        self._wake.set()
+
+    def pending(self) -> int:
+        count: int = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        return count
+
+    def first_sight(self, request_id: str) -> bool:
+        """Record a request id; False if it was seen before (a duplicate delivery)."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO seen (request_id, received_at) VALUES (?, ?)",
+            (request_id, datetime.now(UTC).isoformat()),
+        )
+        return cursor.rowcount == 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send and collect acknowledgements until `stop` is set."""
+        while not stop.is_set():
+            self._send_pending()
+            self._collect_acks()
+            self._wake.clear()
+            wait_s = self._poll_s if self._inflight else 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait_s)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every stored update is acknowledged (for a graceful stop); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self.pending():
+            self._send_pending()
+            self._collect_acks()
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(self._poll_s)
+        return True
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _send_pending(self) -> None:
+        rows = self._db.execute("SELECT request_id, seq, payload FROM outbox ORDER BY seq").fetchall()
+        for request_id, seq, payload in rows:
+            if (request_id, seq) in self._inflight:
+                continue
+            if len(self._inflight) >= self._max_inflight:
+                return
+            try:
+                receipt = self._publish(ClipUpdate.model_validate_json(payload))
+            except Exception as exc:  # the link refused it (queue full, not started): retry next round
+                log.warning("publish of clip update %s refused: %s", request_id, exc)
+                return
+            if receipt is None:
+                return
+            self._inflight[(request_id, seq)] = (receipt, time.monotonic())
+
+    def _collect_acks(self) -> None:
+        now = time.monotonic()
+        for key, (receipt, sent_at) in list(self._inflight.items()):
+            try:
+                done = receipt.is_published()
+            except (ValueError, RuntimeError):  # paho gave up on this message: send it again
+                del self._inflight[key]
+                continue
+            if done:
+                self._db.execute("DELETE FROM outbox WHERE request_id = ? AND seq = ?", key)
+                del self._inflight[key]
+            elif now - sent_at > self._republish_after_s:
+                del self._inflight[key]

@@ -1,0 +1,324 @@
+"""One clip's way from camera to bucket: capture while the upload streams, thumbnail, signed manifest, result.
+
+Result convention (ClipUpdate): `succeeded` carries the object keys, size, sha256 and the window the video
+actually covers. A clip shorter than asked (stream lost, agent restarted mid-capture) is still `succeeded`,
+with `reason` starting with "partial:" and covered_start/covered_end saying what it holds. `failed` means no
+clip exists, and `reason` says why. While S3 is unreachable the clip waits in the spool and the collector
+gets `uploading` with a reason starting with "waiting for storage:".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from agent import __version__
+from agent.clips.manifest import build_manifest, file_digest
+from agent.clips.metrics import ClipMetrics
+from agent.clips.outbox import Outbox
+from agent.clips.s3 import clip_keys
+from agent.clips.spool import CaptureInfo, Job, Spool
+from agent.clips.upload import ObjectLock, Uploader, UploadError, UploadJob, UploadResult
+from contract.messages import PRIORITY_RANK, ClipStatusName, ClipUpdate
+
+log = logging.getLogger(__name__)
+
+PARTIAL_RESTART = "partial: stream lost / agent restarted"
+Recover = Callable[[Path], tuple[int, datetime | None, datetime | None]]
+Signer = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class CaptureOutcome(Protocol):
+    """The capture side's CaptureResult (agent/clips/session.py), as far as delivery needs it."""
+
+    @property
+    def covered_start(self) -> datetime | None: ...
+    @property
+    def covered_end(self) -> datetime | None: ...
+    @property
+    def wallclock_source(self) -> Literal["rtcp", "local"]: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def codec(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def thumbnail_jpeg(self) -> bytes | None: ...
+    @property
+    def complete(self) -> bool: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+class CapturePool(Protocol):
+    """The capture side's SessionPool, as far as delivery needs it."""
+
+    def arm(
+        self, camera_id: str, url: str, duration_s: float, clock_offset_s: float | None = None
+    ) -> None: ...
+    def earliest_buffered(self, camera_id: str) -> datetime | None: ...
+    def capture(
+        self, camera_id: str, url: str, start: datetime, end: datetime, out_path: Path, *,
+        clock_offset_s: float | None = None, cancel: threading.Event | None = None,
+    ) -> CaptureOutcome: ...  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CameraTarget:
+    """A camera as the clip service sees it. The RTSP URL carries credentials and never leaves the agent."""
+
+    camera_id: str
+    rtsp_url: str = field(repr=False)
+    online: bool
+    clock_offset_s: float | None = None
+    meta: Mapping[str, str] = field(default_factory=dict)  # manufacturer, model, firmware: for the manifest
+
+
+class Reporter:
+    """Builds ClipUpdates and hands them to the persistent outbox."""
+
+    def __init__(self, district: str, agent_id: str, outbox: Outbox, metrics: ClipMetrics) -> None:
+        self._district, self._agent_id, self._outbox, self._metrics = district, agent_id, outbox, metrics
+
+    def send(self, request_id: str, camera_id: str, status: ClipStatusName, **fields: Any) -> None:
+        update = ClipUpdate(
+            district=self._district, request_id=request_id, camera_id=camera_id, agent_id=self._agent_id,
+            status=status, sent_at=datetime.now(UTC), **fields,
+        )  # fmt: skip
+        self._outbox.put(update)
+        self._metrics.outbox_pending.set(self._outbox.pending())
+
+    def failed(self, request_id: str, camera_id: str, reason: str) -> None:
+        self.send(request_id, camera_id, "failed", reason=reason[:500])
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        uploader: Uploader,
+        reporter: Reporter,
+        pool: CapturePool,
+        lookup: Callable[[str], CameraTarget | None],
+        signer: Signer,
+        recover: Recover,
+        bucket: str,
+        lock: ObjectLock | None,
+        district: str,
+        agent_id: str,
+        metrics: ClipMetrics,
+    ) -> None:
+        self._spool, self._uploader, self._reporter, self._pool = spool, uploader, reporter, pool
+        self._lookup, self._signer, self._recover = lookup, signer, recover
+        self._bucket, self._lock, self._district, self._agent_id = bucket, lock, district, agent_id
+        self._metrics = metrics
+
+    async def run(self, job: Job, cancel: threading.Event) -> bool:
+        """Capture and deliver one queued job. True when finished (delivered or failed for good); False when
+        the clip is captured and waits in the spool for S3."""
+        target = self._lookup(job.request.camera_id)
+        if target is None:
+            self._fail(job, "unknown camera")
+            return True
+        job.state = "capturing"
+        self._spool.save(job)
+        self._reporter.send(job.request_id, job.request.camera_id, "capturing")
+        finished, give_up = threading.Event(), threading.Event()
+        upload = asyncio.create_task(
+            asyncio.to_thread(self._uploader.upload_file, self._clip_upload(job), finished, give_up)
+        )
+        captured = await self._capture(job, target, cancel)
+        if not captured:
+            give_up.set()
+            finished.set()
+            with contextlib.suppress(UploadError):
+                await upload
+            return True
+        finished.set()
+        self._reporter.send(job.request_id, job.request.camera_id, "uploading")
+        try:
+            result = await upload
+        except UploadError as exc:
+            self.note_upload_failure(job, exc)
+            return False
+        self._record_clip(job, result)
+        return await self.deliver(job)
+
+    async def deliver(self, job: Job) -> bool:
+        """Upload what is not in S3 yet (clip, thumbnail, manifest) and report success. False: try later."""
+        try:
+            await asyncio.to_thread(self._deliver, job)
+        except UploadError as exc:
+            self.note_upload_failure(job, exc)
+            return False
+        capture = job.capture or CaptureInfo()
+        self._reporter.send(
+            job.request_id, job.request.camera_id, "succeeded", reason=job.partial_reason,
+            object_key=job.object_key, thumbnail_key=job.thumbnail_key, manifest_key=job.manifest_key,
+            size_bytes=capture.size_bytes, sha256=capture.sha256 or None,
+            covered_start=capture.covered_start, covered_end=capture.covered_end,
+        )  # fmt: skip
+        return True
+
+    def recover_interrupted(self, job: Job, reason: str = PARTIAL_RESTART) -> bool:
+        """A capture that never finished (crash, SIGKILL): keep its complete fragments. False if none."""
+        path = self._spool.clip_path(job.request_id)
+        try:
+            valid, covered_start, covered_end = self._recover(path)
+        except (OSError, ValueError) as exc:
+            log.warning("clip %s cannot be recovered: %s", job.request_id, exc)
+            return False
+        if valid <= 0:
+            return False
+        os.truncate(path, valid)
+        job.capture = CaptureInfo(
+            covered_start=covered_start, covered_end=covered_end, size_bytes=valid, complete=False,
+            error=reason,
+        )  # fmt: skip
+        job.partial_reason = reason
+        job.state = "captured"
+        self._spool.save(job)
+        self._metrics.captures.labels("partial").inc()
+        return True
+
+    def note_upload_failure(self, job: Job, exc: UploadError) -> None:
+        job.upload_attempts += 1
+        self._spool.save(job)
+        self._metrics.uploads.labels("retry").inc()
+        log.warning("upload of clip %s failed (attempt %s): %s", job.request_id, job.upload_attempts, exc)
+        if job.upload_attempts == 1:
+            reason = f"waiting for storage: {exc}"[:500]
+            self._reporter.send(job.request_id, job.request.camera_id, "uploading", reason=reason)
+
+    async def _capture(self, job: Job, target: CameraTarget, cancel: threading.Event) -> bool:
+        """Run the capture; record what it produced. False (and reported) if there is no video."""
+        request, path = job.request, self._spool.clip_path(job.request_id)
+        try:
+            outcome = await asyncio.to_thread(
+                self._pool.capture, target.camera_id, target.rtsp_url, request.start, request.end, path,
+                clock_offset_s=target.clock_offset_s, cancel=cancel,
+            )  # fmt: skip
+        except Exception as exc:  # a capture bug must not lose what was written: keep complete fragments
+            log.exception("capture of clip %s raised", job.request_id)
+            return self._capture_crashed(job, f"partial: capture error ({type(exc).__name__})")
+        finally:
+            self._spool.release(job.request_id)
+        if outcome.size_bytes <= 0:
+            self._metrics.captures.labels("failed").inc()
+            self._fail(job, f"capture failed: {outcome.error or 'no video received'}")
+            return False
+        job.capture = _info(outcome)
+        if not outcome.complete:
+            job.partial_reason = f"partial: {outcome.error or 'stream ended early'}"[:500]
+        if outcome.thumbnail_jpeg:
+            self._spool.thumbnail_path(job.request_id).write_bytes(outcome.thumbnail_jpeg)
+        job.state = "captured"
+        self._spool.save(job)
+        self._metrics.captures.labels("complete" if outcome.complete else "partial").inc()
+        return True
+
+    def _capture_crashed(self, job: Job, reason: str) -> bool:
+        if self.recover_interrupted(job, reason):
+            return True
+        self._metrics.captures.labels("failed").inc()
+        self._fail(job, "capture failed: no video received")
+        return False
+
+    def _fail(self, job: Job, reason: str) -> None:
+        job.state = "failed"
+        self._spool.save(job)
+        with contextlib.suppress(FileNotFoundError):
+            self._spool.clip_path(job.request_id).unlink()
+        self._reporter.failed(job.request_id, job.request.camera_id, reason)
+
+    def _deliver(self, job: Job) -> None:
+        """Blocking (worker thread): each step is saved, so a retry or a restart resumes after it."""
+        keys = self._keys(job)
+        if job.object_key is None:
+            done = threading.Event()
+            done.set()
+            self._record_clip(job, self._uploader.upload_file(self._clip_upload(job), done))
+        thumbnail = self._spool.thumbnail_path(job.request_id)
+        if job.thumbnail_key is None and thumbnail.exists():
+            side = self._side_upload(job, keys.thumbnail, "image/jpeg")
+            self._uploader.put_bytes(side, thumbnail.read_bytes())
+            job.thumbnail_key = keys.thumbnail
+            self._spool.save(job)
+        if job.manifest_key is None:
+            body = json.dumps(self._signer(self._manifest(job)), sort_keys=True, indent=1).encode()
+            self._uploader.put_bytes(self._side_upload(job, keys.manifest, "application/json"), body)
+            job.manifest_key = keys.manifest
+        job.state = "uploaded"
+        self._spool.save(job)
+
+    def _record_clip(self, job: Job, result: UploadResult) -> None:
+        capture = job.capture or CaptureInfo()
+        if capture.sha256 and capture.sha256 != result.sha256 and capture.size_bytes == result.size_bytes:
+            log.error("clip %s: capture digest differs from the uploaded bytes'", job.request_id)
+        job.capture = capture.model_copy(update={"size_bytes": result.size_bytes, "sha256": result.sha256})
+        job.object_key = result.key
+        self._spool.save(job)
+        self._metrics.uploads.labels("succeeded").inc()
+        self._metrics.completion.observe(max(0.0, time.time() - job.request.end.timestamp()))
+
+    def _keys(self, job: Job) -> Any:
+        request = job.request
+        return clip_keys(self._district, request.camera_id, request.start, request.request_id)
+
+    def _clip_upload(self, job: Job) -> UploadJob:
+        request = job.request
+        metadata = {"request-id": request.request_id, "camera-id": request.camera_id,
+                    "district": self._district, "priority": request.priority}  # fmt: skip
+        return UploadJob(
+            self._bucket, self._keys(job).clip, self._spool.clip_path(job.request_id),
+            PRIORITY_RANK[request.priority], metadata, "video/mp4", self._lock,
+        )  # fmt: skip
+
+    def _side_upload(self, job: Job, key: str, content_type: str) -> UploadJob:
+        path = self._spool.clip_path(job.request_id)
+        rank = PRIORITY_RANK[job.request.priority]
+        metadata = {"request-id": job.request_id}
+        return UploadJob(self._bucket, key, path, rank, metadata, content_type, self._lock)
+
+    def _manifest(self, job: Job) -> dict[str, Any]:
+        request, capture = job.request, job.capture or CaptureInfo()
+        target = self._lookup(request.camera_id)
+        camera = {"id": request.camera_id, **(dict(target.meta) if target is not None else {})}
+        keys = self._keys(job)
+        thumbnail = self._spool.thumbnail_path(job.request_id)
+        objects = {"clip": keys.clip, "manifest": keys.manifest}
+        if job.thumbnail_key:
+            objects["thumbnail"] = job.thumbnail_key
+        return build_manifest(
+            camera=camera, district=self._district, request_id=request.request_id, agency=request.agency,
+            incident=request.incident, purpose=request.purpose, requested=(request.start, request.end),
+            covered=(capture.covered_start, capture.covered_end), wallclock_source=capture.wallclock_source,
+            clock_offset_s=target.clock_offset_s if target is not None else None, agent_id=self._agent_id,
+            software_version=__version__, objects=objects, clip=(capture.sha256, capture.size_bytes),
+            thumbnail=file_digest(thumbnail) if job.thumbnail_key else None, complete=capture.complete,
+        )  # fmt: skip
+
+
+def _info(outcome: CaptureOutcome) -> CaptureInfo:
+    return CaptureInfo(
+        covered_start=outcome.covered_start, covered_end=outcome.covered_end,
+        wallclock_source=outcome.wallclock_source, size_bytes=outcome.size_bytes, sha256=outcome.sha256,
+        codec=outcome.codec, width=outcome.width, height=outcome.height, complete=outcome.complete,
+        error=outcome.error,
+    )  # fmt: skip

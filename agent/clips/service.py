@@ -1,0 +1,339 @@
+"""The agent's clip service: takes clip and arm commands, runs captures in priority order, delivers clips.
+
+Lifecycle: `start()` opens the outbox, resumes what the spool holds (partial captures from a crash are cut to
+their last complete fragment and delivered), then starts the workers. `handle()` is called on the event loop
+for every command. `stop(grace_s)` stops taking work, lets running captures finish within the grace period,
+cancels the rest (their partial clips stay in the spool and are delivered on the next start), and flushes
+the outbox briefly; what is not acknowledged stays on disk.
+
+Ordering: at most `max_concurrent_captures` captures run (that many workers); waiting requests are served by
+priority (112, 119, disaster, vulnerable, routine; FIFO within one). Uploads share one scheduler that orders
+parts by the same priority under the district's bandwidth cap. Clips S3 did not take are retried with capped,
+fully jittered backoff, best priority first, and all at once as soon as one upload succeeds again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from agent.clips.metrics import ClipMetrics
+from agent.clips.outbox import Outbox, Publish
+from agent.clips.pipeline import CameraTarget, CapturePool, Pipeline, Recover, Reporter, Signer
+from agent.clips.s3 import make_client
+from agent.clips.settings import ClipSettings, S3Settings
+from agent.clips.spool import Job, Spool
+from agent.clips.upload import ObjectLock, Uploader, UploadScheduler
+from contract.codec import decode
+from contract.errors import ContractError
+from contract.messages import PRIORITY_RANK, ArmRequest, ClipRequest
+from contract.topics import ID_PATTERN
+
+log = logging.getLogger(__name__)
+
+# A start this close to now needs no buffer: the live stream's next keyframe is that close.
+LIVE_TOLERANCE = timedelta(seconds=2)
+_ID = re.compile(ID_PATTERN)
+
+__all__ = ["CameraTarget", "ClipService"]
+
+
+class ClipService:
+    def __init__(
+        self,
+        settings: ClipSettings,
+        s3: S3Settings,
+        *,
+        district: str,
+        agent_id: str,
+        pool: CapturePool,
+        publish: Publish,
+        camera_lookup: Callable[[str], CameraTarget | None],
+        metrics_registry: CollectorRegistry | None = None,
+        s3_client: Any = None,
+        recover: Recover | None = None,
+        signer: Signer | None = None,
+    ) -> None:
+        self.settings, self._s3, self._district, self._agent_id = settings, s3, district, agent_id
+        self._pool, self._publish, self._lookup = pool, publish, camera_lookup
+        self.metrics = ClipMetrics(metrics_registry)
+        self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+        scheduler = UploadScheduler(settings.max_concurrent_parts, settings.upload_bandwidth_bps)
+        self._uploader = Uploader(
+            s3_client or make_client(s3), scheduler, settings.part_size_bytes,
+            on_bytes=self.metrics.uploaded_bytes.inc,
+        )  # fmt: skip
+        self._recover, self._signer = recover, signer
+        self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
+        self._order = itertools.count()
+        self._jobs: dict[str, Job] = {}
+        self._retry_at: dict[str, float] = {}
+        self._cancels: dict[str, threading.Event] = {}
+        self._stop = asyncio.Event()
+        self._retry_wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._outbox: Outbox | None = None
+        self._pipeline: Pipeline | None = None
+        self._reporter: Reporter | None = None
+
+    # lifecycle
+
+    async def start(self) -> None:
+        self._outbox = Outbox(
+            self.settings.spool_dir / "outbox.sqlite3", self._publish,
+            republish_after_s=self.settings.republish_after_s,
+        )  # fmt: skip
+        self._reporter = Reporter(self._district, self._agent_id, self._outbox, self.metrics)
+        signer = self._signer if self._signer is not None else await asyncio.to_thread(self._default_signer)
+        self._pipeline = Pipeline(
+            spool=self.spool, uploader=self._uploader, reporter=self._reporter, pool=self._pool,
+            lookup=self._lookup, signer=signer,
+            recover=self._recover or _default_recover(), bucket=self._s3.bucket, lock=self._object_lock(),
+            district=self._district, agent_id=self._agent_id, metrics=self.metrics,
+        )  # fmt: skip
+        self._resume_spool()
+        self._tasks = [asyncio.create_task(self._outbox.run(self._stop), name="clip-outbox")]
+        self._tasks += [
+            asyncio.create_task(self._capture_worker(), name=f"clip-capture-{n}")
+            for n in range(self.settings.max_concurrent_captures)
+        ]
+        self._tasks.append(asyncio.create_task(self._retry_loop(), name="clip-upload-retry"))
+        self._refresh_gauges()
+
+    async def stop(self, grace_s: float = 30.0) -> None:
+        self._stop.set()
+        if not await self._captures_done(grace_s):
+            for cancel in self._cancels.values():
+                cancel.set()  # the capture ends at its next packet; its clip stays in the spool
+            await self._captures_done(10.0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._outbox is not None:
+            await self._outbox.drain(min(2.0, max(0.1, grace_s)))
+            self._outbox.close()
+
+    async def _captures_done(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    # commands
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One command from the broker (on the event loop). Never raises."""
+        try:
+            message = decode(topic, payload)
+        except ContractError as exc:
+            self._on_contract_error(exc, payload)
+            return
+        try:
+            if isinstance(message, ClipRequest):
+                self._on_clip(message)
+            elif isinstance(message, ArmRequest):
+                self._on_arm(message)
+        except Exception:  # a bug in one command must not stop the command loop
+            log.exception("command on %s failed", topic)
+
+    def _on_contract_error(self, exc: ContractError, payload: bytes) -> None:
+        self.metrics.command_errors.labels(exc.reason).inc()
+        log.warning("invalid command: %s", exc)
+        request_id, camera_id = _salvage_ids(payload)
+        if request_id and camera_id and self._reporter is not None:
+            self._reporter.failed(request_id, camera_id, f"invalid request: {exc.detail}")
+
+    def _on_clip(self, request: ClipRequest) -> None:
+        assert self._outbox is not None and self._reporter is not None
+        if not self._outbox.first_sight(request.request_id):
+            self.metrics.requests.labels("duplicate").inc()
+            log.info("clip request %s delivered again; already taken", request.request_id)
+            return
+        refusal = self._refusal(request)
+        if refusal is not None:
+            self.metrics.requests.labels(refusal.replace(" ", "_")).inc()
+            self._reporter.failed(request.request_id, request.camera_id, refusal)
+            return
+        job = Job(request=request)
+        self.spool.save(job)
+        self.metrics.requests.labels("accepted").inc()
+        self._reporter.send(request.request_id, request.camera_id, "accepted")
+        self._enqueue(job)
+
+    def _refusal(self, request: ClipRequest) -> str | None:
+        target = self._lookup(request.camera_id)
+        if target is None:
+            return "unknown camera"
+        window_s = (request.end - request.start).total_seconds()
+        if window_s > self.settings.max_window_s:
+            return "window longer than max_window_s"
+        if not target.online:
+            return "camera offline"
+        if request.start < datetime.now(UTC) - LIVE_TOLERANCE:
+            earliest = self._pool.earliest_buffered(request.camera_id)
+            if earliest is None or request.start < earliest - LIVE_TOLERANCE:
+                return "start further in the past than any buffer holds"
+        estimate = int(window_s * self.settings.estimated_bitrate_bps / 8)
+        admitted = self.spool.admit(request.request_id, estimate, routine=request.priority == "routine")
+        self.metrics.spool_full.set(1 if self.spool.full else 0)
+        return None if admitted else "spool full"
+
+    def _on_arm(self, request: ArmRequest) -> None:
+        target = self._lookup(request.camera_id)
+        if target is None or not target.online:
+            log.info("arm of camera %s ignored: unknown or offline", request.camera_id)
+            return
+        self._pool.arm(target.camera_id, target.rtsp_url, request.duration_s, target.clock_offset_s)
+
+    # workers
+
+    def _enqueue(self, job: Job) -> None:
+        self._jobs[job.request_id] = job
+        self._queue.put_nowait((PRIORITY_RANK[job.request.priority], next(self._order), job.request_id))
+
+    async def _capture_worker(self) -> None:
+        assert self._pipeline is not None
+        while not self._stop.is_set():
+            _, _, request_id = await self._queue.get()
+            job = self._jobs.get(request_id)
+            if job is None or self._stop.is_set():
+                continue
+            cancel = self._cancels[request_id] = threading.Event()
+            self._idle.clear()
+            try:
+                finished = await self._pipeline.run(job, cancel)
+            except Exception:
+                log.exception("clip %s: delivery failed unexpectedly; left in the spool", request_id)
+                finished = False
+            finally:
+                del self._cancels[request_id]
+                if not self._cancels:
+                    self._idle.set()
+            self._after_attempt(job, finished)
+
+    async def _retry_loop(self) -> None:
+        assert self._pipeline is not None
+        while not self._stop.is_set():
+            self._refresh_gauges()
+            job = self._next_due()
+            if job is not None:
+                self._after_attempt(job, await self._pipeline.deliver(job))
+                continue
+            self._retry_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_wake.wait(), self._next_wait())
+
+    def _after_attempt(self, job: Job, finished: bool) -> None:
+        if finished:
+            self._retry_at.pop(job.request_id, None)
+            self._jobs.pop(job.request_id, None)
+            if job.state == "uploaded":  # the uplink works again: retry the others now
+                for request_id in self._retry_at:
+                    self._retry_at[request_id] = 0.0
+        else:
+            growth = self.settings.retry_base_s * 2 ** min(job.upload_attempts, 20)
+            cap = min(self.settings.retry_max_s, growth)
+            self._retry_at[job.request_id] = time.monotonic() + random.uniform(0, cap)
+        self._retry_wake.set()
+        self._refresh_gauges()
+
+    def _next_due(self) -> Job | None:
+        now = time.monotonic()
+        due = [self._jobs[r] for r, at in self._retry_at.items() if at <= now and r in self._jobs]
+        if not due:
+            return None
+        job = min(due, key=lambda j: (PRIORITY_RANK[j.request.priority], j.received_at))
+        del self._retry_at[job.request_id]
+        return job
+
+    def _next_wait(self) -> float:
+        if not self._retry_at:
+            return 1.0
+        return min(1.0, max(0.01, min(self._retry_at.values()) - time.monotonic()))
+
+    # restart
+
+    def _resume_spool(self) -> None:
+        """Before the workers start: pick up what a previous run left (see spool.py). Reads partial clips;
+        blocks the loop briefly, once."""
+        assert self._pipeline is not None and self._reporter is not None
+        now = datetime.now(UTC)
+        for job in self.spool.jobs():
+            if job.state == "queued" and job.request.end > now:
+                self._enqueue(job)
+            elif job.state == "queued":
+                self._resume_failed(job, "agent restarted before the capture began")
+            elif job.state == "capturing" and not self._pipeline.recover_interrupted(job):
+                self._resume_failed(job, "agent restarted before any video was captured")
+            if job.state == "captured":
+                log.info("resuming upload of spooled clip %s", job.request_id)
+                self._jobs[job.request_id] = job
+                self._retry_at[job.request_id] = 0.0
+
+    def _resume_failed(self, job: Job, reason: str) -> None:
+        assert self._reporter is not None
+        job.state = "failed"
+        self.spool.save(job)
+        self._reporter.failed(job.request_id, job.request.camera_id, reason)
+
+    # helpers
+
+    def _refresh_gauges(self) -> None:
+        backlog = [j for j in self._jobs.values() if j.state in ("capturing", "captured")]
+        self.metrics.backlog_clips.set(len(backlog))
+        self.metrics.backlog_bytes.set(sum(_size(self.spool.clip_path(j.request_id)) for j in backlog))
+        self.metrics.spool_usage.set(self.spool.usage_bytes())
+        self.metrics.spool_full.set(1 if self.spool.full else 0)
+        if self._outbox is not None:
+            self.metrics.outbox_pending.set(self._outbox.pending())
+
+    def _object_lock(self) -> ObjectLock | None:
+        days = self._s3.object_lock_days
+        return ObjectLock(self._s3.object_lock_mode, days) if days else None
+
+    def _default_signer(self) -> Signer:
+        from agent.clips.manifest import load_or_create_key, sign_manifest
+
+        key = load_or_create_key(self.settings.key_file)
+        return lambda manifest: sign_manifest(manifest, key)
+
+
+def _default_recover() -> Recover:
+    from agent.clips.writer import recover_partial
+
+    return recover_partial
+
+
+def _salvage_ids(payload: bytes) -> tuple[str | None, str | None]:
+    """Request and camera ids of a payload that broke the contract, if they are readable and well formed."""
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    ids = (data.get("request_id"), data.get("camera_id"))
+    valid = [i if isinstance(i, str) and _ID.fullmatch(i) else None for i in ids]
+    return valid[0], valid[1]
+
+
+def _size(path: Any) -> int:
+    try:
+        return int(path.stat().st_size)
+    except FileNotFoundError:
+        return 0

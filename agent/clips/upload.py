@@ -1,0 +1,394 @@
+"""Streaming multipart upload of a clip still being written, under a shared bandwidth cap and priority order.
+
+The capture appends whole MP4 fragments to the spool file; bytes once written never change. The uploader
+tails the file: each time `part_size` new bytes exist it sends them as a part, and when the capture says it is
+done it sends the rest as the last part and completes the upload, so the object exists about a part's transfer
+time after the window ends.
+
+The object's `sha256` metadata: S3 fixes metadata when the multipart upload is created, before the digest of
+a growing file is known. So a streamed clip is completed first and then copied onto itself with the digest
+added (RGW copies within a bucket by reference, not by data). A file that is already complete (a retry from
+the spool) is hashed first and uploaded with the digest in one go.
+
+Retries are layered without overlap (as in s3transfer): botocore retries throttling, 5xx and connection errors
+of each request; this module retries a whole part on socket errors that survive that; the spool retries the
+whole clip later with backoff when S3 stays unreachable. A failed upload is aborted (best effort).
+
+All uploads of the agent share one `UploadScheduler`: at most `max_parallel` parts in flight, the waiting part
+with the best priority (112 first, FIFO within a priority) goes next, and a token bucket caps the bit rate.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import heapq
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
+    from types_boto3_s3.type_defs import CompletedPartTypeDef
+
+log = logging.getLogger(__name__)
+
+# Socket-level failures that botocore gave up on: the gateway is down or the uplink broke.
+NETWORK_ERRORS = (BotoConnectionError, HTTPClientError, OSError)
+# The multipart upload vanished (e.g. the gateway lost it): start the object again.
+RESTART_CODES = frozenset({"NoSuchUpload"})
+AUTH_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
+
+
+class UploadError(Exception):
+    """An upload that did not complete. `transient`: retry later; otherwise a person must act (credentials,
+    bucket). `last_exception` is the underlying error."""
+
+    def __init__(self, message: str, *, transient: bool, last_exception: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.last_exception = last_exception
+
+
+class _TruncatedError(Exception):
+    """The file got shorter than what was already sent: the capture cut it; send it again from the start."""
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    mode: Literal["GOVERNANCE", "COMPLIANCE"]
+    days: int
+
+    def params(self) -> dict[str, Any]:
+        until = datetime.now(UTC) + timedelta(days=self.days)
+        return {"ObjectLockMode": self.mode, "ObjectLockRetainUntilDate": until}
+
+
+@dataclass(frozen=True)
+class UploadJob:
+    bucket: str
+    key: str
+    path: Path
+    rank: int  # PRIORITY_RANK of the request: lower goes first
+    metadata: dict[str, str] = field(default_factory=dict)
+    content_type: str = "video/mp4"
+    lock: ObjectLock | None = None
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    key: str
+    size_bytes: int
+    sha256: str
+    parts: int
+    completed_monotonic: float
+
+
+class UploadScheduler:
+    """Shared by every upload: bounded parts in flight, best priority first, a token-bucket bit-rate cap.
+    The bucket may go into debt by one part (a part is sent at line speed); the long-run rate is the cap."""
+
+    def __init__(self, max_parallel: int, bandwidth_bps: int = 0) -> None:
+        self._max = max_parallel
+        self._rate = bandwidth_bps / 8  # bytes per second; 0 = unlimited
+        self._tokens = 0.0
+        self._stamp = time.monotonic()
+        self._active = 0
+        self._waiting: list[tuple[int, int]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def slot(self, rank: int, nbytes: int) -> Iterator[None]:
+        ticket = (rank, next(self._seq))
+        with self._cond:
+            heapq.heappush(self._waiting, ticket)
+            while not self._may_go(ticket):
+                self._cond.wait(self._token_wait())
+            heapq.heappop(self._waiting)
+            self._active += 1
+            self._tokens -= nbytes if self._rate else 0
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    def _may_go(self, ticket: tuple[int, int]) -> bool:
+        if self._waiting[0] != ticket or self._active >= self._max:
+            return False
+        if self._rate:
+            now = time.monotonic()
+            self._tokens = min(self._rate, self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
+            return self._tokens >= 0
+        return True
+
+    def _token_wait(self) -> float | None:
+        if self._rate and self._tokens < 0:
+            return max(0.001, -self._tokens / self._rate)
+        return None
+
+
+class Uploader:
+    """Uploads files to S3; thread-safe, one instance per agent, called from worker threads."""
+
+    def __init__(
+        self,
+        client: S3Client,
+        scheduler: UploadScheduler,
+        part_size: int,
+        *,
+        parallel_parts: int = 4,
+        part_retries: int = 2,
+        poll_s: float = 0.05,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self.client = client
+        self._scheduler = scheduler
+        self._part_size = part_size
+        self._parallel = parallel_parts  # memory: up to parallel_parts x part_size per upload
+        self._part_retries = part_retries
+        self._poll_s = poll_s
+        self._on_bytes = on_bytes
+
+    def upload_file(
+        self, job: UploadJob, finished: threading.Event, cancel: threading.Event | None = None
+    ) -> UploadResult:
+        """Upload `job.path`, which may still grow until `finished` is set. Raises UploadError."""
+        for _ in range(3):
+            try:
+                return self._upload_once(job, finished, cancel)
+            except _TruncatedError:
+                log.warning("clip %s was cut while uploading; sending it again", job.key)
+        raise UploadError(f"{job.key}: file kept changing under the upload", transient=True)
+
+    def put_bytes(self, job: UploadJob, body: bytes) -> None:
+        """A small object (thumbnail, manifest) in one request, with the same lock and a whole-part retry."""
+        extra: dict[str, Any] = job.lock.params() if job.lock else {}
+        md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+        self._with_part_retries(
+            job.key,
+            lambda: self.client.put_object(
+                Bucket=job.bucket,
+                Key=job.key,
+                Body=body,
+                ContentType=job.content_type,
+                Metadata=job.metadata,
+                ContentMD5=md5,
+                **extra,
+            ),
+            job.rank,
+            len(body),
+        )
+
+    def _upload_once(
+        self, job: UploadJob, finished: threading.Event, cancel: threading.Event | None
+    ) -> UploadResult:
+        metadata = dict(job.metadata)
+        streamed = not finished.is_set()
+        if not streamed:
+            metadata["sha256"] = _file_sha256(job.path)
+        extra: dict[str, Any] = job.lock.params() if job.lock else {}
+        created = self._call(
+            job.key,
+            lambda: self.client.create_multipart_upload(
+                Bucket=job.bucket, Key=job.key, ContentType=job.content_type, Metadata=metadata, **extra
+            ),
+        )
+        upload_id = created["UploadId"]
+        try:
+            size, digest, parts = self._send_parts(job, upload_id, finished, cancel)
+            completed = self._call(
+                job.key,
+                lambda: self.client.complete_multipart_upload(
+                    Bucket=job.bucket, Key=job.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                ),
+            )
+        except BaseException:
+            self._abort(job, upload_id)
+            raise
+        if streamed:
+            self._set_digest(job, metadata | {"sha256": digest}, extra)
+            if job.lock and completed.get("VersionId"):
+                self._retain(job, completed["VersionId"])  # the version before the digest was added
+        if job.lock:
+            self._retain(job, None)
+        return UploadResult(job.key, size, digest, len(parts), time.monotonic())
+
+    def _retain(self, job: UploadJob, version_id: str | None) -> None:
+        """Set retention explicitly: RGW ignores the lock headers of CreateMultipartUpload and CopyObject."""
+        assert job.lock is not None
+        lock = job.lock.params()
+        mode, until = lock["ObjectLockMode"], lock["ObjectLockRetainUntilDate"]
+        retention: Any = {"Mode": mode, "RetainUntilDate": until}
+        version: dict[str, Any] = {"VersionId": version_id} if version_id else {}
+        self._call(
+            job.key,
+            lambda: self.client.put_object_retention(
+                Bucket=job.bucket, Key=job.key, Retention=retention, **version
+            ),
+        )
+
+    def _send_parts(
+        self, job: UploadJob, upload_id: str, finished: threading.Event, cancel: threading.Event | None
+    ) -> tuple[int, str, list[CompletedPartTypeDef]]:
+        """Read the file in order (hashing it), send up to `parallel_parts` parts of it at once."""
+        digest = hashlib.sha256()
+        sent: list[Future[CompletedPartTypeDef]] = []
+        offset = 0
+        executor = ThreadPoolExecutor(self._parallel, thread_name_prefix="s3-part")
+        with _Tail(job.path) as tail, executor as pool:
+            try:
+                while True:
+                    if cancel is not None and cancel.is_set():
+                        raise UploadError(f"{job.key}: cancelled", transient=True)
+                    done = finished.is_set()  # read before the size: after `done`, the size is final
+                    size = tail.size()
+                    if size < offset:
+                        raise _TruncatedError
+                    if size - offset >= self._part_size or (done and size > offset):
+                        body = tail.read(offset, min(self._part_size, size - offset))
+                        digest.update(body)
+                        self._throttle(sent)
+                        sent.append(pool.submit(self._part, job, upload_id, len(sent) + 1, body))
+                        offset += len(body)
+                    elif done:
+                        break
+                    else:
+                        finished.wait(self._poll_s)
+                if not sent:
+                    raise UploadError(f"{job.key}: nothing was captured", transient=False)
+                parts = [future.result() for future in sent]
+            except BaseException:
+                for future in sent:
+                    future.cancel()
+                raise
+        return offset, digest.hexdigest(), parts
+
+    def _throttle(self, sent: list[Future[CompletedPartTypeDef]]) -> None:
+        """Wait while `parallel_parts` parts are in flight; raise the error of a part that failed."""
+        while True:
+            running = [future for future in sent if not future.done()]
+            for future in sent:
+                if future.done():
+                    future.result()
+            if len(running) < self._parallel:
+                return
+            wait(running, return_when=FIRST_COMPLETED)
+
+    def _part(self, job: UploadJob, upload_id: str, number: int, body: bytes) -> CompletedPartTypeDef:
+        extra: dict[str, Any] = {}
+        if job.lock:  # Object Lock buckets want an integrity header on every write
+            extra["ContentMD5"] = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+        response = self._with_part_retries(
+            job.key,
+            lambda: self.client.upload_part(
+                Bucket=job.bucket, Key=job.key, UploadId=upload_id, PartNumber=number, Body=body, **extra
+            ),
+            job.rank,
+            len(body),
+        )
+        if self._on_bytes is not None:
+            self._on_bytes(len(body))
+        return {"ETag": response["ETag"], "PartNumber": number}
+
+    def _with_part_retries(self, key: str, call: Callable[[], Any], rank: int, nbytes: int) -> Any:
+        for attempt in range(self._part_retries + 1):
+            try:
+                with self._scheduler.slot(rank, nbytes):
+                    return self._call(key, call)
+            except UploadError as exc:
+                if not exc.transient or attempt == self._part_retries:
+                    raise
+                time.sleep(random.uniform(0, min(4.0, 0.5 * 2**attempt)))
+        raise AssertionError("unreachable")
+
+    def _set_digest(self, job: UploadJob, metadata: dict[str, str], extra: dict[str, Any]) -> None:
+        self._call(
+            job.key,
+            lambda: self.client.copy_object(
+                Bucket=job.bucket,
+                Key=job.key,
+                CopySource={"Bucket": job.bucket, "Key": job.key},
+                MetadataDirective="REPLACE",
+                Metadata=metadata,
+                ContentType=job.content_type,
+                **extra,
+            ),
+        )
+
+    def _abort(self, job: UploadJob, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=job.bucket, Key=job.key, UploadId=upload_id)
+        except Exception as exc:  # the gateway may be the reason we are here; RGW expires stale parts
+            log.info("could not abort multipart upload of %s: %s", job.key, exc)
+
+    @staticmethod
+    def _call(key: str, call: Callable[[], Any]) -> Any:
+        """Run one S3 call, converting botocore's exceptions into UploadError (the one place that does)."""
+        try:
+            return call()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in RESTART_CODES:
+                raise _TruncatedError from exc
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            transient = status >= 500 or status in (0, 408, 429) or code == "SlowDown"
+            raise UploadError(f"{key}: S3 {code or status}", transient=transient, last_exception=exc) from exc
+        except NETWORK_ERRORS as exc:
+            raise UploadError(
+                f"{key}: S3 unreachable ({type(exc).__name__})", transient=True, last_exception=exc
+            ) from exc
+
+
+class _Tail:
+    """Reads a file that may not exist yet and may still be growing."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: BinaryIO | None = None
+
+    def __enter__(self) -> _Tail:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def size(self) -> int:
+        try:
+            return self._path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self._file is None:
+            self._file = self._path.open("rb")
+        self._file.seek(offset)
+        data = self._file.read(length)
+        if len(data) != length:
+            raise _TruncatedError
+        return data
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(2**20):
+            digest.update(chunk)
+    return digest.hexdigest()

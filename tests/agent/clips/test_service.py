@@ -1,0 +1,230 @@
+"""The clip service end to end against a real Mosquitto and the real Ceph S3 gateway, with a fake capture
+pool (bytes written in real time like the capture side) unless a test says otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agent.clips.manifest import load_or_create_key, public_key_pem, verify
+from agent.clips.service import ClipService
+from agent.clips.settings import ClipSettings, S3Settings
+from contract.codec import encode
+from contract.messages import ArmRequest
+from tests.agent.clips.clip_harness import (
+    DISTRICT,
+    FakePool,
+    MqttPublisher,
+    UpdateCollector,
+    cameras,
+    clip_request,
+    command,
+    utcnow,
+)
+from tests.services import CephS3, Mosquitto
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Rig:
+    service: ClipService
+    pool: FakePool
+    collector: UpdateCollector
+    client: Any
+    bucket: str
+    settings: ClipSettings
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.service.metrics.registry.get_sample_value(name, labels or None)
+        return value or 0.0
+
+
+def s3_settings(ceph: CephS3, bucket: str, **extra: Any) -> S3Settings:
+    return S3Settings(endpoint_url=ceph.endpoint, region=ceph.region, bucket=bucket,
+                      access_key=ceph.access_key, secret_key=ceph.secret_key, **extra)  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def rig(tmp_path: Path, broker: Mosquitto, ceph: CephS3, bucket: str, pool: FakePool | None = None,
+              **settings: Any) -> AsyncIterator[Rig]:  # fmt: skip
+    clip_settings = ClipSettings(spool_dir=tmp_path / "spool", key_file=tmp_path / "key.pem",
+                                 retry_base_s=0.2, retry_max_s=1.0, **settings)  # fmt: skip
+    pool = pool or FakePool()
+    collector = UpdateCollector(broker.host, broker.port)
+    publisher = MqttPublisher(broker.host, broker.port)
+    service = ClipService(
+        clip_settings, s3_settings(ceph, bucket), district=DISTRICT, agent_id="agent-gangnam", pool=pool,
+        publish=publisher, camera_lookup=cameras(offline=("cam-off",)), metrics_registry=CollectorRegistry(),
+    )  # fmt: skip
+    await service.start()
+    try:
+        yield Rig(service, pool, collector, ceph.client(), bucket, clip_settings)
+    finally:
+        await service.stop(grace_s=5)
+        publisher.close()
+        collector.close()
+
+
+async def final(r: Rig, request_id: str, timeout_s: float = 20.0) -> Any:
+    return await asyncio.to_thread(r.collector.wait_final, request_id, timeout_s)
+
+
+async def test_clip_is_captured_uploaded_signed_and_reported(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
+) -> None:
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1]) as r:
+        request = clip_request(length_s=2.0)
+        r.service.handle(*command(request))
+        result = await final(r, request.request_id)
+        assert result.status == "succeeded", result.reason
+        assert r.collector.statuses(request.request_id)[:4] == [
+            "accepted",
+            "capturing",
+            "uploading",
+            "succeeded",
+        ]
+        assert result.reason is None
+        start = request.start
+        assert result.object_key == (f"{DISTRICT}/cam-1/{start:%Y/%m/%d}/{start:%Y%m%dT%H%M%SZ}_"
+                                     f"{request.request_id}.mp4")  # fmt: skip
+        spooled = (r.settings.spool_dir / f"{request.request_id}.mp4").read_bytes()
+        obj = r.client.get_object(Bucket=r.bucket, Key=result.object_key)
+        assert obj["Body"].read() == spooled
+        assert obj["Metadata"]["sha256"] == result.sha256
+        assert result.size_bytes == len(spooled) == 2 * 4_000_000 // 8
+        assert (result.covered_start, result.covered_end) == (request.start, request.end)
+        manifest = json.loads(r.client.get_object(Bucket=r.bucket, Key=result.manifest_key)["Body"].read())
+        thumbnail = r.client.get_object(Bucket=r.bucket, Key=result.thumbnail_key)["Body"].read()
+        key_pem = public_key_pem(load_or_create_key(r.settings.key_file))
+        assert verify(spooled, manifest, key_pem, thumbnail=thumbnail) == []
+        assert manifest["camera"]["model"] == "XNO-6080R"
+        assert "secret" not in json.dumps(manifest)  # the camera's RTSP credentials never leave the agent
+        assert r.sample("cctv_agent_clip_captures_total", result="complete") == 1
+        assert r.sample("cctv_agent_clip_uploaded_bytes_total") == len(spooled)
+        # streamed while captured: the object is complete well within 1.5 s after the window ended
+        assert r.sample("cctv_agent_clip_window_end_to_object_seconds_count") == 1
+        assert r.sample("cctv_agent_clip_window_end_to_object_seconds_bucket", le="1.5") == 1
+
+
+async def test_each_invalid_request_gets_a_failed_result_with_its_reason(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
+) -> None:
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], max_window_s=60,
+                   spool_max_bytes=2**20, estimated_bitrate_bps=4_000_000) as r:  # fmt: skip
+        cases = {
+            "unknown camera": clip_request("nvr-9"),
+            "window longer than max_window_s": clip_request(length_s=61),
+            "camera offline": clip_request("cam-off"),
+            "start further in the past than any buffer holds": clip_request(start_in_s=-30),
+            "spool full": clip_request(length_s=5, priority="routine"),  # 2.5 MB > 1 MiB
+        }
+        for request in cases.values():
+            r.service.handle(*command(request))
+        bad = json.loads(command(clip_request())[1])
+        bad["end"] = bad["start"]
+        r.service.handle(command(clip_request())[0], json.dumps(bad).encode())
+        for reason, request in cases.items():
+            result = await final(r, request.request_id)
+            assert (result.status, result.reason) == ("failed", reason)
+        result = await final(r, bad["request_id"])
+        assert result.status == "failed"
+        assert "end must be after start" in (result.reason or "")
+        assert r.sample("cctv_agent_spool_full") == 1
+        assert r.sample("cctv_agent_clip_command_errors_total", reason="invalid_payload") == 1
+        assert r.pool.calls == []
+
+
+async def test_spool_full_still_takes_112_evidence(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
+) -> None:
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], spool_max_bytes=2**20,
+                   estimated_bitrate_bps=4_000_000) as r:  # fmt: skip
+        request = clip_request(length_s=3, priority="112")
+        r.service.handle(*command(request))
+        assert (await final(r, request.request_id)).status == "succeeded"
+        assert r.sample("cctv_agent_clip_requests_total", outcome="accepted") == 1
+
+
+async def test_112_waiting_behind_routine_work_is_served_first(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
+) -> None:
+    pool = FakePool(speed=20.0, release=threading.Event())
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], pool, max_concurrent_captures=1) as r:
+        busy = clip_request(priority="routine")
+        r.service.handle(*command(busy))
+        await asyncio.to_thread(pool.started.wait, 5)  # the only capture slot is taken
+        routine = [clip_request(priority="routine") for _ in range(2)]
+        urgent = clip_request(priority="112")
+        for request in [*routine, urgent]:
+            r.service.handle(*command(request))
+        assert pool.release is not None
+        pool.release.set()
+        for request in [busy, *routine, urgent]:
+            assert (await final(r, request.request_id)).status == "succeeded"
+        order = [busy, urgent, *routine]
+        assert pool.calls == [request.request_id for request in order]
+
+
+async def test_duplicate_delivery_makes_one_clip_even_across_restarts(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
+) -> None:
+    request = clip_request()
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1]) as r:
+        r.service.handle(*command(request))
+        r.service.handle(*command(request))
+        assert (await final(r, request.request_id)).status == "succeeded"
+        assert r.sample("cctv_agent_clip_requests_total", outcome="duplicate") == 1
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1]) as again:
+        again.service.handle(*command(request))
+        await asyncio.sleep(0.3)  # nothing should happen; give it the chance to go wrong
+        assert again.pool.calls == []
+    listed = r.client.list_objects_v2(Bucket=r.bucket, Prefix=f"{DISTRICT}/cam-1/")
+    assert [o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith(".mp4")] == [
+        (await final(r, request.request_id)).object_key
+    ]
+    assert r.collector.statuses(request.request_id).count("accepted") == 1
+
+
+async def test_result_survives_a_broker_restart(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
+) -> None:
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], FakePool(release=threading.Event())) as r:
+        request = clip_request()
+        r.service.handle(*command(request))
+        await asyncio.to_thread(r.pool.started.wait, 5)
+        await asyncio.to_thread(mosquitto.stop)  # the uplink to the broker is gone while the clip is made
+        assert r.pool.release is not None
+        r.pool.release.set()
+        await asyncio.sleep(2.0)  # the clip is delivered to S3 meanwhile; its result waits in the outbox
+        assert r.service.metrics.registry.get_sample_value("cctv_agent_clip_outbox_pending") == 1
+        await asyncio.to_thread(mosquitto.start, mosquitto.directory, mosquitto.port)
+        result = await final(r, request.request_id, timeout_s=15)
+        assert result.status == "succeeded"
+        r.client.head_object(Bucket=r.bucket, Key=result.object_key)
+
+
+async def test_arm_command_keeps_a_preroll(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
+) -> None:
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1]) as r:
+        arm = ArmRequest(district=DISTRICT, request_id="arm-1", camera_id="cam-2", duration_s=300,
+                         agency="seoul-police", sent_at=utcnow())  # fmt: skip
+        delivery = encode(arm)
+        r.service.handle(delivery.topic, delivery.payload)
+        assert r.pool.armed == [("cam-2", 300)]
+        # with a buffer that reaches back far enough, a past start is served
+        r.pool.earliest = utcnow() - timedelta(seconds=60)
+        request = clip_request(start_in_s=-30, length_s=1)
+        r.service.handle(*command(request))
+        assert (await final(r, request.request_id)).status == "succeeded"

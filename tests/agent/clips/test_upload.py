@@ -1,0 +1,144 @@
+"""The streaming uploader: against the real Ceph S3 gateway for what a user checks (the object, its bytes,
+its digest, its retention), and with a stub client for the call sequence on failure."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from agent.clips.upload import ObjectLock, Uploader, UploadError, UploadJob, UploadScheduler
+from tests.services import CephS3
+
+MIB = 2**20
+PART = 5 * MIB
+
+
+def grow(path: Path, data: bytes, finished: threading.Event, chunk: int = MIB, pause_s: float = 0.02) -> None:
+    """Append `data` in chunks like a capture writing fragments, then say it is done."""
+    with path.open("wb") as f:
+        for i in range(0, len(data), chunk):
+            f.write(data[i : i + chunk])
+            f.flush()
+            time.sleep(pause_s)
+    finished.set()
+
+
+@pytest.mark.integration
+def test_growing_file_becomes_an_identical_object_with_its_sha256(
+    tmp_path: Path, s3_bucket: tuple[Any, str]
+) -> None:
+    client, bucket = s3_bucket
+    data = os.urandom(12 * MIB + 4321)  # two full parts while growing, the rest as the last part
+    path, finished = tmp_path / "clip.mp4", threading.Event()
+    writer = threading.Thread(target=grow, args=(path, data, finished))
+    writer.start()
+    result = Uploader(client, UploadScheduler(2), PART).upload_file(
+        UploadJob(bucket, "k/clip.mp4", path, 0), finished
+    )
+    writer.join()
+    done_after_s = result.completed_monotonic - time.monotonic()
+    obj = client.get_object(Bucket=bucket, Key="k/clip.mp4")
+    assert obj["Body"].read() == data
+    assert obj["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest() == result.sha256
+    assert (result.size_bytes, result.parts) == (len(data), 3)
+    assert done_after_s < 1.0
+
+
+@pytest.mark.integration
+def test_complete_file_carries_its_digest_and_object_lock_retention(tmp_path: Path, ceph_s3: CephS3) -> None:
+    client = ceph_s3.client()
+    bucket = f"lock-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    path, done = tmp_path / "clip.mp4", threading.Event()
+    path.write_bytes(os.urandom(6 * MIB))
+    done.set()
+    uploader = Uploader(client, UploadScheduler(2), PART)
+    lock = ObjectLock("COMPLIANCE", 30)
+    uploader.upload_file(UploadJob(bucket, "c.mp4", path, 0, {"request-id": "r1"}, lock=lock), done)
+    uploader.put_bytes(UploadJob(bucket, "c.jpg", path, 0, {}, "image/jpeg", lock), b"\xff\xd8jpeg")
+    head = client.head_object(Bucket=bucket, Key="c.mp4")
+    assert head["Metadata"] == {"request-id": "r1", "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    for key in ("c.mp4", "c.jpg"):
+        retention = client.get_object_retention(Bucket=bucket, Key=key)["Retention"]
+        assert retention["Mode"] == "COMPLIANCE"
+        days = (retention["RetainUntilDate"].timestamp() - time.time()) / 86400
+        assert 29.9 < days <= 30
+    with pytest.raises(client.exceptions.ClientError):  # what Object Lock is for
+        versions = client.list_object_versions(Bucket=bucket, Prefix="c.mp4")["Versions"]
+        client.delete_object(Bucket=bucket, Key="c.mp4", VersionId=versions[0]["VersionId"])
+
+
+class _DownClient:
+    """A stub S3 client whose gateway goes away after the multipart upload is created."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def create_multipart_upload(self, **_: Any) -> dict[str, str]:
+        self.calls.append("create")
+        return {"UploadId": "u1"}
+
+    def upload_part(self, **_: Any) -> dict[str, str]:
+        self.calls.append("part")
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    def abort_multipart_upload(self, **_: Any) -> None:
+        self.calls.append("abort")
+
+
+def test_unreachable_gateway_retries_the_part_then_aborts_and_says_transient(tmp_path: Path) -> None:
+    path, done = tmp_path / "clip.mp4", threading.Event()
+    path.write_bytes(b"x" * 1000)
+    done.set()
+    client = _DownClient()
+    uploader = Uploader(client, UploadScheduler(1), PART, part_retries=2)  # type: ignore[arg-type]
+    with pytest.raises(UploadError) as caught:
+        uploader.upload_file(UploadJob("b", "k", path, 0), done)
+    assert caught.value.transient
+    assert isinstance(caught.value.last_exception, EndpointConnectionError)
+    assert client.calls == ["create", "part", "part", "part", "abort"]
+
+
+def test_scheduler_serves_best_priority_first_fifo_within_one() -> None:
+    scheduler = UploadScheduler(max_parallel=1)
+    order: list[str] = []
+    hold = threading.Event()
+
+    def part(name: str, rank: int) -> None:
+        with scheduler.slot(rank, 1):
+            order.append(name)
+            if name == "first":
+                hold.wait(5)
+
+    first = threading.Thread(target=part, args=("first", 4))
+    first.start()
+    while not order:
+        time.sleep(0.001)
+    waiting = [("routine-a", 4), ("routine-b", 4), ("vulnerable", 3), ("112", 0), ("119", 1)]
+    threads = []
+    for name, rank in waiting:
+        threads.append(threading.Thread(target=part, args=(name, rank)))
+        threads[-1].start()
+        time.sleep(0.02)  # arrival order matters for FIFO within a priority
+    hold.set()
+    for thread in [first, *threads]:
+        thread.join(5)
+    assert order == ["first", "112", "119", "vulnerable", "routine-a", "routine-b"]
+
+
+def test_bandwidth_cap_holds_the_long_run_rate() -> None:
+    scheduler = UploadScheduler(max_parallel=4, bandwidth_bps=80 * 10**6)  # 10 MB/s
+    began = time.monotonic()
+    for _ in range(6):
+        with scheduler.slot(4, 2 * 10**6):  # 12 MB: the first part goes at once, the rest wait for tokens
+            pass
+    elapsed = time.monotonic() - began
+    assert 0.95 < elapsed < 1.4
