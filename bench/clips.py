@@ -1,0 +1,209 @@
+"""Evidence-clip capture: request to first fragment on disk, and capture CPU against `ffmpeg -c copy`.
+
+    python -m bench.clips [--quick] [--json]
+
+camsim serves 1080p H.264 (GOP 50 at 25 fps = 2 s) from a child process, so its CPU is nobody's.
+(a) Each request opens a fresh SessionPool (a cold RTSP session) and captures [now, now + 3 s); we time
+    the first keyframe muxed and the first whole fragment on disk (the progress file, as the uploader
+    sees it), at random points of the GOP. Bar: first fragment within one GOP + 0.3 s.
+(b) Four streams captured for the same duration by our SessionPool (threads in this process, CPU from
+    getrusage) and by four `ffmpeg -rtsp_transport tcp -i URL -c copy -f mp4 -movflags
+    frag_keyframe+empty_moov` children (CPU from wait4), side by side. Bar: ours <= 1.5x ffmpeg's per stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.common import Report, cpu_seconds, parser
+
+GOP_S = 2.0
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "camsim"
+
+
+# -- camsim child ---------------------------------------------------------------------------------------
+def serve(cameras: int) -> None:
+    """Child mode: serve ``cameras`` 1080p H.264 cameras, print their URLs, stop when stdin closes."""
+    from camsim.media import MediaLibrary
+    from camsim.model import CameraSpec, stream_profiles
+    from camsim.rtsp_server import RtspServer
+
+    async def run() -> None:
+        media = MediaLibrary(CACHE, loop_s=10)
+        specs = [
+            CameraSpec(f"bench-{i}", "bench", f"127.70.2.{i + 2}", rtsp_port=0, gop=50)
+            for i in range(cameras)
+        ]
+        await asyncio.to_thread(media.clip, stream_profiles(specs[0])[0], "none")  # encode once, cached
+        servers = [RtspServer(spec, media) for spec in specs]
+        for server in servers:
+            await server.start()
+        urls = [f"rtsp://admin:admin@{s.spec.host}:{s.port}/stream1" for s in servers]
+        print(json.dumps({"urls": urls}), flush=True)
+        await asyncio.to_thread(sys.stdin.read)  # until the parent closes our stdin
+        for server in servers:
+            await server.stop()
+
+    asyncio.run(run())
+
+
+def start_camsim(cameras: int) -> tuple[subprocess.Popen[str], list[str]]:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bench.clips", "--serve", str(cameras)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line:
+        raise RuntimeError("camsim child exited before serving")
+    return child, json.loads(line)["urls"]
+
+
+# -- (a) request to first keyframe ----------------------------------------------------------------------
+def time_to_first_fragment(url: str, work: Path, index: int) -> tuple[float, float]:
+    """(seconds to first keyframe muxed, seconds to first whole fragment on disk) for one cold request."""
+    from agent.clips.session import SessionPool
+
+    out = work / f"first-{index}.mp4"
+    progress = out.with_name(out.name + ".progress.json")
+    pool = SessionPool()
+    cancel = threading.Event()
+    now = datetime.now(UTC)
+    began = time.monotonic()
+    window = ("cam", url, now, now + timedelta(seconds=3), out)
+    worker = threading.Thread(target=pool.capture, args=window, kwargs={"cancel": cancel})
+    worker.start()
+    first_key: float | None = None
+    first_fragment = float("nan")
+    while worker.is_alive() and time.monotonic() - began < 10:
+        if progress.exists():
+            record = json.loads(progress.read_text())
+            if first_key is None:
+                first_key = time.monotonic() - began
+            if record["covered_end"] != record["covered_start"]:  # a fragment with media is on disk
+                first_fragment = time.monotonic() - began
+                break
+        time.sleep(0.005)
+    cancel.set()
+    worker.join()
+    pool.close()
+    return first_key if first_key is not None else float("nan"), first_fragment
+
+
+# -- (b) CPU per stream -----------------------------------------------------------------------------------
+def ours(urls: list[str], seconds: float, work: Path, result: dict[str, float]) -> None:
+    from agent.clips.session import SessionPool
+
+    pool = SessionPool()
+    now = datetime.now(UTC)
+    end = now + timedelta(seconds=seconds)
+    before = cpu_seconds()
+    threads = [
+        threading.Thread(target=pool.capture, args=(f"cam{i}", url, now, end, work / f"ours-{i}.mp4"))
+        for i, url in enumerate(urls)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    pool.close()
+    result["cpu_s"] = cpu_seconds() - before
+    result["bytes"] = sum((work / f"ours-{i}.mp4").stat().st_size for i in range(len(urls)))
+
+
+def ffmpeg(urls: list[str], seconds: float, work: Path) -> tuple[float, int]:
+    """CPU seconds of the ffmpeg children (user + system, from wait4) and the bytes they wrote."""
+    command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp"]
+    output = ["-t", str(seconds), "-c", "copy", "-f", "mp4", "-movflags", "frag_keyframe+empty_moov", "-y"]
+    children = [
+        subprocess.Popen([*command, "-i", url, *output, str(work / f"ff-{i}.mp4")])
+        for i, url in enumerate(urls)
+    ]
+    cpu = 0.0
+    for child in children:
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        cpu += usage.ru_utime + usage.ru_stime
+    return cpu, sum((work / f"ff-{i}.mp4").stat().st_size for i in range(len(urls)))
+
+
+def cpu_side_by_side(urls_ours: list[str], urls_ff: list[str], seconds: float, work: Path) -> dict[str, Any]:
+    result: dict[str, float] = {}
+    mine = threading.Thread(target=ours, args=(urls_ours, seconds, work, result))
+    mine.start()
+    ff_cpu, ff_bytes = ffmpeg(urls_ff, seconds, work)
+    mine.join()
+    streams = len(urls_ours)
+    return {
+        "ours_cpu_pct_per_stream": round(100 * result["cpu_s"] / seconds / streams, 2),
+        "ffmpeg_cpu_pct_per_stream": round(100 * ff_cpu / seconds / streams, 2),
+        "ours_mib": round(result["bytes"] / 2**20, 1),
+        "ffmpeg_mib": round(ff_bytes / 2**20, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("clips", __doc__ or "")
+    p.add_argument("--serve", type=int, help=argparse_hidden())
+    args = p.parse_args(argv)
+    if args.serve:
+        serve(args.serve)
+        return 0
+    requests, seconds, streams = (5, 8.0, 4) if args.quick else (20, 20.0, 4)
+    report = Report("clips")
+    camsim, urls = start_camsim(2 * streams)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-clips-") as tmp:
+            work = Path(tmp)
+            phases = random.Random(20260301)
+            samples = []
+            for i in range(requests):
+                time.sleep(phases.uniform(0, GOP_S))  # requests come at any point of the camera's GOP
+                samples.append(time_to_first_fragment(urls[i % len(urls)], work, i))
+            keys, fragments = [s[0] for s in samples], [s[1] for s in samples]
+            report.add("requests", requests)
+            report.add("first_keyframe_muxed_s_median", round(statistics.median(keys), 3))
+            report.add("first_fragment_on_disk_s_median", round(statistics.median(fragments), 3))
+            report.add("first_fragment_on_disk_s_max", round(max(fragments), 3))
+            report.add("first_fragment_bar_s", GOP_S + 0.3)
+            report.add("first_fragment_within_bar", max(fragments) <= GOP_S + 0.3)
+            cpu = cpu_side_by_side(urls[:streams], urls[streams:], seconds, work)
+            report.add("streams", streams)
+            report.add("seconds", seconds)
+            for key, value in cpu.items():
+                report.add(key, value)
+    finally:
+        assert camsim.stdin is not None
+        camsim.stdin.close()
+        camsim.wait(10)
+    ratio = cpu["ours_cpu_pct_per_stream"] / max(cpu["ffmpeg_cpu_pct_per_stream"], 1e-6)
+    report.add("cpu_within_bar", ratio <= 1.5)
+    report.finish(
+        f"capture {cpu['ours_cpu_pct_per_stream']}% of a core per 1080p stream",
+        f"ffmpeg -c copy {cpu['ffmpeg_cpu_pct_per_stream']}%",
+        ratio,
+        as_json=args.json,
+    )
+    return 0
+
+
+def argparse_hidden() -> str:
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    sys.exit(main())
