@@ -31,10 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--json", action="store_true", help="print JSON instead of a table")
     validate = sub.add_parser("validate-config", help="check a configuration file; exit 2 if it is invalid")
     validate.add_argument("file", type=Path)
+    key = sub.add_parser("public-key", help="print the PEM public key that verifies this agent's manifests")
+    key.add_argument("--config", type=Path, required=True, help="agent TOML configuration file")
+    sub.add_parser(
+        "verify-clip",
+        add_help=False,
+        help="verify a clip against its signed manifest (see `cctv-agent verify-clip --help`)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify-clip"]:
+        from agent.clips.manifest import verify_main
+
+        return verify_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = load(AgentSettings, args.config if args.command != "validate-config" else args.file)
@@ -46,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.file}: ok")
         return 0
     jsonlog.setup(settings.log_level)
+    if args.command == "public-key":
+        from agent.clips.manifest import load_or_create_key, public_key_pem
+
+        sys.stdout.write(public_key_pem(load_or_create_key(settings.clips.key_file)).decode())
+        return 0
     if args.command == "discover":
         return asyncio.run(_discover(settings, args.json))
     return asyncio.run(_run(settings))
