@@ -118,3 +118,7 @@ async def _discover(settings: AgentSettings, as_json: bool) -> int:
             cells = (row["camera_id"], row["state"], row["manufacturer"], row["model"])
             print("{:<20} {:<12} {:<16} {:<16} ".format(*cells) + reasons)
     return 0 if all(r["state"] != "unknown" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

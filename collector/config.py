@@ -29,6 +29,9 @@ class IngestSettings(BaseModel):
     batch_ms: int = Field(default=50, ge=1, le=10_000)
     queue_max: int = Field(default=100_000, ge=100)
     session_expiry_s: int = Field(default=3600, ge=0)
+    # With share_group: fetch retained meta/status once through a non-shared subscription (MQTT 5 brokers do
+    # not send retained messages to shared subscriptions; Mosquitto 2.0 does, making this a harmless repeat).
+    bootstrap_retained: bool = True
     # Accept camera, health and clip messages only from the agent that announced itself for the district.
     require_known_agent: bool = True
     reject_log_interval_s: float = Field(default=60.0, ge=0)

@@ -1,0 +1,201 @@
+"""`cctv-collector`: run the collector and query its index.
+
+    cctv-collector run --config collector.toml
+    cctv-collector validate-config collector.toml        # each error as `key.path: message`, exit 2
+    cctv-collector migrate --config collector.toml
+    cctv-collector cameras [--district D] [--state S] [--json]
+    cctv-collector uptime --district gangnam --since 7d [--camera ID] [--json]
+    cctv-collector reconcile [--rebuild] [--json]
+
+Every command reads the TOML file given with --config (optional) and COLLECTOR__* environment variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from collector.config import CollectorSettings
+from collector.store import CameraView, Store, open_store
+from contract import jsonlog
+from contract.messages import CameraState
+from contract.settings import EXIT_CONFIG, ConfigError, load
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML settings file (environment COLLECTOR__* overrides)")
+    p = argparse.ArgumentParser(prog="cctv-collector", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", parents=[common], help="ingest telemetry and serve the API until SIGTERM")
+    check = sub.add_parser("validate-config", help="check a settings file; exit 2 listing every error")
+    check.add_argument("file", type=Path)
+    sub.add_parser("migrate", parents=[common], help="apply pending schema migrations")
+    cams = sub.add_parser("cameras", parents=[common], help="list indexed cameras")
+    cams.add_argument("--district")
+    cams.add_argument("--state", choices=CameraState.__args__)  # type: ignore[attr-defined]
+    cams.add_argument("--json", action="store_true")
+    up = sub.add_parser("uptime", parents=[common], help="availability per camera and district")
+    up.add_argument("--district", required=True)
+    up.add_argument("--since", default="7d", help="window length: 30m, 24h, 7d, 2w (default 7d)")
+    up.add_argument("--camera")
+    up.add_argument("--json", action="store_true")
+    rec = sub.add_parser("reconcile", parents=[common], help="compare the clip index with the S3 bucket")
+    rec.add_argument("--rebuild", action="store_true", help="rebuild the clip index from the bucket alone")
+    rec.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "validate-config":
+        return _validate(args.file)
+    try:
+        settings = load(CollectorSettings, args.config)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EXIT_CONFIG
+    jsonlog.setup(settings.log_level)
+    if args.command == "run":
+        from collector.app import run
+
+        asyncio.run(run(settings))
+        return EXIT_OK
+    store = open_store(settings.store.url)
+    try:
+        return _query(args, settings, store)
+    finally:
+        store.close()
+
+
+def _query(args: argparse.Namespace, settings: CollectorSettings, store: Store) -> int:
+    if args.command == "migrate":
+        applied = store.migrate()
+        print(f"schema version {store.schema_version()} (applied: {applied or 'none'})")
+        return EXIT_OK
+    store.migrate()
+    if args.command == "cameras":
+        return _cameras(store, args.district, args.state, args.json)
+    if args.command == "uptime":
+        return _uptime(store, args)
+    return _reconcile(store, settings, args.rebuild, args.json)
+
+
+def _validate(path: Path) -> int:
+    try:
+        load(CollectorSettings, path)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EXIT_CONFIG
+    print(f"{path}: OK")
+    return EXIT_OK
+
+
+def _print_config_errors(exc: ConfigError) -> None:
+    print(f"invalid configuration ({exc.source}):", file=sys.stderr)
+    for line in exc.errors:
+        print(line, file=sys.stderr)
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _cameras(store: Store, district: str | None, state: str | None, as_json: bool) -> int:
+    rows = store.cameras(district, state)
+    if as_json:
+        print(json.dumps([_camera_dict(r) for r in rows], ensure_ascii=False, indent=2))
+        return EXIT_OK
+    header = ("camera", "district", "name", "state", "reasons", "manufacturer", "model", "last seen")
+    table = [
+        header,
+        *(
+            (
+                r.camera_id,
+                r.district,
+                r.name,
+                r.state,
+                ",".join(r.reasons),
+                r.manufacturer,
+                r.model,
+                _iso(r.last_seen) or "-",
+            )
+            for r in rows
+        ),
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def _camera_dict(r: CameraView) -> dict[str, object]:
+    return {
+        "camera_id": r.camera_id,
+        "district": r.district,
+        "name": r.name,
+        "state": r.state,
+        "reasons": r.reasons,
+        "manufacturer": r.manufacturer,
+        "model": r.model,
+        "last_seen": _iso(r.last_seen),
+        "agent_id": r.agent_id,
+    }
+
+
+def _uptime(store: Store, args: argparse.Namespace) -> int:
+    from collector import uptime
+
+    try:
+        window = uptime.parse_duration(args.since)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    until = time.time()
+    cameras, total = uptime.report(store, args.district, until - window, until, args.camera)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "district": args.district,
+                    "since": _iso(until - window),
+                    "until": _iso(until),
+                    "available_states": ["online", "degraded"],
+                    "cameras": [c.as_dict() for c in cameras],
+                    "district_total": total.as_dict(),
+                }
+            )
+        )
+    else:
+        print(uptime.format_table(cameras, total))
+    return EXIT_OK
+
+
+def _reconcile(store: Store, settings: CollectorSettings, rebuild: bool, as_json: bool) -> int:
+    from collector.reconcile import reconcile, s3_client
+
+    if not settings.s3.bucket:
+        print("s3.bucket is not configured", file=sys.stderr)
+        return EXIT_CONFIG
+    result = reconcile(store, s3_client(settings.s3), settings.s3.bucket, rebuild=rebuild)
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(
+            f"manifests {result.manifests}, indexed {len(result.indexed)}, missing objects "
+            f"{len(result.missing)}, restored {len(result.restored)}, invalid {len(result.invalid)}"
+            + (f", removed {result.removed} before rebuild" if rebuild else "")
+        )
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

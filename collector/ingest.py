@@ -1,0 +1,232 @@
+"""MQTT in, index out: a paho-mqtt (MQTT 5) subscriber thread hands raw messages, in chunks, through a bounded
+queue to a writer process (collector/writer.py) that decodes, checks and commits them in batches (one
+transaction per `ingest.batch_max` messages or `ingest.batch_ms`, whichever first).
+
+Lifecycle (sinks first, sources last): `Ingest.start()` starts the writer, then the subscriber; `stop()`
+disconnects the subscriber (the broker keeps the persistent session and queues QoS 1 messages meanwhile),
+then lets the writer drain the queue and commit before it returns.
+
+Durability: QoS 1 messages are acknowledged when paho's on_message returns, i.e. once queued. A graceful stop
+drains the queue; a crash loses at most the queue's content, which agents re-publish (retained status and
+meta, periodic health; clip updates go through the agent's outbox until acknowledged).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import threading
+import time
+from multiprocessing.queues import Queue
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from collector import writer
+from collector.config import CollectorSettings
+from collector.metrics import CollectorMetrics
+from contract import topics
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256  # messages per hand-over: amortises the queue's locking and pickling
+_FLUSH_S = 0.005
+
+
+class Subscriber:
+    """The paho client: subscribes and hands raw messages to the writer in chunks. Callbacks never raise."""
+
+    def __init__(
+        self, settings: CollectorSettings, sink: Queue[writer.Chunk | None], metrics: CollectorMetrics
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.metrics = metrics
+        self.subscribed = threading.Event()
+        self._bootstrap_mid: int | None = None
+        self._stopping = threading.Event()
+        self._pending: writer.Chunk = []
+        self._lock = threading.Lock()
+        self._flusher = threading.Thread(target=self._flush_periodically, name="collector-flush", daemon=True)
+        self.client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        m = self.settings.mqtt
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=m.client_id or self.settings.collector_id,
+            protocol=mqtt.MQTTv5,
+        )
+        if m.username:
+            client.username_pw_set(m.username, m.password.get_secret_value() if m.password else None)
+        if m.tls:
+            client.tls_set(ca_certs=str(m.ca_file) if m.ca_file else None)
+        client.reconnect_delay_set(1, max(1, int(m.reconnect_max_s)))
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.settings.ingest.session_expiry_s
+        m = self.settings.mqtt
+        self.client.connect_async(m.host, m.port, m.keepalive_s, clean_start=False, properties=props)
+        self._flusher.start()
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect (the session stays at the broker) and hand over what is pending."""
+        self._stopping.set()
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self._flusher.is_alive():
+            self._flusher.join()
+        self.flush()
+
+    def flush(self) -> None:
+        # Blocking on a full queue is the back-pressure: the broker queues for this session meanwhile.
+        with self._lock:
+            if self._pending:
+                self.sink.put(self._pending)
+                self._pending = []
+
+    def _flush_periodically(self) -> None:
+        while not self._stopping.wait(_FLUSH_S):
+            self.flush()
+
+    # -- paho callbacks (network thread) --------------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        self.metrics.connected.set(1)
+        log.info("connected to the broker (session present: %s)", flags.session_present)
+        client.subscribe(self.subscriptions())
+        ing = self.settings.ingest
+        if ing.share_group and ing.bootstrap_retained and not flags.session_present:
+            # Retained state is never delivered to a shared subscription: fetch it once without sharing.
+            result, self._bootstrap_mid = client.subscribe(
+                [(f, SubscribeOptions(qos=1)) for f in _retained_filters()]
+            )
+            log.info("bootstrapping retained camera state (%s)", result)
+
+    def subscriptions(self) -> list[tuple[str, SubscribeOptions]]:
+        # retainHandling=1: retained messages only for a new subscription, not on every resumed session.
+        group = self.settings.ingest.share_group
+        opts = SubscribeOptions(qos=1, retainHandling=1)
+        if not group:
+            return [(f, opts) for f in topics.telemetry_filters()]
+        agent_state, *rest = topics.telemetry_filters()
+        # Every collector follows agent presence itself: each gate must know every district's agent.
+        return [(agent_state, opts), *((topics.shared(group, f), opts) for f in rest)]
+
+    def _on_subscribe(self, client: mqtt.Client, _u: Any, mid: int, reasons: Any, _p: Any) -> None:
+        if mid == self._bootstrap_mid:
+            # The broker queued the retained messages when it accepted the subscription; they are still
+            # delivered after this unsubscribe, and live traffic keeps coming through the shared filters.
+            client.unsubscribe(_retained_filters())
+            self._bootstrap_mid = None
+            return
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            log.error("broker refused subscriptions: %s", failed)
+        self.subscribed.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.metrics.connected.set(0)
+        self.subscribed.clear()
+        if not self._stopping.is_set():
+            log.warning("disconnected from the broker (%s); paho reconnects", reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        # Only a list append here: decoding and checks happen in the writer process (see writer.py).
+        try:
+            with self._lock:
+                self._pending.append((msg.topic, bytes(msg.payload)))  # no copy: it is bytes
+                full = len(self._pending) >= CHUNK
+            if full:
+                self.flush()
+        except Exception:  # paho's callbacks must never raise
+            log.exception("could not queue a message on %s", msg.topic[:200])
+
+
+def _retained_filters() -> list[str]:
+    _agent, meta, status, _health, _clip = topics.telemetry_filters()
+    return [meta, status]
+
+
+class Ingest:
+    """The subscriber and the writer process, started and stopped in the right order."""
+
+    def __init__(self, settings: CollectorSettings, metrics: CollectorMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        ctx = mp.get_context("spawn")  # no fork of a process that runs threads
+        self.chunks: Queue[writer.Chunk | None] = ctx.Queue(
+            maxsize=max(2, settings.ingest.queue_max // CHUNK)
+        )
+        self.reports: Queue[writer.WriterStats] = ctx.Queue()
+        self.process = ctx.Process(
+            target=writer.run,
+            args=(settings, self.chunks, self.reports),
+            name="collector-writer",
+            daemon=True,
+        )
+        self.subscriber = Subscriber(settings, self.chunks, metrics)
+        self.committed = 0
+        self._reader = threading.Thread(target=self._read_reports, name="collector-reports", daemon=True)
+
+    def start_writer(self) -> None:
+        self.process.start()
+        self._reader.start()
+
+    def start(self) -> None:
+        self.start_writer()
+        self.subscriber.start()
+
+    def stop(self, timeout_s: float = 60) -> None:
+        self.subscriber.stop()
+        self.chunks.put(None)
+        self.process.join(timeout_s)
+        self._reader.join(timeout_s)
+
+    def writer_alive(self) -> bool:
+        return self.process.is_alive()
+
+    def queue_depth(self) -> int:
+        """Approximate number of messages waiting for the writer."""
+        try:
+            return self.chunks.qsize() * CHUNK
+        except NotImplementedError:  # macOS
+            return 0
+
+    def _read_reports(self) -> None:
+        while True:
+            stats = self.reports.get()
+            if stats.final:
+                return
+            self._record(stats)
+
+    def _record(self, stats: writer.WriterStats) -> None:
+        m = self.metrics
+        for kind, n in stats.received.items():
+            m.received.labels(kind=kind).inc(n)
+        for reason, n in stats.rejected.items():
+            m.rejected.labels(reason=reason).inc(n)
+        if stats.store_errors:
+            m.store_errors.inc(stats.store_errors)
+        if stats.written:
+            m.written.inc(stats.written)
+            m.batch_messages.observe(stats.written)
+            m.last_commit.set(time.time())
+            self.committed += stats.written
+        if stats.batch_seconds is not None:
+            m.batch_seconds.observe(stats.batch_seconds)
+        m.queue_depth.set(self.queue_depth())

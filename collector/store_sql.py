@@ -1,0 +1,355 @@
+"""The SQL both engines share, written once in the subset SQLite and PostgreSQL both speak.
+
+Statements use `?` placeholders; the PostgreSQL store rewrites them to `%s` (no statement contains a literal
+`?` or `%`). Engine specifics (connecting, pragmas, bulk paths) live in store_sqlite / store_postgres.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import astuple
+from importlib import resources
+from typing import Any
+
+from collector.store import (
+    CLIP_STATUS_RANK,
+    Batch,
+    CameraView,
+    ClipRow,
+    StatusRow,
+    Transition,
+)
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+UPSERT_AGENT = """
+INSERT INTO agents (district, agent_id, state, version, cameras, sent_at) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (district) DO UPDATE SET agent_id = excluded.agent_id, state = excluded.state,
+  version = excluded.version, cameras = excluded.cameras, sent_at = excluded.sent_at
+WHERE excluded.sent_at >= agents.sent_at
+"""
+
+UPSERT_META = """
+INSERT INTO cameras (camera_id, district, agent_id, name, address_text, lat, lon, manufacturer, model,
+  firmware, serial, identity, identity_kind, meta_updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (camera_id) DO UPDATE SET district = excluded.district, agent_id = excluded.agent_id,
+  name = excluded.name, address_text = excluded.address_text, lat = excluded.lat, lon = excluded.lon,
+  manufacturer = excluded.manufacturer, model = excluded.model, firmware = excluded.firmware,
+  serial = excluded.serial, identity = excluded.identity, identity_kind = excluded.identity_kind,
+  meta_updated_at = excluded.meta_updated_at
+WHERE cameras.meta_updated_at IS NULL OR excluded.meta_updated_at >= cameras.meta_updated_at
+"""
+
+# A history row only when state or reasons change, and never from a report older than the current one.
+INSERT_TRANSITION = """
+INSERT INTO status_history (camera_id, district, state, reasons, at)
+SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION)
+WHERE NOT EXISTS (SELECT 1 FROM cameras c WHERE c.camera_id = ?
+  AND ((c.state = ? AND c.reasons = ?) OR c.checked_at > ?))
+ON CONFLICT (camera_id, at) DO UPDATE SET state = excluded.state, reasons = excluded.reasons
+"""
+
+INSERT_LATER_TRANSITION = """
+INSERT INTO status_history (camera_id, district, state, reasons, at)
+SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION)
+WHERE NOT EXISTS (SELECT 1 FROM cameras c WHERE c.camera_id = ? AND c.checked_at > ?)
+ON CONFLICT (camera_id, at) DO UPDATE SET state = excluded.state, reasons = excluded.reasons
+"""
+
+UPSERT_STATUS = """
+INSERT INTO cameras (camera_id, district, agent_id, state, reasons, last_error, since, checked_at, last_seen)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (camera_id) DO UPDATE SET district = excluded.district, agent_id = excluded.agent_id,
+  since = CASE WHEN cameras.state = excluded.state AND cameras.since IS NOT NULL
+               THEN cameras.since ELSE excluded.since END,
+  state = excluded.state, reasons = excluded.reasons,
+  last_error = COALESCE(excluded.last_error, cameras.last_error),
+  checked_at = excluded.checked_at, last_seen = excluded.last_seen
+WHERE cameras.checked_at IS NULL OR excluded.checked_at >= cameras.checked_at
+"""
+
+UPSERT_HEALTH_COUNT = """
+INSERT INTO health_counts (district, taken_at, state, cameras) VALUES (?, ?, ?, ?)
+ON CONFLICT (district, taken_at, state) DO UPDATE SET cameras = excluded.cameras
+"""
+
+_CLIP_COLUMNS = (
+    "request_id, camera_id, district, agent_id, status, reason, object_key, thumbnail_key, manifest_key, "
+    "size_bytes, sha256, covered_start, covered_end, agency, incident, updated_at, missing_object, source"
+)
+_CLIP_KEEP = (
+    "reason",
+    "object_key",
+    "thumbnail_key",
+    "manifest_key",
+    "size_bytes",
+    "sha256",
+    "covered_start",
+    "covered_end",
+    "agency",
+    "incident",
+)
+# Progress never regresses: a lower rank, or an older update of the same rank, changes nothing.
+UPSERT_CLIP = f"""
+INSERT INTO clips ({_CLIP_COLUMNS}, status_rank) VALUES ({", ".join(["?"] * 19)})
+ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, status_rank = excluded.status_rank,
+  agent_id = COALESCE(excluded.agent_id, clips.agent_id),
+  {", ".join(f"{c} = COALESCE(excluded.{c}, clips.{c})" for c in _CLIP_KEEP)},
+  updated_at = excluded.updated_at, missing_object = excluded.missing_object
+WHERE excluded.status_rank > clips.status_rank
+   OR (excluded.status_rank = clips.status_rank AND excluded.updated_at >= clips.updated_at)
+"""  # noqa: S608 - column names are constants, values are parameters
+
+
+class SqlStore(ABC):
+    """Store implementation over a DB-API connection; subclasses connect and pick the migrations folder."""
+
+    engine: str  # name of the folder under collector/migrations
+
+    def __init__(self) -> None:
+        self._conn: Any = self._connect()
+
+    @abstractmethod
+    def _connect(self) -> Any: ...
+
+    def _sql(self, statement: str) -> str:
+        return statement
+
+    def _executemany(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            cur = self._conn.cursor()
+            cur.executemany(self._sql(statement), rows)
+
+    def _query(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        cur = self._conn.cursor()
+        cur.execute(self._sql(statement), params)
+        rows: list[tuple[Any, ...]] = cur.fetchall()
+        self._conn.commit()  # end the read transaction: PostgreSQL would hold a snapshot otherwise
+        return rows
+
+    # -- migrations ---------------------------------------------------------------------------------------
+    def _run_script(self, script: str) -> None:
+        self._conn.cursor().execute(script)
+
+    def schema_version(self) -> int:
+        self._run_script(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        self._conn.commit()
+        rows = self._query("SELECT MAX(version) FROM schema_version")
+        return int(rows[0][0] or 0)
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """Held while migrating, so that two processes starting at once do not both apply a migration."""
+        yield
+
+    def migrate(self) -> list[int]:
+        with self._migration_lock():
+            return self._migrate()
+
+    def _migrate(self) -> list[int]:
+        current = self.schema_version()
+        applied = []
+        for version, script in _migrations(self.engine):
+            if version <= current:
+                continue
+            try:
+                self._run_script(script)
+                self._conn.cursor().execute(
+                    self._sql("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)"),
+                    (version, time.time()),
+                )
+                self._conn.commit()
+            except Exception:
+                self._conn.rollback()
+                raise
+            log.info("applied migration %s of %s", version, self.engine)
+            applied.append(version)
+        return applied
+
+    # -- writes -------------------------------------------------------------------------------------------
+    def apply(self, batch: Batch) -> None:
+        try:
+            self._write(batch)
+            self._conn.commit()
+        except Exception:
+            self._conn.rollback()
+            raise
+
+    def _write(self, batch: Batch) -> None:
+        self._executemany(UPSERT_AGENT, [astuple(a) for a in batch.agents])
+        self._executemany(UPSERT_META, [astuple(m) for m in batch.metas])
+        self._write_statuses(batch)
+        self._executemany(UPSERT_HEALTH_COUNT, [astuple(h) for h in batch.health_counts])
+        self._executemany(UPSERT_CLIP, [_clip_params(c) for c in batch.clips])
+
+    def _write_statuses(self, batch: Batch) -> None:
+        # Both history statements run before the upsert, against the state before this batch: the first report
+        # of a camera is compared with the index, later ones in the batch with the report before them.
+        first, later = _transitions(batch.statuses)
+        self._executemany(
+            INSERT_TRANSITION,
+            [
+                (
+                    s.camera_id,
+                    s.district,
+                    s.state,
+                    s.reasons,
+                    s.since,
+                    s.camera_id,
+                    s.state,
+                    s.reasons,
+                    s.checked_at,
+                )
+                for s in first
+            ],
+        )
+        self._executemany(
+            INSERT_LATER_TRANSITION,
+            [
+                (s.camera_id, s.district, s.state, s.reasons, s.since, s.camera_id, s.checked_at)
+                for s in later
+            ],
+        )
+        self._executemany(
+            UPSERT_STATUS,
+            [
+                (
+                    s.camera_id,
+                    s.district,
+                    s.agent_id,
+                    s.state,
+                    s.reasons,
+                    s.last_error,
+                    s.since,
+                    s.checked_at,
+                    s.checked_at,
+                )
+                for s in batch.statuses
+            ],
+        )
+
+    def upsert_clips(self, rows: list[ClipRow]) -> None:
+        self.apply(Batch(clips=rows))
+
+    def set_missing(self, request_ids: list[str], missing: bool) -> None:
+        self._executemany(
+            "UPDATE clips SET missing_object = ? WHERE request_id = ?", [(missing, r) for r in request_ids]
+        )
+        self._conn.commit()
+
+    def delete_clips(self) -> int:
+        cur = self._conn.cursor()
+        cur.execute("DELETE FROM clips")
+        count = int(cur.rowcount)
+        self._conn.commit()
+        return count
+
+    # -- reads --------------------------------------------------------------------------------------------
+    def known_agents(self) -> dict[str, str]:
+        return {d: a for d, a in self._query("SELECT district, agent_id FROM agents")}
+
+    def cameras(self, district: str | None = None, state: str | None = None) -> list[CameraView]:
+        where, params = _filters({"district": district, "state": state})
+        # The filter's column names are constants; values are parameters.
+        rows = self._query(
+            "SELECT camera_id, district, agent_id, COALESCE(name, ''), COALESCE(state, 'unknown'), reasons, "  # noqa: S608
+            f"COALESCE(manufacturer, ''), COALESCE(model, ''), last_seen FROM cameras{where} "
+            "ORDER BY district, camera_id",
+            params,
+        )
+        return [
+            CameraView(
+                r[0], r[1], r[2], r[3], r[4], [x for x in (r[5] or "").split(",") if x], r[6], r[7], r[8]
+            )
+            for r in rows
+        ]
+
+    def history(
+        self, district: str, since: float, until: float, camera_id: str | None = None
+    ) -> list[Transition]:
+        cam = " AND camera_id = ?" if camera_id else ""
+        extra: tuple[Any, ...] = (camera_id,) if camera_id else ()
+        # The optional camera filter is a constant; values are parameters.
+        rows = self._query(
+            "SELECT h.camera_id, h.district, h.state, h.at FROM status_history h "  # noqa: S608
+            f"WHERE h.district = ? AND h.at > ? AND h.at <= ?{cam} "
+            "UNION ALL "
+            "SELECT h.camera_id, h.district, h.state, h.at FROM status_history h "
+            "JOIN (SELECT camera_id, MAX(at) AS at FROM status_history "
+            f"      WHERE district = ? AND at <= ?{cam} GROUP BY camera_id) p "
+            "  ON p.camera_id = h.camera_id AND p.at = h.at "
+            "ORDER BY 1, 4",
+            (district, since, until, *extra, district, since, *extra),
+        )
+        return [Transition(r[0], r[1], r[2], float(r[3])) for r in rows]
+
+    def health_counts(self, district: str) -> dict[str, int]:
+        rows = self._query(
+            "SELECT state, cameras FROM health_counts WHERE district = ? AND taken_at = "
+            "(SELECT MAX(taken_at) FROM health_counts WHERE district = ?)",
+            (district, district),
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def clips(self) -> list[ClipRow]:
+        rows = self._query(f"SELECT {_CLIP_COLUMNS} FROM clips ORDER BY request_id")  # noqa: S608
+        return [_clip_from_row(r) for r in rows]
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _transitions(statuses: list[StatusRow]) -> tuple[list[StatusRow], list[StatusRow]]:
+    """Each camera's first report in the batch, and its later reports that change state or reasons."""
+    first: list[StatusRow] = []
+    later: list[StatusRow] = []
+    previous: dict[str, StatusRow] = {}
+    for row in statuses:
+        prev = previous.get(row.camera_id)
+        if prev is None:
+            first.append(row)
+        elif row.checked_at < prev.checked_at:
+            continue  # older than what this batch already holds
+        elif (row.state, row.reasons) != (prev.state, prev.reasons):
+            later.append(row)
+        previous[row.camera_id] = row
+    return first, later
+
+
+def _clip_from_row(row: tuple[Any, ...]) -> ClipRow:
+    values = list(row)
+    values[16] = bool(values[16])  # SQLite returns 0/1
+    return ClipRow(*values)
+
+
+def _clip_params(c: ClipRow) -> tuple[Any, ...]:
+    return (*astuple(c), CLIP_STATUS_RANK.get(c.status, 0))
+
+
+def _filters(values: dict[str, str | None]) -> tuple[str, tuple[Any, ...]]:
+    used = {k: v for k, v in values.items() if v is not None}
+    if not used:
+        return "", ()
+    return " WHERE " + " AND ".join(f"{k} = ?" for k in used), tuple(used.values())
+
+
+def _migrations(engine: str) -> list[tuple[int, str]]:
+    """(version, script) of collector/migrations/<engine>/NNNN_name.sql, in version order."""
+    folder = resources.files("collector").joinpath("migrations", engine)
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
+    return sorted(found)

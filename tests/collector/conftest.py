@@ -1,0 +1,118 @@
+"""Collector fixtures: a throwaway PostgreSQL for the session and a migrated store on either engine."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from collector.store import Store, open_store
+from contract.messages import AgentState, CameraMeta, CameraStatus, ClipUpdate, HealthEntry, HealthSnapshot
+from tests.collector.pg import PgService, available
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def pg_service() -> Iterator[PgService]:
+    if not available():
+        pytest.skip("PostgreSQL 15 server binaries (Debian postgresql-15) or root are missing")
+    with PgService().start() as pg:
+        yield pg
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'index.db'}"
+    pg: PgService = request.getfixturevalue("pg_service")
+    return pg.new_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = open_store(store_url)
+    s.migrate()
+    yield s
+    s.close()
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
+    """Poll `check` until it holds; fail the test naming `what` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def agent(district: str = "gangnam", agent_id: str = "agent-gangnam", minutes: float = 0) -> AgentState:
+    return AgentState(district=district, agent_id=agent_id, state="online", sent_at=at(minutes))
+
+
+def meta(
+    camera_id: str, district: str = "gangnam", agent_id: str = "agent-gangnam", **kw: object
+) -> CameraMeta:
+    fields: dict[str, object] = {
+        "name": f"{camera_id} crossing",
+        "manufacturer": "Hanwha",
+        "model": "XNO-6080R",
+        "identity": f"mac:{camera_id}",
+        "identity_kind": "mac",
+        "updated_at": at(0),
+    }
+    fields.update(kw)
+    return CameraMeta(district=district, camera_id=camera_id, agent_id=agent_id, **fields)
+
+
+def status(
+    camera_id: str,
+    state: str,
+    minutes: float,
+    reasons: list[str] | None = None,
+    *,
+    district: str = "gangnam",
+    agent_id: str = "agent-gangnam",
+) -> CameraStatus:
+    return CameraStatus(
+        district=district,
+        camera_id=camera_id,
+        agent_id=agent_id,
+        state=state,
+        reasons=reasons or [],
+        since=at(minutes),
+        checked_at=at(minutes),
+    )
+
+
+def health(
+    entries: dict[str, str], minutes: float, district: str = "gangnam", agent_id: str = "agent-gangnam"
+) -> HealthSnapshot:
+    return HealthSnapshot(
+        district=district,
+        agent_id=agent_id,
+        taken_at=at(minutes),
+        cameras=[HealthEntry(camera_id=c, state=s, checked_at=at(minutes)) for c, s in entries.items()],
+    )
+
+
+def clip(
+    request_id: str, status_name: str, minutes: float, camera_id: str = "cam-1", **kw: object
+) -> ClipUpdate:
+    return ClipUpdate(
+        district="gangnam",
+        request_id=request_id,
+        camera_id=camera_id,
+        agent_id="agent-gangnam",
+        status=status_name,
+        sent_at=at(minutes),
+        **kw,
+    )

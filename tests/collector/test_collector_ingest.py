@@ -1,0 +1,182 @@
+"""Ingest through a real Mosquitto: what agents publish ends up in the index, exactly once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector.config import CollectorSettings
+from collector.ingest import Ingest
+from collector.metrics import CollectorMetrics
+from collector.store import Store, open_store
+from contract import topics
+from contract.codec import encode
+from contract.messages import AnyMessage
+from tests.collector.conftest import agent, clip, health, meta, status, wait_until
+from tests.services import Mosquitto
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Running:
+    ingest: Ingest
+    metrics: CollectorMetrics
+
+    def count(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Store]:
+    url = f"sqlite://{tmp_path / 'index.db'}"
+    s = open_store(url)
+    s.migrate()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def start_collector(mosquitto: Mosquitto, db: Store) -> Iterator[Callable[..., Running]]:
+    url = f"sqlite://{db.path}"  # type: ignore[attr-defined]
+    running: list[Running] = []
+
+    def start(collector_id: str = "collector-test", **ingest: object) -> Running:
+        settings = CollectorSettings(
+            collector_id=collector_id,
+            mqtt={"port": mosquitto.port},
+            store={"url": url},
+            ingest={"batch_ms": 20, **ingest},
+        )
+        metrics = CollectorMetrics()
+        r = Running(Ingest(settings, metrics), metrics)
+        r.ingest.start()
+        assert r.ingest.subscriber.subscribed.wait(10), "collector did not subscribe"
+        running.append(r)
+        return r
+
+    yield start
+    for r in running:
+        if r.ingest.writer_alive():
+            r.ingest.stop()
+
+
+@pytest.fixture
+def publish(mosquitto: Mosquitto) -> Iterator[Callable[..., None]]:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-agent", protocol=mqtt.MQTTv5)
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+
+    def send(*messages: AnyMessage) -> None:
+        for m in messages:
+            d = encode(m)
+            client.publish(d.topic, d.payload, qos=1, retain=d.retain).wait_for_publish(5)
+
+    def raw(topic: str, payload: bytes) -> None:
+        client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    send.raw = raw  # type: ignore[attr-defined]
+    yield send
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_meta_status_health_and_clip_are_indexed(start_collector, publish, db: Store) -> None:
+    c = start_collector()
+    publish(agent(), meta("cam-1"), meta("cam-2"), status("cam-1", "degraded", 1, ["low_fps"]))
+    publish(health({"cam-2": "offline"}, 2))
+    publish(clip("req-1", "succeeded", 3, camera_id="cam-1", object_key="clips/req-1.mp4"))
+    wait_until(lambda: len(db.clips()) == 1 and db.health_counts("gangnam") != {}, what="clip and health")
+    cams = {v.camera_id: v for v in db.cameras()}
+    assert (cams["cam-1"].state, cams["cam-1"].reasons, cams["cam-1"].manufacturer) == (
+        "degraded",
+        ["low_fps"],
+        "Hanwha",
+    )
+    assert cams["cam-2"].state == "offline"
+    assert db.health_counts("gangnam") == {"offline": 1}
+    assert db.clips()[0].object_key == "clips/req-1.mp4"
+    wait_until(
+        lambda: (
+            c.count("collector_received_messages_total", kind="camera_meta") == 2
+            and c.count("collector_received_messages_total", kind="health") == 1
+        ),
+        what="the counters",
+    )
+
+
+def test_duplicate_delivery_changes_nothing(start_collector, publish, db: Store) -> None:
+    c = start_collector()
+    publish(agent())
+    for _ in range(3):
+        publish(status("cam-1", "offline", 5), clip("req-1", "succeeded", 6, object_key="k"))
+    wait_until(lambda: c.ingest.committed >= 7, what="all deliveries committed")
+    assert [t.state for t in db.history("gangnam", 0, 2e9)] == ["offline"]
+    assert [(r.request_id, r.status) for r in db.clips()] == [("req-1", "succeeded")]
+
+
+def test_rejections_are_counted_by_reason_and_the_loop_survives(start_collector, publish, db: Store) -> None:
+    c = start_collector()
+    publish(agent())
+    status_topic = topics.camera_status("gangnam", "cam-1")
+    publish.raw(status_topic, b"{not json")
+    body = json.loads(encode(status("cam-1", "online", 1)).payload)
+    publish.raw(status_topic, json.dumps({**body, "v": 99}).encode())
+    publish.raw(topics.camera_status("mapo", "cam-1"), json.dumps(body).encode())  # district mismatch
+    publish(status("cam-9", "online", 1, agent_id="impostor"))  # not gangnam's agent
+    publish(status("cam-8", "online", 1, district="mapo", agent_id="agent-mapo"))  # mapo never announced
+    publish.raw(status_topic, b" " * (17 * 1024))
+    publish(status("cam-1", "online", 2))
+    wait_until(lambda: [v.camera_id for v in db.cameras()] == ["cam-1"], what="the valid status")
+    expected = {
+        "invalid_json": 1,
+        "unknown_version": 1,
+        "district_mismatch": 1,
+        "unknown_agent": 2,
+        "oversized": 1,
+    }
+    wait_until(
+        lambda: all(c.count("collector_rejected_messages_total", reason=r) == n for r, n in expected.items()),
+        what=f"rejections {expected}",
+    )
+
+
+def test_a_restart_loses_nothing_published_meanwhile(start_collector, publish, db: Store) -> None:
+    first = start_collector()
+    publish(agent())
+    wait_until(lambda: first.ingest.committed == 1, what="agent state")
+    first.ingest.stop()
+    publish(*(clip(f"req-{i}", "succeeded", i, object_key=f"clips/{i}.mp4") for i in range(300)))
+    second = start_collector()  # same client id: the broker resumes the session and delivers the backlog
+    wait_until(lambda: len(db.clips()) == 300, what="the 300 clips published while down")
+    wait_until(
+        lambda: second.count("collector_received_messages_total", kind="clip") == 300, what="the clip counter"
+    )
+
+
+def _at_least(c: Running, n: int) -> bool:
+    return c.count("collector_received_messages_total", kind="camera_status") >= n
+
+
+def test_shared_subscription_bootstraps_retained_state_and_splits_live_traffic(
+    start_collector, publish, db: Store
+) -> None:
+    publish(agent(), *(status(f"cam-{i}", "online", 0) for i in range(50)))  # retained, before any collector
+    a = start_collector("collector-a", share_group="city")
+    b = start_collector("collector-b", share_group="city")
+    # Mosquitto 2.0 also sends retained messages to a new shared subscription (the MQTT 5 spec says it must
+    # not), so each collector may see them twice: idempotent upserts make that harmless.
+    for c in (a, b):
+        wait_until(partial(_at_least, c, 50), what="retained statuses delivered to each collector")
+    wait_until(lambda: len(db.cameras()) == 50, what="50 cameras indexed")
+    publish(*(clip(f"req-{i}", "accepted", i) for i in range(100)))
+    wait_until(lambda: len(db.clips()) == 100, what="live clips")
+    got = [c.count("collector_received_messages_total", kind="clip") for c in (a, b)]
+    assert sum(got) == 100 and min(got) > 0, got

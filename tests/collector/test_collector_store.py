@@ -1,0 +1,114 @@
+"""The store suite, run on SQLite and on a real PostgreSQL 15."""
+
+from __future__ import annotations
+
+from collector.store import Batch, Store, open_store
+from tests.collector.conftest import agent, at, clip, health, meta, status
+
+
+def write(store: Store, *messages: object) -> None:
+    batch = Batch()
+    for m in messages:
+        batch.add(m)  # type: ignore[arg-type]
+    store.apply(batch)
+
+
+def test_migrations_are_recorded_and_applied_once(store_url: str) -> None:
+    s = open_store(store_url)
+    try:
+        assert s.schema_version() == 0
+        assert s.migrate() == [1]
+        assert s.schema_version() == 1
+        assert s.migrate() == []
+    finally:
+        s.close()
+
+
+def test_meta_status_and_agents_are_indexed(store: Store) -> None:
+    write(store, agent(), meta("cam-1"), status("cam-1", "degraded", 1, ["low_fps"]))
+    [cam] = store.cameras()
+    assert (cam.camera_id, cam.district, cam.state, cam.reasons) == (
+        "cam-1",
+        "gangnam",
+        "degraded",
+        ["low_fps"],
+    )
+    assert (cam.name, cam.manufacturer, cam.model) == ("cam-1 crossing", "Hanwha", "XNO-6080R")
+    assert cam.last_seen == at(1).timestamp()
+    assert store.known_agents() == {"gangnam": "agent-gangnam"}
+
+
+def test_duplicate_delivery_changes_nothing(store: Store) -> None:
+    messages = [
+        agent(),
+        meta("cam-1"),
+        status("cam-1", "online", 0),
+        status("cam-1", "offline", 5),
+        clip("req-1", "succeeded", 6, object_key="clips/req-1.mp4"),
+    ]
+    write(store, *messages)
+    before = (store.cameras(), store.history("gangnam", 0, at(60).timestamp()), store.clips())
+    write(store, *messages)
+    write(store, *messages[2:3])
+    assert (store.cameras(), store.history("gangnam", 0, at(60).timestamp()), store.clips()) == before
+
+
+def test_history_has_a_row_per_transition_only(store: Store) -> None:
+    write(store, status("cam-1", "online", 0), status("cam-1", "online", 1), status("cam-1", "offline", 2))
+    write(store, health({"cam-1": "offline"}, 3), health({"cam-1": "online"}, 4))
+    write(store, status("cam-1", "online", 4), status("cam-1", "online", 4, ["reboot_seen"]))
+    states = [(t.state, t.at) for t in store.history("gangnam", 0, at(10).timestamp())]
+    assert states == [
+        ("online", at(0).timestamp()),
+        ("offline", at(2).timestamp()),
+        ("online", at(4).timestamp()),
+    ]  # the reasons change at minute 4 replaced that row
+
+
+def test_an_older_report_never_overrides_a_newer_one(store: Store) -> None:
+    write(store, status("cam-1", "offline", 10))
+    write(store, status("cam-1", "online", 5))
+    [cam] = store.cameras()
+    assert cam.state == "offline"
+    assert [t.state for t in store.history("gangnam", 0, at(60).timestamp())] == ["offline"]
+
+
+def test_history_window_includes_the_state_at_its_start(store: Store) -> None:
+    write(store, status("cam-1", "online", 0), status("cam-1", "offline", 30), status("cam-2", "online", 40))
+    rows = store.history("gangnam", at(35).timestamp(), at(60).timestamp())
+    assert [(t.camera_id, t.state) for t in rows] == [("cam-1", "offline"), ("cam-2", "online")]
+    assert [t.camera_id for t in store.history("gangnam", 0, at(60).timestamp(), "cam-2")] == ["cam-2"]
+
+
+def test_health_snapshot_updates_cameras_in_bulk_and_counts_states(store: Store) -> None:
+    write(store, meta("cam-1"), meta("cam-2"))
+    write(store, health({"cam-1": "online", "cam-2": "offline", "cam-3": "online"}, 5))
+    assert {c.camera_id: c.state for c in store.cameras()} == {
+        "cam-1": "online",
+        "cam-2": "offline",
+        "cam-3": "online",
+    }
+    assert store.health_counts("gangnam") == {"online": 2, "offline": 1}
+    write(store, health({"cam-1": "offline", "cam-2": "offline", "cam-3": "offline"}, 6))
+    assert store.health_counts("gangnam") == {"offline": 3}
+    assert [c.camera_id for c in store.cameras(state="offline", district="gangnam")] == [
+        "cam-1",
+        "cam-2",
+        "cam-3",
+    ]
+
+
+def test_clip_status_never_regresses_from_final(store: Store) -> None:
+    write(store, clip("req-1", "accepted", 0), clip("req-1", "uploading", 2))
+    write(store, clip("req-1", "succeeded", 3, object_key="clips/req-1.mp4", size_bytes=10))
+    write(store, clip("req-1", "capturing", 4), clip("req-1", "uploading", 5))
+    [row] = store.clips()
+    assert (row.status, row.object_key, row.size_bytes) == ("succeeded", "clips/req-1.mp4", 10)
+
+
+def test_missing_flag_and_delete(store: Store) -> None:
+    write(store, clip("req-1", "succeeded", 1, object_key="k1"), clip("req-2", "failed", 1, reason="timeout"))
+    store.set_missing(["req-1"], True)
+    assert {c.request_id: c.missing_object for c in store.clips()} == {"req-1": True, "req-2": False}
+    assert store.delete_clips() == 2
+    assert store.clips() == []
