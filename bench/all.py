@@ -1,6 +1,6 @@
 """Runs every benchmark and writes BENCHMARKS.md: the machine, the command, the figures and the ratio line.
 
-    python -m bench.all [--quick] [--only camsim,ingest]
+python -m bench.all [--quick] [--only camsim,ingest]
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR", "bench/results"))
 
 def parser(name: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description)
-    p.add_argument("--quick", action="store_true", help="a short run (under a minute) for CI and smoke checks")
+    p.add_argument("--quick", action="store_true", help="a short run, under a minute")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
     return p
 

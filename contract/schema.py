@@ -1,6 +1,6 @@
 """Writes the contract's JSON Schemas (one file per message) for other platform systems.
 
-    python -m contract.schema --out docs/contract
+python -m contract.schema --out docs/contract
 """
 
 from __future__ import annotations

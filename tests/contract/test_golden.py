@@ -18,7 +18,13 @@ BAD = json.loads((HERE / "bad_examples.json").read_text(encoding="utf-8"))
 
 def test_there_is_a_golden_example_per_message():
     assert {p.stem for p in GOLDEN} == {
-        "agent_state", "camera_meta", "camera_status", "health_snapshot", "clip_request", "arm_request", "clip_update",
+        "agent_state",
+        "camera_meta",
+        "camera_status",
+        "health_snapshot",
+        "clip_request",
+        "arm_request",
+        "clip_update",
     }
 
 

@@ -27,7 +27,8 @@ def test_camera_id_that_would_break_the_topic_tree_is_refused(bad: str):
 
 
 @pytest.mark.parametrize(
-    "topic", ["cctv/v2/gangnam/health", "cctv/v1/gangnam", "cctv/v1/gangnam/cmd/reboot", "other/v1/gangnam/health"]
+    "topic",
+    ["cctv/v2/gangnam/health", "cctv/v1/gangnam", "cctv/v1/gangnam/cmd/reboot", "other/v1/gangnam/health"],
 )
 def test_foreign_topics_are_unknown(topic: str):
     with pytest.raises(ContractError) as err:
