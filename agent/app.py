@@ -13,12 +13,13 @@ from datetime import UTC, datetime
 import aiohttp
 
 from agent import __version__
+from agent.backoff import RetryBook
 from agent.clips.pipeline import CameraTarget
 from agent.clips.service import ClipService
 from agent.clips.session import SessionPool
 from agent.config import AgentSettings
 from agent.credentials import CredentialStore
-from agent.firmware import FirmwareCatalog
+from agent.firmware import FirmwareCatalog, Quirks
 from agent.inventory import assess_firmware, discover_and_reconcile
 from agent.ledger import load_ledger
 from agent.liveness_loop import check_all
@@ -44,6 +45,8 @@ class Agent:
         cameras, self.ledger_problems = load_ledger(settings.ledger)
         self.credentials = CredentialStore.from_file(settings.secrets_file)
         self.registry = Registry(settings.district, settings.agent_id, cameras)
+        onvif = settings.onvif
+        self.retry_book = RetryBook(base_s=onvif.retry_base_s, cap_s=onvif.retry_max_s)
         self.firmware, firmware_problems = FirmwareCatalog.load()
         for problem in firmware_problems:
             log.warning("firmware profile skipped: %s", problem)
@@ -100,17 +103,26 @@ class Agent:
             await self.link.stop(self._presence("offline"))
 
     async def sweep(self, progress: Progress | None = None) -> None:
+        await self._sweep(self.registry, progress)
+        assess_firmware(self.firmware, self.registry.records.values())
+        self._publish_changes(force_meta=True)
+
+    async def _sweep(self, registry: Registry, progress: Progress | None = None) -> None:
         onvif = self.settings.onvif
         await sweep(
-            self.registry,
+            registry,
             self.credentials,
             concurrency=onvif.concurrency,
             timeout_s=onvif.timeout_s,
             metrics=self.metrics,
             progress=progress,
+            per_camera=onvif.per_camera,
+            retry_book=self.retry_book,
+            quirks_for=self._quirks,
         )
-        assess_firmware(self.firmware, self.registry.records.values())
-        self._publish_changes(force_meta=True)
+
+    def _quirks(self, record: CameraRecord) -> Quirks | None:
+        return record.firmware_profile.quirks if record.firmware_profile else None
 
     async def discover(self) -> Reconciliation | None:
         """WS-Discovery reconciled with the ledger, when discovery targets are configured."""
@@ -159,13 +171,7 @@ class Agent:
             return
         subset = Registry(self.registry.district, self.registry.agent_id, [r.ledger for r in pending])
         subset.records = {r.camera_id: r for r in pending}
-        await sweep(
-            subset,
-            self.credentials,
-            concurrency=self.settings.onvif.concurrency,
-            timeout_s=self.settings.onvif.timeout_s,
-            metrics=self.metrics,
-        )
+        await self._sweep(subset)
         assess_firmware(self.firmware, pending)
         for record in pending:
             self._publish_meta(record)

@@ -21,8 +21,10 @@ class OnvifSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timeout_s: float = Field(default=5.0, gt=0, le=120)
-    concurrency: int = Field(default=100, ge=1, le=1000)
-    per_camera: int = Field(default=2, ge=1, le=8)
+    # 300 cameras in flight, one call each: measured fastest for 2,700 cameras at 50 ms (bench.discovery);
+    # the agent is CPU-bound there, so a second connection per camera costs more than it saves.
+    concurrency: int = Field(default=300, ge=1, le=1000)
+    per_camera: int = Field(default=1, ge=1, le=8)
     retry_base_s: float = Field(default=5.0, gt=0)
     retry_max_s: float = Field(default=300.0, gt=0)
 
