@@ -23,7 +23,9 @@ def test_lines_are_json_with_bound_ids():
 
 def test_credentials_and_addresses_never_reach_the_log():
     line = _log_line(
-        "open %s failed, password=hunter2", "rtsp://admin:hunter2@10.1.2.3:554/stream1", url="http://10.9.8.7/x"
+        "open %s failed, password=hunter2",
+        "rtsp://admin:hunter2@10.1.2.3:554/stream1",
+        url="http://10.9.8.7/x",
     )
     text = json.dumps(line)
     assert "hunter2" not in text
