@@ -21,24 +21,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from camsim.districts import DISTRICTS
 from camsim.fleet import Fleet, FleetOptions, build_specs, personality_mix
 from camsim.ledger import cameras_per_district, write_ledger, write_secrets
 from camsim.model import CameraSpec
 from camsim.scenario import FaultError, apply_scenario, load_scenario
+from contract import jsonlog
+from contract.districts import DISTRICTS
 
 log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name}
-        entry["msg"] = record.getMessage()
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
 
 
 def _emit(event: dict[str, Any]) -> None:
@@ -181,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "districts":
         return _districts()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter())
-    logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(), handlers=[handler])
+    jsonlog.setup(getattr(args, "log_level", "INFO"))
     try:
         specs = _specs(args)
         if args.command == "run" and args.scenario is not None:

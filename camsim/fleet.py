@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from camsim.districts import korean_name
 from camsim.ledger import Position, read_positions
 from camsim.model import CameraSpec, Codec, Personality
 from camsim.wsdiscovery import WsDiscoveryResponder
+from contract.districts import korean_name
 
 log = logging.getLogger(__name__)
 

@@ -15,21 +15,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.ledger import COLUMNS
 from camsim.model import CameraSpec
 
 BUNDLED_POSITIONS = Path(__file__).with_name("data") / "seoul_cctv.csv"
-LEDGER_COLUMNS = (
-    "camera_id",
-    "name",
-    "address_text",
-    "lat",
-    "lon",
-    "host",
-    "onvif_port",
-    "rtsp_port",
-    "vendor_hint",
-    "credentials_ref",
-)
+# The agent reads what the simulator writes: one column list for both.
+LEDGER_COLUMNS = COLUMNS
 
 
 @dataclass(frozen=True)

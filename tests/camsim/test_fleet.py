@@ -19,7 +19,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from camsim.districts import DISTRICTS, korean_name, slug_for
 from camsim.fleet import Fleet, FleetOptions, build_specs, host_addresses, personality_mix
 from camsim.ledger import BUNDLED_POSITIONS, LEDGER_COLUMNS, read_ledger, write_ledger, write_secrets
 from camsim.media import MediaLibrary
@@ -27,6 +26,7 @@ from camsim.model import CameraSpec, Personality
 from camsim.personalities import load_personalities
 from camsim.probe import probe_unicast
 from camsim.scenario import apply_scenario, load_scenario, select_cameras
+from contract.districts import DISTRICTS, korean_name, slug_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ONVIF_PORT, RTSP_PORT, WSD_PORT = 18080, 18554, 13702
