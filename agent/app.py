@@ -96,6 +96,7 @@ class Agent:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._watch(stop))
                 group.create_task(self._watch_streams(stop))
+                group.create_task(self._resweep(stop))
         finally:
             await self.clips.stop(grace_s=30.0)
             self.clip_pool.close()
@@ -105,7 +106,7 @@ class Agent:
     async def sweep(self, progress: Progress | None = None) -> None:
         await self._sweep(self.registry, progress)
         assess_firmware(self.firmware, self.registry.records.values())
-        self._publish_changes(force_meta=True)
+        self._publish_changes(check_meta=True)
 
     async def _sweep(self, registry: Registry, progress: Progress | None = None) -> None:
         onvif = self.settings.onvif
@@ -133,6 +134,12 @@ class Agent:
     async def check_streams(self) -> None:
         await run_cycle(self.registry, self.credentials, self.streams)
         self._publish_changes()
+
+    async def _resweep(self, stop: asyncio.Event) -> None:
+        """Re-enumerate and re-discover on a schedule: firmware upgrades, replaced and moved cameras."""
+        while not await _stopped_within(stop, self.settings.health.sweep_interval_s):
+            await self.sweep()
+            await self.discover()
 
     async def _watch_streams(self, stop: asyncio.Event) -> None:
         # The first cycle waits for one interval: enumeration just proved the cameras answer.
@@ -176,9 +183,9 @@ class Agent:
         for record in pending:
             self._publish_meta(record)
 
-    def _publish_changes(self, force_meta: bool = False) -> None:
+    def _publish_changes(self, check_meta: bool = False) -> None:
         for record in self.registry.records.values():
-            if force_meta:
+            if check_meta:
                 self._publish_meta(record)
             if record.reevaluate(self.settings.health.clock_skew_limit_s):
                 self.link.publish(encode(self.registry.status(record)), "status")
@@ -186,9 +193,14 @@ class Agent:
             self.metrics.cameras.labels(state).set(self.registry.counts_by_state().get(state, 0))
 
     def _publish_meta(self, record: CameraRecord) -> None:
+        """Publish a camera's meta when it differs from what was last published (retained: once is enough)."""
         meta = self.registry.meta(record)
-        if meta is not None:
+        if meta is None:
+            return
+        fingerprint = meta.model_dump_json(exclude={"updated_at"})
+        if fingerprint != record.published_meta:
             self.link.publish(encode(meta), "meta")
+            record.published_meta = fingerprint
 
     def _retained_state(self) -> list[Delivery]:
         """What the broker must hold after any (re)connect: presence, then every camera's meta and status."""

@@ -11,9 +11,11 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from agent.app import Agent
 from agent.config import AgentSettings
+from agent.registry import CameraRecord
 from contract import jsonlog
 from contract.progress import ProgressReporter
 from contract.settings import EXIT_CONFIG, ConfigError, load
@@ -83,41 +85,40 @@ async def _run(settings: AgentSettings) -> int:
 
 
 async def _discover(settings: AgentSettings, as_json: bool) -> int:
+    """One enumeration sweep (and WS-Discovery, when configured) printed as a table or JSON."""
     agent = Agent(settings)
-    from agent.sweep import sweep
-
-    await sweep(
-        agent.registry,
-        agent.credentials,
-        concurrency=settings.onvif.concurrency,
-        timeout_s=settings.onvif.timeout_s,
-        metrics=agent.metrics,
-        progress=ProgressReporter("discover"),
-    )
-    rows = []
-    for record in agent.registry.records.values():
-        record.reevaluate(settings.health.clock_skew_limit_s)
-        info = record.info
-        rows.append(
-            {
-                "camera_id": record.camera_id,
-                "state": record.state,
-                "reasons": record.reasons,
-                "manufacturer": info.manufacturer if info else "",
-                "model": info.model if info else "",
-                "firmware": info.firmware if info else "",
-                "clock_offset_s": record.observation.clock_offset_s,
-            }
-        )
+    await agent.sweep(ProgressReporter("discover"))
+    reconciliation = await agent.discover()
+    rows = [_row(record) for record in agent.registry.records.values()]
+    summary = reconciliation.summary() if reconciliation is not None else None
     if as_json:
-        print(json.dumps(rows, ensure_ascii=False))
+        print(json.dumps({"cameras": rows, "discovery": summary}, ensure_ascii=False))
     else:
-        print(f"{'camera':<20} {'state':<12} {'manufacturer':<16} {'model':<16} reasons")
-        for row in rows:
-            reasons = ",".join(row["reasons"])  # type: ignore[arg-type]
-            cells = (row["camera_id"], row["state"], row["manufacturer"], row["model"])
-            print("{:<20} {:<12} {:<16} {:<16} ".format(*cells) + reasons)
-    return 0 if all(r["state"] != "unknown" for r in rows) else 1
+        _print_table(rows)
+        if summary is not None:
+            print("discovery:", json.dumps(summary["counts"]))
+    return 0
+
+
+def _row(record: CameraRecord) -> dict[str, Any]:
+    info = record.info
+    return {
+        "camera_id": record.camera_id,
+        "state": record.state,
+        "reasons": record.reasons,
+        "manufacturer": info.manufacturer if info else "",
+        "model": info.model if info else "",
+        "firmware": info.firmware if info else "",
+        "firmware_profile": record.firmware_profile.name if record.firmware_profile else None,
+        "clock_offset_s": record.observation.clock_offset_s,
+    }
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'camera':<20} {'state':<12} {'manufacturer':<16} {'model':<20} reasons")
+    for row in rows:
+        cells = (row["camera_id"], row["state"], row["manufacturer"], row["model"])
+        print("{:<20} {:<12} {:<16} {:<20} ".format(*cells) + ",".join(row["reasons"]))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ class CameraRecord:
     observation: Observation = field(default_factory=Observation)
     endpoint: str | None = None  # WS-Discovery endpoint urn, once seen
     firmware_profile: FirmwareProfile | None = None  # whose quirks apply
+    published_meta: str | None = None  # the meta last published, without its timestamp
     state: CameraState = "unknown"
     reasons: list[str] = field(default_factory=list)
     last_error: str | None = None

@@ -23,6 +23,7 @@ Closing line: `discovery: X s for 2,700 cameras vs Y s naive loop (ratio R)`, R 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -31,15 +32,18 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import wsdiscovery
 from bench.common import Report, cpu_seconds, parser, rss_mib
 
 FLEET = 2700
 LATENCY_MS = 50
 BASE_IP = "127.91.0.1"  # tests use 127.90.0.0/16
 ONVIF_PORT = 18080
+WSD_PORT = 13791
 ANCHOR_VENV = Path(os.environ.get("ONVIF_ZEEP_VENV", "/tmp/onvif-zeep-anchor-venv"))
 ANCHOR_PACKAGE = "onvif-zeep==0.2.12"
 STREAM_SETUP = {"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}}
@@ -57,9 +61,9 @@ class FleetProcess:
         scenario.write_text(f'seed = 7\n[[fault]]\ncameras = "*"\nlatency_ms = {LATENCY_MS}\n')
         command = [
             sys.executable, "-m", "camsim.cli", "run", "--district", "gangnam", "--cameras", str(cameras),
-            "--base-ip", BASE_IP, "--onvif-port", str(ONVIF_PORT), "--wsd-port", "13791", "--control-port",
-            "0", "--no-rtsp", "--no-multicast", "--scenario", str(scenario), "--write-ledger",
-            str(self.ledger), "--secrets-out", str(self.secrets), "--log-level", "WARNING",
+            "--base-ip", BASE_IP, "--onvif-port", str(ONVIF_PORT), "--wsd-port", str(WSD_PORT),
+            "--control-port", "0", "--no-rtsp", "--no-multicast", "--scenario", str(scenario),
+            "--write-ledger", str(self.ledger), "--secrets-out", str(self.secrets), "--log-level", "WARNING",
         ]  # fmt: skip
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         self.control = self._wait_ready()
@@ -195,7 +199,6 @@ def anchor_sample(fleet: FleetProcess, size: int) -> list[list[object]]:
 
 def ours(fleet: FleetProcess, args: Any, label: str, report: Report) -> float:
     """One sweep over a fresh registry; returns its wall time."""
-    import asyncio
 
     from agent.credentials import CredentialStore
     from agent.ledger import load_ledger
@@ -236,6 +239,21 @@ def ours(fleet: FleetProcess, args: Any, label: str, report: Report) -> float:
     return wall
 
 
+@dataclass
+class WsdSweep:
+    found_count: int
+    elapsed_s: float
+
+
+async def wsdiscovery_sweep(cameras: int) -> WsdSweep:
+    """The agent's own WS-Discovery prober: unicast probes to every camera, replies collected for 3 s."""
+    from camsim.fleet import host_addresses
+
+    hosts = host_addresses(BASE_IP, cameras)
+    result = await wsdiscovery.probe(hosts, port=WSD_PORT, window_s=3.0)
+    return WsdSweep(len(result.found), result.elapsed_s)
+
+
 def current_rss_mib() -> float:
     with open("/proc/self/status", encoding="ascii") as fh:
         for line in fh:
@@ -264,6 +282,9 @@ def main() -> None:
         fleet = FleetProcess(cameras, Path(tmp))
         try:
             report.add("fleet_start_s", round(time.monotonic() - started, 2))
+            found = asyncio.run(wsdiscovery_sweep(cameras))
+            report.add("wsdiscovery_found_in_3s_window", f"{found.found_count}/{cameras}")
+            report.add("wsdiscovery_elapsed_s", round(found.elapsed_s, 2))
             times, errors, method = naive_loop(anchor_sample(fleet, sample_size))
             per_camera_s = sum(times) / len(times)
             naive_s = per_camera_s * FLEET

@@ -23,7 +23,9 @@ from agent.config import AgentSettings
 from camsim.fleet import Fleet, FleetOptions, build_specs
 from camsim.ledger import write_ledger, write_secrets
 from camsim.media import MediaLibrary
+from camsim.model import Faults
 from camsim.personalities import load_personalities
+from camsim.wsdiscovery import WsDiscoveryResponder
 from contract import topics
 from tests.services import Mosquitto
 
@@ -113,7 +115,11 @@ def agent_settings(directory: Path, broker: Mosquitto) -> AgentSettings:
         clips={"spool_dir": directory / "spool", "key_file": directory / "signing.key"},
         mqtt={"host": broker.host, "port": broker.port, "reconnect_max_s": 1},
         onvif={"timeout_s": 2.0},
-        discovery={"targets": [f"{BASE_IP}/29", "127.51.0.8"], "port": WSD_PORT, "window_s": 1.0},
+        discovery={
+            "targets": [f"{BASE_IP}/29", "127.51.0.8", "127.51.0.9"],
+            "port": WSD_PORT,
+            "window_s": 1.0,
+        },
         health={"liveness_interval_s": 0.5, "snapshot_interval_s": 1.0, "stream_interval_s": 1.0},
     )
 
@@ -154,6 +160,15 @@ async def test_every_health_state_reaches_the_broker_and_no_secret_does(
         assert {s["token"] for s in meta["streams"]} == {"main", "sub"}  # type: ignore[union-attr]
         dahua_meta = recorder.get(topics.camera_meta("gangnam", "gangnam-00008"))
         assert dahua_meta is not None and dahua_meta["firmware_profile"] == "dahua"
+        sample = agent.metrics.registry.get_sample_value
+        assert sample("cctv_agent_cameras", {"state": "offline"}) == 2
+        assert sample("cctv_agent_camera_up", {"camera": "gangnam-00005"}) == 0
+        assert sample("cctv_agent_camera_up", {"camera": "gangnam-00001"}) == 1
+        assert (
+            abs((sample("cctv_agent_camera_clock_offset_seconds", {"camera": "gangnam-00002"}) or 0) - 90) < 2
+        )
+        assert sample("cctv_agent_mqtt_connected") == 1
+        assert (sample("cctv_agent_errors_total", {"kind": "timeout"}) or 0) >= 1
         await eventually(lambda: recorder.get(topics.health("gangnam")) is not None, 5, "a health snapshot")
         snapshot = recorder.get(topics.health("gangnam"))
         assert snapshot is not None and len(snapshot["cameras"]) == len(EXPECTED)  # type: ignore[arg-type]
@@ -206,3 +221,26 @@ def recorder_has_all_meta(recorder: Recorder) -> bool:
         if not faults or "image" in faults or "clock_skew_s" in faults
     ]
     return all(recorder.get(topics.camera_meta("gangnam", f"gangnam-{n:05d}")) is not None for n in reachable)
+
+
+async def test_discovery_is_reconciled_with_the_ledger(
+    district: tuple[Fleet, Path], mosquitto: Mosquitto
+) -> None:
+    fleet, directory = district
+    # A camera that is not in the ledger answers discovery; a ledger camera that is off does not.
+    extra = dataclasses.replace(fleet.specs[0], camera_id="gangnam-09999", host="127.51.0.9", faults=Faults())
+    stranger = WsDiscoveryResponder([extra], port=WSD_PORT)
+    await stranger.start()
+    try:
+        agent = Agent(agent_settings(directory, mosquitto))
+        await agent.sweep()
+        outcome = await agent.discover()
+    finally:
+        await stranger.stop()
+    assert outcome is not None
+    summary = outcome.summary()
+    assert "gangnam-00005" in summary["in_ledger_not_found"]  # offline
+    assert "gangnam-00006" in summary["in_ledger_not_found"]  # hung: accepts nothing useful
+    assert {m.camera_id for m in outcome.matched} >= {"gangnam-00001", "gangnam-00002", "gangnam-00003"}
+    assert len(outcome.found_not_in_ledger) == 1
+    assert "127.51.0.9" not in json.dumps(summary), "addresses stay out of the summary unless asked for"
