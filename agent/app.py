@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 
@@ -20,7 +22,7 @@ from agent.clips.session import SessionPool
 from agent.config import AgentSettings
 from agent.credentials import CredentialStore
 from agent.firmware import FirmwareCatalog, Quirks
-from agent.inventory import assess_firmware, discover_and_reconcile
+from agent.inventory import assess_firmware, discover_and_reconcile, profiles_from_hints
 from agent.ledger import load_ledger
 from agent.liveness_loop import check_all
 from agent.metrics import AgentMetrics
@@ -31,9 +33,10 @@ from agent.stream_check import StreamChecker, Timeouts, stream_url
 from agent.stream_health import run_cycle
 from agent.sweep import Progress, sweep
 from contract import topics
-from contract.codec import Delivery, encode
+from contract.codec import Delivery, decode, encode
 from contract.districts import korean_name
-from contract.messages import AgentPresence, AgentState
+from contract.errors import ContractError
+from contract.messages import AgentPresence, AgentState, ClipRequest, ClipUpdate
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +53,14 @@ class Agent:
         self.firmware, firmware_problems = FirmwareCatalog.load()
         for problem in firmware_problems:
             log.warning("firmware profile skipped: %s", problem)
+        profiles_from_hints(self.firmware, self.registry.records.values())
         health = settings.health
         self.streams = StreamChecker(
             concurrency=health.stream_concurrency,
             timeouts=Timeouts(health.stream_open_s, health.stream_read_s, health.stream_total_s),
         )
         self.started_at = datetime.now(UTC)
+        self.accepting_commands = True
         clips = settings.clips
         self.clip_pool = SessionPool(
             open_timeout_s=clips.open_timeout_s,
@@ -91,17 +96,22 @@ class Agent:
         if not await self.link.wait_connected(10):
             log.warning("broker not reachable yet; going on, paho keeps retrying")
         try:
-            await self.sweep(progress)
-            await self.discover()
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._watch(stop))
-                group.create_task(self._watch_streams(stop))
-                group.create_task(self._resweep(stop))
+            if await _unless_stopped(stop, self._first_sweep(progress)):
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._watch(stop))
+                    group.create_task(self._watch_streams(stop))
+                    group.create_task(self._resweep(stop))
         finally:
+            # New commands stop first (refused with a result), then in-flight clips get a grace period.
+            self.accepting_commands = False
             await self.clips.stop(grace_s=30.0)
             self.clip_pool.close()
             self.streams.close()
             await self.link.stop(self._presence("offline"))
+
+    async def _first_sweep(self, progress: Progress | None) -> None:
+        await self.sweep(progress)
+        await self.discover()
 
     async def sweep(self, progress: Progress | None = None) -> None:
         await self._sweep(self.registry, progress)
@@ -138,13 +148,12 @@ class Agent:
     async def _resweep(self, stop: asyncio.Event) -> None:
         """Re-enumerate and re-discover on a schedule: firmware upgrades, replaced and moved cameras."""
         while not await _stopped_within(stop, self.settings.health.sweep_interval_s):
-            await self.sweep()
-            await self.discover()
+            await _unless_stopped(stop, self._first_sweep(None))
 
     async def _watch_streams(self, stop: asyncio.Event) -> None:
         # The first cycle waits for one interval: enumeration just proved the cameras answer.
         while not await _stopped_within(stop, self.settings.health.stream_interval_s):
-            await self.check_streams()
+            await _unless_stopped(stop, self.check_streams())
 
     async def _watch(self, stop: asyncio.Event) -> None:
         health = self.settings.health
@@ -227,7 +236,30 @@ class Agent:
         return encode(message)
 
     def _on_command(self, topic: str, payload: bytes) -> None:
-        self.clips.handle(topic, payload)
+        if self.accepting_commands:
+            self.clips.handle(topic, payload)
+        else:
+            self._refuse_while_stopping(topic, payload)
+
+    def _refuse_while_stopping(self, topic: str, payload: bytes) -> None:
+        """A clip request that arrives during shutdown gets a failed result at once, never silence."""
+        try:
+            message = decode(topic, payload)
+        except ContractError:
+            return
+        if not isinstance(message, ClipRequest):
+            log.warning("command ignored during shutdown", extra={"topic": topic})
+            return
+        update = ClipUpdate(
+            district=self.settings.district,
+            request_id=message.request_id,
+            camera_id=message.camera_id,
+            agent_id=self.settings.agent_id,
+            status="failed",
+            reason="agent shutting down: send the request again",
+            sent_at=datetime.now(UTC),
+        )
+        self.link.publish(encode(update), "clip")
 
     def camera_target(self, camera_id: str) -> CameraTarget | None:
         """What the clip service needs of a camera: its main stream with credentials (stays in the agent)."""
@@ -252,6 +284,20 @@ class Agent:
         return CameraTarget(
             camera_id, url, online=online, clock_offset_s=record.observation.clock_offset_s, meta=meta
         )
+
+
+async def _unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> bool:
+    """Run `work` until it ends or `stop` is set (then cancel it); True if it ran to its end."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
+    task.result()  # surface its exception
+    return True
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:

@@ -15,6 +15,8 @@ from typing import Any
 
 from agent.app import Agent
 from agent.config import AgentSettings
+from agent.credentials import CredentialStore
+from agent.ledger import load_ledger
 from agent.registry import CameraRecord
 from contract import jsonlog
 from contract.progress import ProgressReporter
@@ -28,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="discover cameras, watch their health and report over MQTT until stopped"
     )
     run.add_argument("--config", type=Path, required=True, help="agent TOML configuration file")
-    discover = sub.add_parser("discover", help="enumerate every camera of the ledger once and print a table")
+    discover = sub.add_parser(
+        "discover", help="enumerate the ledger's cameras once, run WS-Discovery if configured, print a table"
+    )
     discover.add_argument("--config", type=Path, required=True, help="agent TOML configuration file")
     discover.add_argument("--json", action="store_true", help="print JSON instead of a table")
     validate = sub.add_parser("validate-config", help="check a configuration file; exit 2 if it is invalid")
@@ -56,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.errors:
             print(f"{exc.source}: {line}", file=sys.stderr)
         return EXIT_CONFIG
+    problems = check_inputs(settings)
+    if problems:
+        for line in problems:
+            print(line, file=sys.stderr)
+        return EXIT_CONFIG
     if args.command == "validate-config":
         print(f"{args.file}: ok")
         return 0
@@ -70,12 +79,29 @@ def main(argv: list[str] | None = None) -> int:
     return asyncio.run(_run(settings))
 
 
+def check_inputs(settings: AgentSettings) -> list[str]:
+    """Problems with the files the configuration names: the ledger must load, the secrets file must parse.
+
+    Ledger rows with errors are reported but do not fail the check: the rest of the ledger still loads.
+    """
+    if not settings.ledger.is_file():
+        return [f"{settings.ledger}: ledger file not found"]
+    try:
+        CredentialStore.from_file(settings.secrets_file)
+    except ConfigError as exc:
+        return [f"{exc.source}: {line}" for line in exc.errors]
+    cameras, row_problems = load_ledger(settings.ledger)
+    for problem in row_problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return [] if cameras else [f"{settings.ledger}: no usable camera rows"]
+
+
 async def _run(settings: AgentSettings) -> int:
     agent = Agent(settings)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=agent.metrics.registry)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=agent.metrics.registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from agent.clips.settings import ClipSettings, S3Settings
@@ -28,6 +28,12 @@ class OnvifSettings(BaseModel):
     retry_base_s: float = Field(default=5.0, gt=0)
     retry_max_s: float = Field(default=300.0, gt=0)
 
+    @model_validator(mode="after")
+    def _retry_order(self) -> OnvifSettings:
+        if self.retry_max_s < self.retry_base_s:
+            raise ValueError("retry_max_s must not be smaller than retry_base_s")
+        return self
+
 
 class DiscoverySettings(BaseModel):
     """WS-Discovery: multicast on these interfaces (by address) plus unicast probes over these hosts/CIDRs."""
@@ -43,6 +49,14 @@ class DiscoverySettings(BaseModel):
     @property
     def enabled(self) -> bool:
         return bool(self.targets or self.multicast_interfaces)
+
+    @field_validator("targets")
+    @classmethod
+    def _valid_targets(cls, targets: list[str]) -> list[str]:
+        from agent.wsdiscovery import expand_targets
+
+        expand_targets(targets)  # IPv4 hosts or CIDRs, at most MAX_TARGETS hosts: ValueError otherwise
+        return targets
 
 
 class HealthSettings(BaseModel):
@@ -74,6 +88,8 @@ class AgentSettings(TomlThenEnv):
     s3: S3Settings = S3Settings()
     clips: ClipSettings = ClipSettings()
     metrics_port: int = Field(default=9108, ge=0, le=65535)
+    # Loopback by default; a container sets 0.0.0.0 so that Prometheus can scrape it (Dockerfile.agent).
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("district")
     @classmethod

@@ -19,6 +19,20 @@ from agent.registry import CameraRecord, Registry
 log = logging.getLogger(__name__)
 
 
+def profiles_from_hints(catalog: FirmwareCatalog, records: Iterable[CameraRecord]) -> None:
+    """Before the first contact, apply the quirks of the vendor the ledger names (`vendor_hint`: a profile
+    name or a manufacturer), so that e.g. a Digest-only or auth-for-time camera is spoken to right at once."""
+    by_name = {p.name: p for p in catalog.profiles}
+    for record in records:
+        hint = record.ledger.vendor_hint.strip()
+        if not hint or record.firmware_profile is not None:
+            continue
+        profile = by_name.get(hint.lower()) or next(
+            (p for p in catalog.profiles if p.name != "generic" and p.manufacturer.search(hint)), None
+        )
+        record.firmware_profile = profile
+
+
 def assess_firmware(catalog: FirmwareCatalog, records: Iterable[CameraRecord]) -> None:
     """Attach the matching profile (its quirks) and the minimum-firmware verdict to each enumerated camera."""
     for record in records:

@@ -43,6 +43,8 @@ async def _check(
     except CameraError as exc:
         metrics.errors.labels(exc.kind).inc()
         metrics.camera_up.labels(record.camera_id).set(0)
+        if record.observation.error is not None and record.observation.error.kind == "unauthorized":
+            record.observation.auth_error = record.observation.error  # remembered until credentials work
         record.observation.error = exc
         return
     metrics.onvif_latency.labels("GetSystemDateAndTime").observe(time.monotonic() - started)
@@ -50,6 +52,6 @@ async def _check(
     if result.clock_offset_s is not None:
         metrics.clock_offset.labels(record.camera_id).set(result.clock_offset_s)
         record.observation.clock_offset_s = result.clock_offset_s
-    # A camera that answers again keeps an authorisation failure until the next enumeration proves otherwise.
+    # A camera that answers again keeps an authorisation failure until an enumeration proves otherwise.
     if record.observation.error is not None and record.observation.error.kind != "unauthorized":
-        record.observation.error = None
+        record.observation.error = record.observation.auth_error

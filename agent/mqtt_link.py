@@ -14,6 +14,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.metrics import AgentMetrics
 from contract.codec import Delivery
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 # paho message ids are 16-bit: keep the window of unacknowledged QoS 1 messages well below 65,535.
 MAX_INFLIGHT = 500
 MAX_QUEUED = 20_000
+COMMAND_SESSION_EXPIRY_S = 3600
 
 
 class MqttLink:
@@ -60,8 +63,15 @@ class MqttLink:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # A persistent session: clip commands sent while the agent is down wait at the broker (QoS 1).
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho ships no hints here
+        properties.SessionExpiryInterval = COMMAND_SESSION_EXPIRY_S
         self._client.connect_async(
-            self._settings.host, self._settings.port, keepalive=self._settings.keepalive_s
+            self._settings.host,
+            self._settings.port,
+            keepalive=self._settings.keepalive_s,
+            clean_start=False,
+            properties=properties,
         )
         self._client.loop_start()
 
@@ -73,7 +83,11 @@ class MqttLink:
         return True
 
     def publish(self, delivery: Delivery, kind: str) -> bool:
-        """Queue a message; False (and counted) if paho refused it, e.g. its queue is full."""
+        """Queue a message; False (and counted as dropped) if paho refused it (its queue is full), or if it is
+        a QoS 0 message while disconnected (a health snapshot: the next one replaces it)."""
+        if delivery.qos == 0 and not self.connected:
+            self._metrics.dropped.labels(kind).inc()
+            return False
         info = self._client.publish(
             delivery.topic, delivery.payload, qos=delivery.qos, retain=delivery.retain
         )

@@ -13,6 +13,7 @@ class Observation:
     """The latest facts about one camera, from enumeration, liveness and stream checks."""
 
     error: CameraError | None = None
+    auth_error: CameraError | None = None  # credentials rejected; kept while the camera is unreachable
     clock_offset_s: float | None = None
     image_faults: list[str] = field(default_factory=list)  # "image_black", "image_frozen", ...
     firmware_below_minimum: bool = False

@@ -116,6 +116,8 @@ class _Job:
         except CameraError as exc:
             self.metrics.errors.labels(exc.kind).inc()
             record.observation.error = exc
+            if exc.kind == "unauthorized":
+                record.observation.auth_error = exc
             if self.retry_book is not None:
                 self.retry_book.failure(record.camera_id, exc, key)
             log.info("camera enumeration failed: %s", exc, extra={"camera": record.camera_id})
@@ -125,6 +127,7 @@ class _Job:
             self.retry_book.success(record.camera_id)
         record.info = info
         record.observation.error = None
+        record.observation.auth_error = None
         record.observation.enumerated = True
         record.observation.clock_offset_s = info.clock_offset_s
 

@@ -12,6 +12,7 @@ import json
 import shutil
 import threading
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -27,6 +28,8 @@ from camsim.model import Faults
 from camsim.personalities import load_personalities
 from camsim.wsdiscovery import WsDiscoveryResponder
 from contract import topics
+from contract.codec import encode
+from contract.messages import ClipRequest
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -244,3 +247,39 @@ async def test_discovery_is_reconciled_with_the_ledger(
     assert {m.camera_id for m in outcome.matched} >= {"gangnam-00001", "gangnam-00002", "gangnam-00003"}
     assert len(outcome.found_not_in_ledger) == 1
     assert "127.51.0.9" not in json.dumps(summary), "addresses stay out of the summary unless asked for"
+
+
+async def test_a_clip_request_during_shutdown_gets_a_failed_result(
+    district: tuple[Fleet, Path], mosquitto: Mosquitto
+) -> None:
+    _, directory = district
+    recorder = Recorder(mosquitto.port)
+    agent = Agent(agent_settings(directory, mosquitto))
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        await eventually(lambda: status_of(recorder, 1) is not None, 20, "the first status")
+        agent.accepting_commands = False  # what the agent does first when it is told to stop
+        now = datetime.now(UTC)
+        request = ClipRequest(
+            district="gangnam",
+            request_id="req-shutdown-1",
+            camera_id="gangnam-00001",
+            start=now,
+            end=now + timedelta(seconds=5),
+            purpose="test",
+            agency="police-112",
+            priority="112",
+            sent_at=now,
+        )
+        delivery = encode(request)
+        recorder.client.publish(delivery.topic, delivery.payload, qos=1)
+        topic = topics.clip("gangnam", request.request_id)
+        await eventually(lambda: recorder.get(topic) is not None, 10, "the refusal")
+        result = recorder.get(topic)
+        assert result is not None and result["status"] == "failed"
+        assert "shutting down" in str(result["reason"])
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        recorder.close()

@@ -53,5 +53,45 @@ def test_validate_config_reports_toml_syntax_errors(tmp_path, capsys):
     assert "invalid TOML" in capsys.readouterr().err
 
 
-def test_validate_config_accepts_a_good_file(capsys):
+def test_validate_config_accepts_the_example_with_its_files(tmp_path, monkeypatch, capsys):
+    ledger = tmp_path / "ledger.csv"
+    ledger.write_text("camera_id,host\ncam-1,127.20.0.1\n")
+    monkeypatch.setenv("AGENT__LEDGER", str(ledger))
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[credentials."cam/cam-1"]\nusername = "admin"\npassword = "pw"\n')
+    monkeypatch.setenv("AGENT__SECRETS_FILE", str(secrets))
     assert agent_cli.main(["validate-config", str(ROOT / "deploy" / "agent.example.toml")]) == 0
+
+
+def _config(tmp_path, body: str):
+    path = tmp_path / "agent.toml"
+    path.write_text(f'district = "gangnam"\nagent_id = "g1"\nledger = "{tmp_path}/ledger.csv"\n{body}')
+    return path
+
+
+def test_a_missing_ledger_is_a_configuration_error(tmp_path, capsys):
+    assert agent_cli.main(["validate-config", str(_config(tmp_path, ""))]) == 2
+    assert "ledger file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('[discovery]\ntargets = ["10.0.0.0/8"]\n', "more than"),
+        ('[discovery]\ntargets = ["not-an-address"]\n', "discovery.targets"),
+        ("[onvif]\nretry_base_s = 10\nretry_max_s = 5\n", "retry_max_s must not be smaller"),
+    ],
+)
+def test_values_that_would_fail_at_run_time_fail_validation(tmp_path, capsys, body: str, message: str):
+    (tmp_path / "ledger.csv").write_text("camera_id,host\ncam-1,127.20.0.1\n")
+    assert agent_cli.main(["validate-config", str(_config(tmp_path, body))]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_broken_secrets_file_is_a_configuration_error(tmp_path, capsys):
+    (tmp_path / "ledger.csv").write_text("camera_id,host\ncam-1,127.20.0.1\n")
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[credentials."cam/1"]\nusername = "admin"\n')
+    path = _config(tmp_path, f'secrets_file = "{secrets}"\n')
+    assert agent_cli.main(["validate-config", str(path)]) == 2
+    assert "needs string username and password" in capsys.readouterr().err
