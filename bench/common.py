@@ -63,10 +63,12 @@ class Report:
         print(f"  {key}: {value}", flush=True)
 
     def finish(self, ours: str, anchor: str, ratio: float, as_json: bool = False) -> None:
+        closing = f"{self.name}: {ours} vs {anchor} (ratio {ratio:.2f})"
         self.figures["ratio"] = round(ratio, 3)
         self.figures["machine"] = machine()
+        self.figures["closing"] = closing
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         (RESULTS_DIR / f"{self.name}.json").write_text(json.dumps(self.figures, indent=2, default=str))
         if as_json:
             print(json.dumps(self.figures, default=str))
-        print(f"{self.name}: {ours} vs {anchor} (ratio {ratio:.2f})", flush=True)
+        print(closing, flush=True)
