@@ -46,6 +46,8 @@ EXPECTED = {
     6: ({"hang": True}, "offline", ["timeout"]),
     7: ({"image": "covered"}, "degraded", ["image_covered"]),
     8: ({}, "degraded", ["firmware_below_minimum"]),
+    9: ({"image": "frozen"}, "degraded", ["image_frozen"]),
+    10: ({"image": "blurred"}, "degraded", ["image_blurred"]),
 }
 
 
@@ -96,12 +98,14 @@ async def district(
         spec = specs[number - 1]
         spec.personality = dataclasses.replace(spec.personality, h265_only=False)
         spec.codec = "h264"
+        # Keyframes 1 s apart and checks 2 s apart: two checks of a moving picture never see the same frame.
+        spec.gop = 25
         for key, value in faults.items():
             setattr(spec.faults, key, value)
     specs[7].personality = dataclasses.replace(dahua, firmware="2.700.0000000.1.R")
     write_ledger(specs, tmp_path / "ledger.csv")
     write_secrets(specs, tmp_path / "secrets.toml")
-    media = MediaLibrary(tmp_path_factory.getbasetemp() / "clip-cache", loop_s=4.0)
+    media = MediaLibrary(tmp_path_factory.getbasetemp() / "clip-cache", loop_s=20.0)
     fleet = Fleet(specs, media=media, rtsp=True, wsd_port=WSD_PORT)
     await fleet.start()
     yield fleet, tmp_path
@@ -119,11 +123,11 @@ def agent_settings(directory: Path, broker: Mosquitto) -> AgentSettings:
         mqtt={"host": broker.host, "port": broker.port, "reconnect_max_s": 1},
         onvif={"timeout_s": 2.0},
         discovery={
-            "targets": [f"{BASE_IP}/29", "127.51.0.8", "127.51.0.9"],
+            "targets": [f"{BASE_IP}/28"],
             "port": WSD_PORT,
             "window_s": 1.0,
         },
-        health={"liveness_interval_s": 0.5, "snapshot_interval_s": 1.0, "stream_interval_s": 1.0},
+        health={"liveness_interval_s": 0.5, "snapshot_interval_s": 1.0, "stream_interval_s": 2.0},
     )
 
 
@@ -165,6 +169,7 @@ async def test_every_health_state_reaches_the_broker_and_no_secret_does(
         assert dahua_meta is not None and dahua_meta["firmware_profile"] == "dahua"
         sample = agent.metrics.registry.get_sample_value
         assert sample("cctv_agent_cameras", {"state": "offline"}) == 2
+        assert sample("cctv_agent_cameras", {"state": "degraded"}) == 6
         assert sample("cctv_agent_camera_up", {"camera": "gangnam-00005"}) == 0
         assert sample("cctv_agent_camera_up", {"camera": "gangnam-00001"}) == 1
         assert (
@@ -231,7 +236,9 @@ async def test_discovery_is_reconciled_with_the_ledger(
 ) -> None:
     fleet, directory = district
     # A camera that is not in the ledger answers discovery; a ledger camera that is off does not.
-    extra = dataclasses.replace(fleet.specs[0], camera_id="gangnam-09999", host="127.51.0.9", faults=Faults())
+    extra = dataclasses.replace(
+        fleet.specs[0], camera_id="gangnam-09999", host="127.51.0.14", faults=Faults()
+    )
     stranger = WsDiscoveryResponder([extra], port=WSD_PORT)
     await stranger.start()
     try:
@@ -246,7 +253,7 @@ async def test_discovery_is_reconciled_with_the_ledger(
     assert "gangnam-00006" in summary["in_ledger_not_found"]  # hung: accepts nothing useful
     assert {m.camera_id for m in outcome.matched} >= {"gangnam-00001", "gangnam-00002", "gangnam-00003"}
     assert len(outcome.found_not_in_ledger) == 1
-    assert "127.51.0.9" not in json.dumps(summary), "addresses stay out of the summary unless asked for"
+    assert "127.51.0.14" not in json.dumps(summary), "addresses stay out of the summary unless asked for"
 
 
 async def test_a_clip_request_during_shutdown_gets_a_failed_result(
