@@ -1,7 +1,7 @@
 """JSON-lines logging shared by agent, collector and simulator, with secrets and camera addresses redacted.
 
 Redaction happens in the formatter, so no call site can forget it: credentials in URLs, `password=`-style
-pairs and IPv4 addresses (camera addresses must not leave the district, not even through a log shipper).
+pairs and IP addresses (camera addresses must not leave the district, not even through a log shipper).
 """
 
 from __future__ import annotations
@@ -19,16 +19,21 @@ _SECRET_PAIR = re.compile(
     re.IGNORECASE,
 )
 _IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
+# IPv6: four or more colon-separated hex groups, or the `::` shorthand. Times such as 12:30:45 have only
+# three groups and are left alone; a MAC address (six groups) is redacted too, which is no loss.
+_IPV6 = re.compile(
+    r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){3,7}[0-9A-Fa-f]{1,4}(?![\w:])|(?<![\w:])[0-9A-Fa-f:]*::[0-9A-Fa-f:]+"
+)
 
 # Attributes every LogRecord has; anything else came from `extra=` and is logged as a field.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
 
 
 def redact(text: str) -> str:
-    """Remove credentials and IPv4 addresses from free text."""
+    """Remove credentials and IP addresses from free text."""
     text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
     text = _SECRET_PAIR.sub(r"\g<key>\g<sep>\g<q>***", text)
-    return _IPV4.sub("[addr]", text)
+    return _IPV6.sub("[addr]", _IPV4.sub("[addr]", text))
 
 
 class JsonFormatter(logging.Formatter):

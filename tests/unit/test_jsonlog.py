@@ -42,3 +42,9 @@ def test_exceptions_are_redacted_too():
         logging.getLogger("t").exception("failed")
     text = stream.getvalue()
     assert "192.168.0.64" not in text and "abc123" not in text
+
+
+def test_ipv6_addresses_are_redacted_but_times_are_not():
+    text = jsonlog.redact("camera fe80::1ff:fe23:4567:890a and 2001:db8:0:0:1:0:0:1 failed at 12:30:45.120")
+    assert "fe80" not in text and "2001:db8" not in text
+    assert "12:30:45.120" in text
