@@ -7,6 +7,7 @@ state, not a replay of every progress step. The collector upserts by request id,
 (a message sent again after `republish_after_s` without acknowledgement) is harmless.
 
 The same database holds the request ids already seen, so a command delivered twice (QoS 1) makes one clip.
+Ids older than `seen_ids_retention_s` are forgotten by `prune_seen` (redelivery happens within minutes).
 Used from the event loop only (one SQLite connection, not shared with threads).
 """
 
@@ -26,10 +27,14 @@ from contract.messages import ClipUpdate
 
 log = logging.getLogger(__name__)
 
+# `seen.seen_at` (epoch seconds) is what pruning uses; `received_at` (ISO 8601) stays for people reading it.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (request_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, payload TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS seen (request_id TEXT PRIMARY KEY, received_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (request_id TEXT PRIMARY KEY, received_at TEXT NOT NULL, seen_at REAL);
 """
+# Databases made before `seen_at` existed get it, filled from `received_at` (or now, if that is unreadable).
+BACKFILL_SEEN_AT = "UPDATE seen SET seen_at = COALESCE((julianday(received_at) - 2440587.5) * 86400.0, ?)"
+SEEN_INDEX = "CREATE INDEX IF NOT EXISTS seen_by_time ON seen (seen_at)"
 
 
 class PublishReceipt(Protocol):
@@ -51,9 +56,14 @@ class Outbox:
         republish_after_s: float = 60.0,
         max_inflight: int = 200,
         poll_s: float = 0.05,
+        seen_retention_s: float = 30 * 86_400.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;" + SCHEMA)
+        self._clock = clock
+        self._seen_retention_s = seen_retention_s
+        self._migrate()
         self._publish = publish
         self._republish_after_s = republish_after_s
         self._max_inflight = max_inflight
@@ -78,11 +88,20 @@ class Outbox:
 
     def first_sight(self, request_id: str) -> bool:
         """Record a request id; False if it was seen before (a duplicate delivery)."""
+        now = self._clock()
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO seen (request_id, received_at) VALUES (?, ?)",
-            (request_id, datetime.now(UTC).isoformat()),
+            "INSERT OR IGNORE INTO seen (request_id, received_at, seen_at) VALUES (?, ?, ?)",
+            (request_id, datetime.fromtimestamp(now, UTC).isoformat(), now),
         )
         return cursor.rowcount == 1
+
+    def prune_seen(self, now: float) -> int:
+        """Forget request ids first seen more than `seen_retention_s` before `now`; how many."""
+        cutoff = now - self._seen_retention_s
+        cursor = self._db.execute("DELETE FROM seen WHERE seen_at < ?", (cutoff,))
+        if cursor.rowcount:
+            log.info("forgot %s request ids seen over %s s ago", cursor.rowcount, self._seen_retention_s)
+        return cursor.rowcount
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send and collect acknowledgements until `stop` is set."""
@@ -107,6 +126,16 @@ class Outbox:
 
     def close(self) -> None:
         self._db.close()
+
+    def _migrate(self) -> None:
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(seen)")}
+        if "seen_at" not in columns:
+            log.info("outbox database: adding seen.seen_at")
+            self._db.execute("BEGIN IMMEDIATE")
+            with self._db:  # commit, or roll back on error: a crash midway leaves the old schema
+                self._db.execute("ALTER TABLE seen ADD COLUMN seen_at REAL")
+                self._db.execute(BACKFILL_SEEN_AT, (self._clock(),))
+        self._db.execute(SEEN_INDEX)
 
     def _send_pending(self) -> None:
         rows = self._db.execute("SELECT request_id, seq, payload FROM outbox ORDER BY seq").fetchall()

@@ -242,7 +242,8 @@ class Pipeline:
 
     def _fail(self, job: Job, reason: str) -> None:
         job.state = "failed"
-        self._spool.save(job)
+        self._spool.save(job)  # its last write: the failed-clip retention counts from here
+        self._spool.release(job.request_id)  # e.g. its camera vanished before the capture: free the room
         with contextlib.suppress(FileNotFoundError):
             self._spool.clip_path(job.request_id).unlink()
         self._reporter.failed(job.request_id, job.request.camera_id, reason)

@@ -10,6 +10,9 @@ Ordering: at most `max_concurrent_captures` captures run (that many workers); wa
 priority (112, 119, disaster, vulnerable, routine; FIFO within one). Uploads share one scheduler that orders
 parts by the same priority under the district's bandwidth cap. Clips S3 did not take are retried with capped,
 fully jittered backoff, best priority first, and all at once as soon as one upload succeeds again.
+
+Housekeeping: every PRUNE_EVERY_S the retry loop deletes failed clips older than `failed_retention_s` from the
+spool (the directory scan runs in a worker thread) and forgets request ids older than `seen_ids_retention_s`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ log = logging.getLogger(__name__)
 
 # A start this close to now needs no buffer: the live stream's next keyframe is that close.
 LIVE_TOLERANCE = timedelta(seconds=2)
+# Housekeeping of the spool and the seen request ids; retention is days, so minutes of slack do not matter.
+PRUNE_EVERY_S = 300.0
 _ID = re.compile(ID_PATTERN)
 
 __all__ = ["CameraTarget", "ClipService"]
@@ -65,11 +70,14 @@ class ClipService:
         s3_client: Any = None,
         recover: Recover | None = None,
         signer: Signer | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings, self._s3, self._district, self._agent_id = settings, s3, district, agent_id
         self._pool, self._publish, self._lookup = pool, publish, camera_lookup
         self.metrics = ClipMetrics(metrics_registry)
-        self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+        self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, settings.failed_retention_s)
+        self._clock = clock  # wall clock (epoch seconds) of retention; injectable for tests
+        self._pruned_at: float | None = None
         scheduler = UploadScheduler(settings.max_concurrent_parts, settings.upload_bandwidth_bps)
         self._uploader = Uploader(
             s3_client or make_client(s3), scheduler, settings.part_size_bytes,
@@ -96,6 +104,7 @@ class ClipService:
         self._outbox = Outbox(
             self.settings.spool_dir / "outbox.sqlite3", self._publish,
             republish_after_s=self.settings.republish_after_s,
+            seen_retention_s=self.settings.seen_ids_retention_s, clock=self._clock,
         )  # fmt: skip
         self._reporter = Reporter(self._district, self._agent_id, self._outbox, self.metrics)
         signer = self._signer if self._signer is not None else await asyncio.to_thread(self._default_signer)
@@ -230,6 +239,7 @@ class ClipService:
         assert self._pipeline is not None
         while not self._stop.is_set():
             self._refresh_gauges()
+            await self._prune_if_due()
             job = self._next_due()
             if job is not None:
                 self._after_attempt(job, await self._pipeline.deliver(job))
@@ -237,6 +247,23 @@ class ClipService:
             self._retry_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._retry_wake.wait(), self._next_wait())
+
+    async def _prune_if_due(self) -> None:
+        now = self._clock()
+        if self._pruned_at is not None and 0 <= now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        try:
+            await self.prune(now)
+        except Exception:  # housekeeping must never stop the uploads; tried again next round
+            log.exception("pruning the spool and outbox failed")
+
+    async def prune(self, now: float) -> None:
+        """Delete failed clips and forget request ids past their retention (`now`: epoch seconds)."""
+        assert self._outbox is not None
+        busy = frozenset(self._jobs)  # jobs the service is working on are never pruned
+        await asyncio.to_thread(self.spool.prune_failed, now, busy)
+        self._outbox.prune_seen(now)
 
     def _after_attempt(self, job: Job, finished: bool) -> None:
         if finished:

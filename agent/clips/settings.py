@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 MIB = 2**20
+DAY_S = 86_400.0
 
 
 class S3Settings(BaseModel):
@@ -62,6 +63,13 @@ class ClipSettings(BaseModel):
     retry_max_s: float = Field(default=300.0, gt=0)
     # A published result not acknowledged by the broker within this time is sent again.
     republish_after_s: float = Field(default=60.0, gt=0)
+    # What a failed clip left in the spool (job file, any partial video) is kept this long for a person to
+    # look at, counted from when it failed, then deleted. Uploaded clips follow the space policy instead;
+    # clips not yet uploaded are never deleted.
+    failed_retention_s: float = Field(default=7 * DAY_S, gt=0)
+    # Request ids remembered to recognise a duplicate delivery. QoS 1 redelivers within minutes; a copy of a
+    # command older than this is not expected and would make a second clip.
+    seen_ids_retention_s: float = Field(default=30 * DAY_S, gt=0)
 
     @model_validator(mode="after")
     def _retry_order(self) -> ClipSettings:

@@ -11,6 +11,10 @@ clips already uploaded are evicted, oldest first, routine before others. If it s
 requests are refused ("spool full") while 112/119/disaster/vulnerable requests are still taken: evidence is
 never refused or dropped for space; `full` turns on (the cctv_agent_spool_full alert) until space is back.
 Clips not yet uploaded are never evicted.
+
+Retention of failed clips (`failed_retention_s`): what a failed job left (its job file, any partial video) is
+kept for a person to look at, then deleted by `prune_failed`. Its age is that of the job file, last written
+when the job failed. Only `failed` jobs are pruned this way.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -70,9 +75,10 @@ class Job(BaseModel):
 
 
 class Spool:
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, failed_retention_s: float = 7 * 86_400.0) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self.failed_retention_s = failed_retention_s
         self.full = False
         self._reserved: dict[str, int] = {}
         root.mkdir(parents=True, exist_ok=True)
@@ -103,16 +109,37 @@ class Spool:
         for path in self.root.glob("*.job.json"):
             try:
                 found.append(Job.model_validate_json(path.read_bytes()))
+            except FileNotFoundError:
+                continue  # removed while listed (evicted, or pruned from a worker thread)
             except (OSError, ValidationError, json.JSONDecodeError) as exc:
                 log.error("unreadable spool job %s (%s); set aside", path.name, exc)
                 path.replace(path.with_name(path.name + ".corrupt"))
         return sorted(found, key=lambda job: job.received_at)
 
     def remove(self, request_id: str) -> None:
+        self._delete_files(request_id)
+        self._reserved.pop(request_id, None)
+
+    def prune_failed(self, now: float, busy: Collection[str] = ()) -> list[str]:
+        """Delete the files of jobs that failed more than `failed_retention_s` before `now` (epoch seconds),
+        except those in `busy`; their request ids. Touches files only (no reservations), so it may run in a
+        worker thread: it reads the job file of old jobs only, and leaves unreadable ones to `jobs()`."""
+        cutoff = now - self.failed_retention_s
+        pruned: list[str] = []
+        for path in self.root.glob("*.job.json"):
+            request_id = path.name.removesuffix(".job.json")
+            if request_id not in busy and _modified(path) < cutoff and _state(path) == "failed":
+                self._delete_files(request_id)
+                pruned.append(request_id)
+        if pruned:
+            log.info("deleted %s failed clips past their retention from the spool", len(pruned))
+        return pruned
+
+    def _delete_files(self, request_id: str) -> None:
+        # The job file last: a crash midway leaves a job that is still pruned or resumed next time.
         for suffix in SUFFIXES:
             with contextlib.suppress(FileNotFoundError):
                 (self.root / f"{request_id}{suffix}").unlink()
-        self._reserved.pop(request_id, None)
 
     def usage_bytes(self) -> int:
         total = 0
@@ -167,6 +194,21 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def _modified(path: Path) -> float:
+    """Last write time; +inf for a file gone meanwhile, so it is never taken for old."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
+def _state(path: Path) -> JobState | None:
+    try:
+        return Job.model_validate_json(path.read_bytes()).state
+    except (OSError, ValidationError):
+        return None
 
 
 def _fsync_dir(path: Path) -> None:
