@@ -129,8 +129,15 @@ class Mosquitto(_Service):
     def start(self, tmpdir: Path | str, port: int | None = None) -> Self:
         """Start (or, with the same directory, start again keeping retained messages and sessions)."""
         directory = Path(tmpdir)
-        chosen = port if port is not None else free_port()
-        _run_script("mosquitto.sh", "start", str(directory), str(chosen), timeout_s=20)
+        # A free port can be taken by another process before the broker binds it: try a few fresh ones.
+        for attempt in range(1 if port is not None else 3):
+            chosen = port if port is not None else free_port()
+            try:
+                _run_script("mosquitto.sh", "start", str(directory), str(chosen), timeout_s=20)
+                break
+            except RuntimeError:
+                if port is not None or attempt == 2:
+                    raise
         self._dir, self._port = directory, chosen
         log.debug("mosquitto up on %s:%s in %s", self.host, chosen, directory)
         return self

@@ -187,7 +187,8 @@ async def test_overlapping_captures_share_one_rtsp_session(media: MediaLibrary, 
     assert sessions_seen == {1}
     assert a.complete and b.complete, (a.error, b.error)
     assert a.covered_start is not None and b.covered_start is not None
-    assert b.covered_start > a.covered_start
+    # Both start on a keyframe at or before their own start: the same one when both starts fall in one GOP.
+    assert b.covered_start >= a.covered_start
     assert_playable(tmp_path / "a.mp4", a, "h264")
     assert_playable(tmp_path / "b.mp4", b, "h264")
 
