@@ -29,6 +29,7 @@ from camsim.model import AuthMode, CameraSpec, Personality
 from camsim.onvif_server import OnvifServer
 from camsim.personalities import load_personalities
 from camsim.wsse import HttpDigest
+from tests.hostile_xml import LAUGHS, utf16
 
 pytestmark = pytest.mark.integration
 
@@ -232,16 +233,7 @@ XXE = (
     b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
     b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><a>&e;</a></s:Body></s:Envelope>'
 )
-LAUGHS = (
-    b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "ha">'
-    + b"".join(
-        b'<!ENTITY %c "&%c;&%c;&%c;&%c;&%c;&%c;&%c;&%c;&%c;&%c;">'
-        % ((ord("a") + i + 1,) + (ord("a") + i,) * 10)
-        for i in range(9)
-    )
-    + b"]><s:Envelope xmlns:s='http://www.w3.org/2003/05/soap-envelope'><s:Body>&j;</s:Body></s:Envelope>"
-)
-UTF16_XXE = XXE.decode().replace('version="1.0"', 'version="1.0" encoding="UTF-16"').encode("utf-16")
+UTF16_XXE = utf16(XXE)
 BIG = b"<s:Envelope xmlns:s='http://www.w3.org/2003/05/soap-envelope'><s:Body>" + b"A" * 10_000_000
 HTML = b"<html><body><h1>500 Internal Server Error</h1></body></html>"
 

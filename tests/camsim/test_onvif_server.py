@@ -36,6 +36,7 @@ from camsim.model import CameraSpec, Personality
 from camsim.onvif_server import OnvifServer
 from camsim.personalities import CONFIG_DIR, load_personalities
 from camsim.soap import NS_DEVICE, NS_ERROR, NS_MEDIA, NS_SOAP12
+from tests.hostile_xml import LAUGHS, utf16
 
 pytestmark = pytest.mark.integration
 
@@ -422,17 +423,7 @@ async def test_hung_camera_times_out_while_another_answers(start_camera: Start) 
 XXE = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>
 <s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>
 <GetHostname xmlns="http://www.onvif.org/ver10/device/wsdl">&e;</GetHostname></s:Body></s:Envelope>"""
-LAUGHS = (
-    b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "ha">'
-    + b"".join(
-        b'<!ENTITY %c "&%c;&%c;&%c;&%c;&%c;&%c;&%c;&%c;&%c;&%c;">'
-        % ((ord("a") + i + 1,) + (ord("a") + i,) * 10)
-        for i in range(9)
-    )
-    + b"]><s:Envelope xmlns:s='http://www.w3.org/2003/05/soap-envelope'><s:Body>&j;</s:Body></s:Envelope>"
-)
-# The same XXE in UTF-16, where a byte scan for "<!DOCTYPE" sees nothing.
-UTF16_XXE = XXE.decode().replace('version="1.0"', 'version="1.0" encoding="UTF-16"').encode("utf-16")
+UTF16_XXE = utf16(XXE)
 
 
 @pytest.mark.parametrize(
