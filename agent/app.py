@@ -96,7 +96,7 @@ class Agent:
         if not await self.link.wait_connected(10):
             log.warning("broker not reachable yet; going on, paho keeps retrying")
         try:
-            if await _unless_stopped(stop, self._first_sweep(progress)):
+            if await _unless_stopped(stop, self._guarded("first sweep", self._first_sweep(progress))):
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._watch(stop))
                     group.create_task(self._watch_streams(stop))
@@ -148,12 +148,12 @@ class Agent:
     async def _resweep(self, stop: asyncio.Event) -> None:
         """Re-enumerate and re-discover on a schedule: firmware upgrades, replaced and moved cameras."""
         while not await _stopped_within(stop, self.settings.health.sweep_interval_s):
-            await _unless_stopped(stop, self._first_sweep(None))
+            await _unless_stopped(stop, self._guarded("sweep", self._first_sweep(None)))
 
     async def _watch_streams(self, stop: asyncio.Event) -> None:
         # The first cycle waits for one interval: enumeration just proved the cameras answer.
         while not await _stopped_within(stop, self.settings.health.stream_interval_s):
-            await _unless_stopped(stop, self.check_streams())
+            await _unless_stopped(stop, self._guarded("stream check", self.check_streams()))
 
     async def _watch(self, stop: asyncio.Event) -> None:
         health = self.settings.health
@@ -163,19 +163,31 @@ class Agent:
             connector=aiohttp.TCPConnector(limit=self.settings.onvif.concurrency)
         ) as s:
             while not stop.is_set():
-                await check_all(
-                    self.registry,
-                    s,
-                    concurrency=self.settings.onvif.concurrency,
-                    timeout_s=self.settings.onvif.timeout_s,
-                    metrics=self.metrics,
-                )
-                await self._enumerate_newly_reachable()
-                self._publish_changes()
+                await self._guarded("liveness", self._liveness_round(s))
                 if loop.time() >= next_snapshot:
                     self.link.publish(encode(self.registry.snapshot()), "health")
                     next_snapshot = loop.time() + health.snapshot_interval_s
                 await _stopped_within(stop, health.liveness_interval_s)
+
+    async def _liveness_round(self, session: aiohttp.ClientSession) -> None:
+        onvif = self.settings.onvif
+        await check_all(
+            self.registry,
+            session,
+            concurrency=onvif.concurrency,
+            timeout_s=onvif.timeout_s,
+            metrics=self.metrics,
+        )
+        await self._enumerate_newly_reachable()
+        self._publish_changes()
+
+    async def _guarded(self, what: str, work: Coroutine[Any, Any, None]) -> None:
+        """One round of a loop: an unexpected error is logged and counted, and the next round goes on."""
+        try:
+            await work
+        except Exception:
+            self.metrics.errors.labels("internal").inc()
+            log.exception("%s failed; the next round goes on", what)
 
     async def _enumerate_newly_reachable(self) -> None:
         pending = [

@@ -290,3 +290,32 @@ async def test_a_clip_request_during_shutdown_gets_a_failed_result(
         stop.set()
         await asyncio.wait_for(task, 30)
         recorder.close()
+
+
+async def test_an_unexpected_error_in_a_round_does_not_stop_the_agent(
+    district: tuple[Fleet, Path], mosquitto: Mosquitto
+) -> None:
+    _, directory = district
+    recorder = Recorder(mosquitto.port)
+    agent = Agent(agent_settings(directory, mosquitto))
+    real_round = agent._liveness_round
+    calls = 0
+
+    async def failing_once(session: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in one round")
+        await real_round(session)  # type: ignore[arg-type]
+
+    agent._liveness_round = failing_once  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        await eventually(lambda: calls >= 3, 20, "liveness rounds after the failing one")
+        assert not task.done()
+        assert agent.metrics.registry.get_sample_value("cctv_agent_errors_total", {"kind": "internal"}) == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        recorder.close()
