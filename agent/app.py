@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+from pydantic import ValidationError
 
 from agent import __version__
 from agent.backoff import RetryBook
@@ -29,8 +30,8 @@ from agent.metrics import AgentMetrics
 from agent.mqtt_link import MqttLink
 from agent.reconcile import Reconciliation
 from agent.registry import CameraRecord, Registry
-from agent.stream_check import StreamChecker, Timeouts, stream_url
-from agent.stream_health import run_cycle
+from agent.stream_check import StreamChecker, Timeouts
+from agent.stream_health import rtsp_url_for, run_cycle
 from agent.sweep import Progress, sweep
 from contract import topics
 from contract.codec import Delivery, decode, encode
@@ -215,7 +216,12 @@ class Agent:
 
     def _publish_meta(self, record: CameraRecord) -> None:
         """Publish a camera's meta when it differs from what was last published (retained: once is enough)."""
-        meta = self.registry.meta(record)
+        try:
+            meta = self.registry.meta(record)
+        except ValidationError:
+            self.metrics.errors.labels("hostile").inc()
+            log.warning("camera metadata outside the contract", extra={"camera": record.camera_id})
+            return
         if meta is None:
             return
         fingerprint = meta.model_dump_json(exclude={"updated_at"})
@@ -283,15 +289,10 @@ class Agent:
         if info is None or not info.streams:
             return CameraTarget(camera_id, "", online=False)
         main = max(info.streams, key=lambda s: s.width * s.height)
-        creds = self.credentials.get(record.ledger.credentials_ref)
-        quirks = record.firmware_profile.quirks if record.firmware_profile else None
-        port = record.ledger.rtsp_port if quirks is not None and quirks.rtsp_port_from_ledger else None
-        url = stream_url(
-            main.uri,
-            creds.username if creds else None,
-            creds.password.get_secret_value() if creds else None,
-            port=port,
-        )
+        try:
+            url = rtsp_url_for(record, main, self.credentials)
+        except ValueError:
+            return CameraTarget(camera_id, "", online=False)
         meta = {"manufacturer": info.manufacturer, "model": info.model, "firmware": info.firmware}
         return CameraTarget(
             camera_id, url, online=online, clock_offset_s=record.observation.clock_offset_s, meta=meta

@@ -83,7 +83,9 @@ def parse_utc_time(body: bytes) -> float | None:
         return None
     try:
         parts = {
-            el.tag.removeprefix(_TT): int(el.text or "") for el in utc.iter() if el.text and el.text.strip()
+            el.tag.removeprefix(_TT): int(el.text or "")
+            for el in utc.iter()
+            if isinstance(el.tag, str) and el.text and el.text.strip()  # comments and PIs have no str tag
         }
         moment = datetime(
             parts["Year"],
@@ -94,6 +96,6 @@ def parse_utc_time(body: bytes) -> float | None:
             parts["Second"],
             tzinfo=UTC,
         )
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OverflowError):
         raise CameraError("protocol", "malformed UTCDateTime") from None
     return moment.timestamp()

@@ -8,7 +8,7 @@ import time
 import aiohttp
 
 from agent.errors import CameraError
-from agent.liveness import probe
+from agent.liveness import Liveness, probe
 from agent.metrics import AgentMetrics
 from agent.registry import CameraRecord, Registry
 
@@ -33,13 +33,22 @@ async def check_all(
             group.create_task(one(record))
 
 
+async def _probe(session: aiohttp.ClientSession, host: str, port: int, timeout_s: float) -> Liveness:
+    try:
+        return await probe(session, host, port, timeout_s)
+    except CameraError:
+        raise
+    except Exception as exc:  # one camera's answer must never fail the round of the others
+        raise CameraError("hostile", f"unusable answer ({type(exc).__name__})") from None
+
+
 async def _check(
     record: CameraRecord, session: aiohttp.ClientSession, timeout_s: float, metrics: AgentMetrics
 ) -> None:
     ledger = record.ledger
     started = time.monotonic()
     try:
-        result = await probe(session, ledger.host, ledger.onvif_port, timeout_s)
+        result = await _probe(session, ledger.host, ledger.onvif_port, timeout_s)
     except CameraError as exc:
         metrics.errors.labels(exc.kind).inc()
         metrics.camera_up.labels(record.camera_id).set(0)

@@ -122,9 +122,20 @@ class MqttLink:
         self._metrics.mqtt_connected.set(1)
         if self._command_filter:
             client.subscribe(self._command_filter, qos=1)
-        for delivery in self._on_connected():
-            client.publish(delivery.topic, delivery.payload, qos=delivery.qos, retain=delivery.retain)
+        if self._loop is not None:
+            # The registry belongs to the event loop: build the retained state there, not on paho's thread.
+            self._loop.call_soon_threadsafe(self._republish)
         self._set_connected(True)
+
+    def _republish(self) -> None:
+        """After a (re)connect: presence and every camera's retained state (a broker may have lost them)."""
+        try:
+            deliveries = self._on_connected()
+        except Exception:  # never let one bad record stop the rest of the agent
+            log.exception("could not build the retained state to republish")
+            return
+        for delivery in deliveries:
+            self._client.publish(delivery.topic, delivery.payload, qos=delivery.qos, retain=delivery.retain)
 
     def _handle_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
         log.warning("disconnected from broker: %s", reason)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from agent.firmware import FirmwareProfile
 from agent.ledger import LedgerCamera
-from agent.onvif_reader import CameraInfo
+from agent.onvif_reader import CameraInfo, StreamInfo
 from agent.status import Observation, evaluate
 from contract.messages import (
     CameraMeta,
@@ -78,29 +78,19 @@ class Registry:
             district=self.district,
             camera_id=record.camera_id,
             agent_id=self.agent_id,
-            name=ledger.name,
-            address_text=ledger.address_text,
+            name=_text(ledger.name),
+            address_text=_text(ledger.address_text),
             lat=ledger.lat,
             lon=ledger.lon,
-            manufacturer=info.manufacturer,
-            model=info.model,
-            firmware=info.firmware,
-            serial=info.serial,
+            manufacturer=_text(info.manufacturer),
+            model=_text(info.model),
+            firmware=_text(info.firmware),
+            serial=_text(info.serial),
             identity=identity or record.camera_id,
             identity_kind=kind,
             firmware_profile=record.firmware_profile.name if record.firmware_profile else None,
             firmware_below_minimum=record.observation.firmware_below_minimum,
-            streams=[
-                StreamSummary(
-                    token=s.token,
-                    codec=s.codec,
-                    width=s.width,
-                    height=s.height,
-                    fps=s.fps,
-                    bitrate_kbps=s.bitrate_kbps,
-                )
-                for s in info.streams
-            ],
+            streams=[_summary(stream) for stream in info.streams[:MAX_STREAMS]],
             updated_at=now(),
         )
 
@@ -129,3 +119,25 @@ class Registry:
             for r in self.records.values()
         ]
         return HealthSnapshot(district=self.district, agent_id=self.agent_id, taken_at=now(), cameras=entries)
+
+
+MAX_TEXT, MAX_TOKEN, MAX_STREAMS, MAX_SIDE = 500, 64, 16, 16384
+
+
+def _text(value: str, limit: int = MAX_TEXT) -> str:
+    """Camera-provided text, cut to what the contract carries (a camera may send anything)."""
+    return value[:limit]
+
+
+def _summary(stream: StreamInfo) -> StreamSummary:
+    """A profile within the contract's bounds, whatever the camera claimed."""
+    return StreamSummary(
+        token=_text(stream.token, MAX_TOKEN),
+        codec=stream.codec if stream.codec in ("h264", "h265", "mjpeg") else "other",
+        width=min(max(stream.width, 0), MAX_SIDE),
+        height=min(max(stream.height, 0), MAX_SIDE),
+        fps=min(max(stream.fps, 0.0), 1000.0),
+        bitrate_kbps=stream.bitrate_kbps
+        if stream.bitrate_kbps is not None and stream.bitrate_kbps >= 0
+        else None,
+    )

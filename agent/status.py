@@ -17,6 +17,7 @@ class Observation:
     clock_offset_s: float | None = None
     image_faults: list[str] = field(default_factory=list)  # "image_black", "image_frozen", ...
     firmware_below_minimum: bool = False
+    sub_stream_only: bool = False  # no stream better than SUB_STREAM_MAX_PIXELS: evidence would be poor
     enumerated: bool = False
 
 
@@ -33,4 +34,6 @@ def evaluate(obs: Observation, clock_skew_limit_s: float) -> tuple[CameraState, 
         reasons.append("clock_skew")
     if obs.firmware_below_minimum:
         reasons.append("firmware_below_minimum")
+    if obs.sub_stream_only:
+        reasons.append("sub_stream_only")
     return ("degraded" if reasons else "online"), sorted(reasons), None

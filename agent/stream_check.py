@@ -107,13 +107,18 @@ class Timeouts:
         return self.total_s + self.read_s + 1.0
 
 
-def stream_url(uri: str, username: str | None, password: str | None, *, port: int | None = None) -> str:
-    """`uri` with credentials inserted (cameras leave them out of GetStreamUri) and optionally another port.
+def stream_url(
+    uri: str, username: str | None, password: str | None, *, port: int | None = None, host: str | None = None
+) -> str:
+    """`uri` with credentials inserted (cameras leave them out of GetStreamUri), optionally on another host
+    (the address we reached the camera at: credentials must never go where an answer points) and port.
 
-    The result holds a password: never log it.
+    The result holds a password: never log it. ValueError for a URI with an impossible port.
     """
     parts = urlsplit(uri)
-    host = parts.hostname or ""
+    host = host or parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
     netloc = f"{host}:{port or parts.port}" if (port or parts.port) else host
     if username:
         netloc = f"{quote(username, safe='')}:{quote(password or '', safe='')}@{netloc}"

@@ -82,6 +82,14 @@ async def sweep(
     return duration
 
 
+# 640x480 (VGA) and smaller is a sub stream; a camera that offers nothing larger has lost its main profile.
+SUB_STREAM_MAX_PIXELS = 640 * 480
+
+
+def sub_stream_only(info: CameraInfo) -> bool:
+    return bool(info.streams) and max(s.width * s.height for s in info.streams) <= SUB_STREAM_MAX_PIXELS
+
+
 @dataclass
 class _Job:
     """What every camera of one sweep shares."""
@@ -129,9 +137,18 @@ class _Job:
         record.observation.error = None
         record.observation.auth_error = None
         record.observation.enumerated = True
+        record.observation.sub_stream_only = sub_stream_only(info)
         record.observation.clock_offset_s = info.clock_offset_s
 
     async def _read(self, record: CameraRecord, creds: Credentials | None) -> CameraInfo:
+        try:
+            return await self._read_unguarded(record, creds)
+        except CameraError:
+            raise
+        except Exception as exc:  # a camera's answer must never take the sweep of the others with it
+            raise CameraError("hostile", f"unusable answer ({type(exc).__name__})") from None
+
+    async def _read_unguarded(self, record: CameraRecord, creds: Credentials | None) -> CameraInfo:
         ledger = record.ledger
         if self.reader == "zeep":
             return await read_camera(ledger, creds, self.timeout_s)

@@ -14,6 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -48,6 +49,8 @@ EXPECTED = {
     8: ({}, "degraded", ["firmware_below_minimum"]),
     9: ({"image": "frozen"}, "degraded", ["image_frozen"]),
     10: ({"image": "blurred"}, "degraded", ["image_blurred"]),
+    11: ({}, "degraded", ["sub_stream_only"]),  # its main profile is gone: only 640x360 is offered
+    12: ({}, "online", []),  # sends a 2,000-character manufacturer string
 }
 
 
@@ -103,6 +106,8 @@ async def district(
         for key, value in faults.items():
             setattr(spec.faults, key, value)
     specs[7].personality = dataclasses.replace(dahua, firmware="2.700.0000000.1.R")
+    specs[10].main_size = specs[10].sub_size
+    specs[11].personality = dataclasses.replace(specs[11].personality, manufacturer="X" * 2000)
     write_ledger(specs, tmp_path / "ledger.csv")
     write_secrets(specs, tmp_path / "secrets.toml")
     media = MediaLibrary(tmp_path_factory.getbasetemp() / "clip-cache", loop_s=20.0)
@@ -123,7 +128,7 @@ def agent_settings(directory: Path, broker: Mosquitto) -> AgentSettings:
         mqtt={"host": broker.host, "port": broker.port, "reconnect_max_s": 1},
         onvif={"timeout_s": 2.0},
         discovery={
-            "targets": [f"{BASE_IP}/28"],
+            "targets": [f"{BASE_IP}/27"],
             "port": WSD_PORT,
             "window_s": 1.0,
         },
@@ -169,7 +174,9 @@ async def test_every_health_state_reaches_the_broker_and_no_secret_does(
         assert dahua_meta is not None and dahua_meta["firmware_profile"] == "dahua"
         sample = agent.metrics.registry.get_sample_value
         assert sample("cctv_agent_cameras", {"state": "offline"}) == 2
-        assert sample("cctv_agent_cameras", {"state": "degraded"}) == 6
+        assert sample("cctv_agent_cameras", {"state": "degraded"}) == 7
+        long_meta = recorder.get(topics.camera_meta("gangnam", "gangnam-00012"))
+        assert long_meta is not None and long_meta["manufacturer"] == "X" * 500  # cut to the contract
         assert sample("cctv_agent_camera_up", {"camera": "gangnam-00005"}) == 0
         assert sample("cctv_agent_camera_up", {"camera": "gangnam-00001"}) == 1
         assert (
@@ -193,6 +200,7 @@ async def test_every_health_state_reaches_the_broker_and_no_secret_does(
     for spec in fleet.specs:
         assert spec.host.encode() not in wire, "a camera address left the agent"
         assert spec.password.encode() not in wire, "a camera password left the agent"
+        assert quote(spec.password, safe="").encode() not in wire, "a URL-encoded password left the agent"
 
 
 async def test_retained_state_is_restored_after_the_broker_loses_it(
@@ -253,7 +261,7 @@ async def test_discovery_is_reconciled_with_the_ledger(
     assert "gangnam-00006" in summary["in_ledger_not_found"]  # hung: accepts nothing useful
     assert {m.camera_id for m in outcome.matched} >= {"gangnam-00001", "gangnam-00002", "gangnam-00003"}
     assert len(outcome.found_not_in_ledger) == 1
-    assert "127.51.0.14" not in json.dumps(summary), "addresses stay out of the summary unless asked for"
+    assert "127.51.0.30" not in json.dumps(summary), "addresses stay out of the summary unless asked for"
 
 
 async def test_a_clip_request_during_shutdown_gets_a_failed_result(
