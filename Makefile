@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := .make
 DEB_PACKAGES := python3-venv mosquitto mosquitto-clients ceph-mon ceph-mgr ceph-osd radosgw ceph-common \
-                ffmpeg postgresql-15 iproute2 procps
+                ffmpeg postgresql-15 iproute2 procps curl uuid-runtime
 TYPED  := contract agent collector camsim
 
 .PHONY: help install deb venv lint types test test-fast demo bench contract-docs clean
@@ -24,13 +24,13 @@ $(STAMP)/deb: Makefile
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@touch $@
 
-venv: $(STAMP)/venv
-$(STAMP)/venv: pyproject.toml | $(STAMP)/deb
-	@mkdir -p $(STAMP)
+# The stamp lives inside the virtualenv: deleting .venv means installing again.
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml | $(STAMP)/deb
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'

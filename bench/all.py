@@ -41,7 +41,9 @@ def run_one(name: str, quick: bool) -> tuple[str, str, dict[str, object]]:
     lines = [line for line in done.stdout.splitlines() if line.startswith(f"{name}:")]
     closing = lines[-1] if lines else f"{name}: failed (exit {done.returncode}): {done.stderr.strip()[-300:]}"
     result_file = RESULTS_DIR / f"{name}.json"
-    figures = json.loads(result_file.read_text()) if done.returncode == 0 and result_file.exists() else {}
+    if done.returncode != 0:  # keep the last good figures; the failure is reported in the closing line
+        return shown, closing, {}
+    figures = json.loads(result_file.read_text()) if result_file.exists() else {}
     figures.pop("closing", None)
     figures["wall_s"] = round(time.monotonic() - started, 1)
     if figures:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR", "bench/results"))
+RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR", Path(__file__).resolve().parent / "results"))
 
 
 def parser(name: str, description: str) -> argparse.ArgumentParser:
@@ -26,7 +26,17 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
 def machine() -> str:
     """One line describing where the figures came from."""
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.node()}: {os.cpu_count()} cores, {mem_gib:.0f} GiB, Python {platform.python_version()}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, Python {platform.python_version()}"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
 
 
 def rss_mib() -> float:

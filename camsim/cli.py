@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--write-ledger", type=Path, metavar="FILE", help="write the agent's ledger CSV")
     run.add_argument("--cache-dir", type=Path, default=_default_cache_dir(), help="encoded clip cache")
     run.add_argument("--no-rtsp", action="store_true", help="ONVIF and WS-Discovery only")
-    run.add_argument("--log-level", default="INFO")
+    levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
+    run.add_argument("--log-level", default="INFO", choices=levels, type=str.upper)
     ledger = sub.add_parser("write-ledger", help="write the ledger (and secrets) without serving")
     _fleet_args(ledger)
     ledger.add_argument("--out", type=Path, required=True, metavar="FILE", help="ledger CSV to write")

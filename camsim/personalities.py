@@ -10,14 +10,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tomllib
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, get_args
 
+from agent.firmware import config_dir
 from camsim.model import AuthMode, Personality
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "firmware-configs"
 _FIELDS = {f.name: f for f in dataclasses.fields(Personality)}
 _DEFAULTS = Personality()
 _AUTH_MODES = frozenset(get_args(AuthMode))
@@ -28,7 +29,7 @@ class PersonalityConfigError(ValueError):
     """A firmware-config file that does not follow the schema."""
 
 
-def _check_value(path: Path, key: str, value: Any) -> None:
+def _check_value(path: Traversable, key: str, value: Any) -> None:
     if key not in _FIELDS:
         raise PersonalityConfigError(f"{path.name}: [camsim].{key} is not a Personality field")
     expected = type(getattr(_DEFAULTS, key))
@@ -38,7 +39,7 @@ def _check_value(path: Path, key: str, value: Any) -> None:
         raise PersonalityConfigError(f"{path.name}: [camsim].auth must be one of {sorted(_AUTH_MODES)}")
 
 
-def load_personality(path: Path) -> Personality:
+def load_personality(path: Traversable) -> Personality:
     """The Personality described by one firmware-config file."""
     with path.open("rb") as fh:
         doc = tomllib.load(fh)
@@ -52,10 +53,14 @@ def load_personality(path: Path) -> Personality:
     return Personality(**table)
 
 
-def load_personalities(directory: Path = CONFIG_DIR) -> dict[str, Personality]:
-    """All personalities in `directory`, by name (the `name` key, usually the file stem)."""
+def load_personalities(directory: Traversable | Path | None = None) -> dict[str, Personality]:
+    """All personalities in `directory` (default: the installed firmware-configs), by name."""
+    directory = directory if directory is not None else config_dir()
     result: dict[str, Personality] = {}
-    for path in sorted(directory.glob("*.toml")):
+    files = sorted((p for p in directory.iterdir() if p.name.endswith(".toml")), key=lambda p: p.name)
+    if not files:
+        raise PersonalityConfigError(f"no firmware-config *.toml files in {directory}")
+    for path in files:
         personality = load_personality(path)
         if personality.name in result:
             raise PersonalityConfigError(f"{path.name}: duplicate personality name {personality.name!r}")

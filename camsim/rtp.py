@@ -154,10 +154,10 @@ class Stamper:
     def sender_report(self, ntp_time: float, timestamp: int) -> bytes:
         """An interleaved RTCP SR (on channel + 1) saying that ``timestamp`` was sampled at ``ntp_time``."""
         seconds = ntp_time + NTP_EPOCH_OFFSET
-        ntp_int = int(seconds)
+        ntp_int = int(seconds)  # NTP seconds wrap every 136 years (era 1 starts in 2036)
         ntp_frac = int((seconds - ntp_int) * (1 << 32)) & 0xFFFFFFFF
         body = struct.pack(
-            ">BBHIIIIII", 0x80, 200, 6, self.ssrc, ntp_int, ntp_frac, timestamp & 0xFFFFFFFF,
+            ">BBHIIIIII", 0x80, 200, 6, self.ssrc, ntp_int & 0xFFFFFFFF, ntp_frac, timestamp & 0xFFFFFFFF,
             self.packets & 0xFFFFFFFF, self.octets & 0xFFFFFFFF,
         )  # fmt: skip
         return _INTERLEAVED.pack(b"$", self.channel + 1, len(body)) + body

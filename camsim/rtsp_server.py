@@ -187,6 +187,13 @@ class _Connection:
         finally:
             self.close()
 
+    def _player_ended(self, task: asyncio.Task[None]) -> None:
+        """A streaming task that fails must not go silent: log it and close the session."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("RTSP streaming failed: %r", task.exception(), extra={"camera": self.spec.camera_id})
+        self.close()
+
     def close(self) -> None:
         if self.player is not None:
             self.player.cancel()
@@ -294,6 +301,7 @@ class _Connection:
         stamper = Stamper(secrets.randbits(32), secrets.randbits(16), self.channel)
         info = f"url={self.setup_uri};seq={stamper.seq};rtptime={plan.timestamp(plan.first_frame)}"
         self.player = asyncio.create_task(self.stream(clip, plan, stamper))
+        self.player.add_done_callback(self._player_ended)
         return Response(200, {"Range": "npt=now-", "RTP-Info": info, **self.session_header()})
 
     async def teardown(self, request: Request) -> Response:

@@ -90,6 +90,8 @@ def _json_object(payload: bytes) -> dict[str, Any]:
         data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError("invalid_json", str(exc)[:200]) from None
+    except RecursionError:  # thousands of nested brackets fit in a small payload
+        raise ContractError("invalid_json", "nested too deeply") from None
     if not isinstance(data, dict):
         raise ContractError("invalid_json", "payload is not a JSON object")
     return data

@@ -13,11 +13,16 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+# User info runs to the last `@` before the path, so a password that contains `@` is removed whole.
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s]*@", re.IGNORECASE)
 _SECRET_PAIR = re.compile(
-    r"(?P<key>password|passwd|secret|token|secret_key|access_key)(?P<sep>\s*[=:]\s*)(?P<q>['\"]?)[^\s'\",}]+",
+    r"(?P<key>password|passwd|secret|token|secret_key|access_key)(?P<kq>['\"]?)(?P<sep>\s*[=:]\s*)"
+    r"(?P<q>['\"]?)[^\s'\",}]+",
     re.IGNORECASE,
 )
+_AUTH_HEADER = re.compile(r"(?P<h>authorization\s*[:=]\s*['\"]?)(?:basic|digest|bearer)\b[^\r\n'\"]*", re.I)
+_XML_PASSWORD = re.compile(r"(?P<open><[^<>]*password[^<>]*>)[^<]*(?P<close></)", re.IGNORECASE)
+_SECRET_KEYS = re.compile(r"password|passwd|secret|token|authorization", re.IGNORECASE)
 _IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 # IPv6: four or more colon-separated hex groups, or the `::` shorthand. Times such as 12:30:45 have only
 # three groups and are left alone; a MAC address (six groups) is redacted too, which is no loss.
@@ -32,8 +37,25 @@ _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message"
 def redact(text: str) -> str:
     """Remove credentials and IP addresses from free text."""
     text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
-    text = _SECRET_PAIR.sub(r"\g<key>\g<sep>\g<q>***", text)
+    text = _SECRET_PAIR.sub(r"\g<key>\g<kq>\g<sep>\g<q>***", text)
+    text = _AUTH_HEADER.sub(r"\g<h>***", text)
+    text = _XML_PASSWORD.sub(r"\g<open>***\g<close>", text)
     return _IPV6.sub("[addr]", _IPV4.sub("[addr]", text))
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    """A structured `extra=` value, redacted inside dicts, lists and tuples; secret-named keys whole."""
+    if _SECRET_KEYS.search(key):
+        return "***"
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {str(k): _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value("", v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(str(value))
 
 
 class JsonFormatter(logging.Formatter):
@@ -48,7 +70,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = redact(value) if isinstance(value, str) else value
+                entry[key] = _redact_value(key, value)
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False, default=str)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from contract.jsonlog import redact
 
 from contract.topics import DISTRICT_PATTERN, ID_PATTERN
 
@@ -19,6 +21,8 @@ SUPPORTED_VERSIONS: frozenset[int] = frozenset({VERSION})
 DistrictSlug = Annotated[str, Field(pattern=DISTRICT_PATTERN, description="ASCII district slug: gangnam")]
 Ident = Annotated[str, Field(pattern=ID_PATTERN, description="topic-safe id: letters, digits, . _ : -")]
 Text = Annotated[str, Field(max_length=500)]
+# Free text that may quote a camera's error: addresses and credentials are stripped on the way in.
+ErrorText = Annotated[str, Field(max_length=500), AfterValidator(redact)]
 Reason = Annotated[str, Field(pattern=r"^[a-z0-9_:.-]{1,64}$")]
 Timestamp = AwareDatetime
 
@@ -93,7 +97,7 @@ class CameraStatus(Message):
     agent_id: Ident
     state: CameraState
     reasons: list[Reason] = Field(default_factory=list, max_length=16)
-    last_error: Text | None = None
+    last_error: ErrorText | None = None
     clock_offset_s: float | None = None
     since: Timestamp
     checked_at: Timestamp
@@ -161,7 +165,7 @@ class ClipUpdate(Message):
     camera_id: Ident
     agent_id: Ident
     status: ClipStatusName
-    reason: Text | None = None
+    reason: ErrorText | None = None
     object_key: Text | None = None
     thumbnail_key: Text | None = None
     manifest_key: Text | None = None

@@ -52,6 +52,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), ["file not found"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"invalid TOML: {exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), ["not UTF-8 text"]) from None
+    except OSError as exc:  # a directory, no permission, ...
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
 
 
 def load(settings_cls: type[S], path: Path | None) -> S:

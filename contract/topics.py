@@ -43,13 +43,13 @@ class TopicRef:
 
 
 def _district(district: str) -> str:
-    if not _DISTRICT_RE.match(district):
+    if not _DISTRICT_RE.fullmatch(district):
         raise ValueError(f"not a district slug: {district!r}")
     return district
 
 
 def _ident(value: str, what: str) -> str:
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise ValueError(f"not a valid {what}: {value!r}")
     return value
 
@@ -106,7 +106,7 @@ def shared(group: str, topic_filter: str) -> str:
 def parse(topic: str) -> TopicRef:
     """Take a topic apart; ContractError('unknown_topic') if it is not one of ours."""
     parts = topic.split("/")
-    if len(parts) < 4 or "/".join(parts[:2]) != ROOT or not _DISTRICT_RE.match(parts[2]):
+    if len(parts) < 4 or "/".join(parts[:2]) != ROOT or not _DISTRICT_RE.fullmatch(parts[2]):
         raise ContractError("unknown_topic", topic[:200])
     district, rest = parts[2], parts[3:]
     ref = _parse_rest(district, rest)
@@ -120,12 +120,12 @@ def _parse_rest(district: str, rest: list[str]) -> TopicRef | None:
         return TopicRef("agent_state", district)
     if rest == ["health"]:
         return TopicRef("health", district)
-    if len(rest) == 3 and rest[0] == "camera" and _ID_RE.match(rest[1]) and rest[2] in ("meta", "status"):
+    if len(rest) == 3 and rest[0] == "camera" and _ID_RE.fullmatch(rest[1]) and rest[2] in ("meta", "status"):
         kind: TopicKind = "camera_meta" if rest[2] == "meta" else "camera_status"
         return TopicRef(kind, district, camera_id=rest[1])
     if len(rest) == 2 and rest[0] == "cmd" and rest[1] in COMMANDS:
         name: CommandName = "clip" if rest[1] == "clip" else "arm"
         return TopicRef("command", district, command=name)
-    if len(rest) == 2 and rest[0] == "clip" and _ID_RE.match(rest[1]):
+    if len(rest) == 2 and rest[0] == "clip" and _ID_RE.fullmatch(rest[1]):
         return TopicRef("clip", district, request_id=rest[1])
     return None

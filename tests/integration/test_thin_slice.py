@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -45,12 +46,23 @@ def simulator(tmp_path: Path) -> Iterator[Path]:
         text=True,
     )
     assert process.stdout is not None
-    for line in process.stdout:
-        if json.loads(line).get("event") == "ready":
-            break
+    assert _ready(process.stdout, deadline=time.monotonic() + 60), "the simulator did not become ready"
     yield tmp_path
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
+
+
+def _ready(stdout: IO[str], deadline: float) -> bool:
+    """True once the simulator prints its ready line; False if it ends or prints something else first."""
+    readable, _, _ = select.select([stdout], [], [], max(0.0, deadline - time.monotonic()))
+    while readable:
+        line = stdout.readline()
+        if not line:
+            return False
+        if json.loads(line).get("event") == "ready":
+            return True
+        readable, _, _ = select.select([stdout], [], [], max(0.0, deadline - time.monotonic()))
+    return False
 
 
 def write_configs(directory: Path, broker: Mosquitto) -> tuple[Path, Path]:

@@ -95,3 +95,14 @@ def test_a_broken_secrets_file_is_a_configuration_error(tmp_path, capsys):
     path = _config(tmp_path, f'secrets_file = "{secrets}"\n')
     assert agent_cli.main(["validate-config", str(path)]) == 2
     assert "needs string username and password" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["directory", "binary"])
+def test_unreadable_config_files_are_configuration_errors(tmp_path, capsys, kind: str):
+    path = tmp_path / "agent.toml"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"\xff\xfe\x00district")
+    assert agent_cli.main(["validate-config", str(path)]) == 2
+    assert str(path) in capsys.readouterr().err

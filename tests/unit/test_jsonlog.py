@@ -48,3 +48,19 @@ def test_ipv6_addresses_are_redacted_but_times_are_not():
     text = jsonlog.redact("camera fe80::1ff:fe23:4567:890a and 2001:db8:0:0:1:0:0:1 failed at 12:30:45.120")
     assert "fe80" not in text and "2001:db8" not in text
     assert "12:30:45.120" in text
+
+
+def test_structured_extras_and_common_secret_shapes_are_redacted():
+    line = _log_line(
+        "config %s, header Authorization: Basic YWRtaW46aHVudGVyMg==, <wsse:Password>hunter2</wsse:Password>",
+        {"password": "hunter2"},
+        addr=("10.1.2.3", 80),
+        cam={"host": "10.9.9.9", "password": "hunter2"},
+    )
+    text = json.dumps(line)
+    assert "hunter2" not in text and "YWRtaW46" not in text
+    assert "10.1.2.3" not in text and "10.9.9.9" not in text
+
+
+def test_a_password_with_an_at_sign_is_removed_whole():
+    assert jsonlog.redact("rtsp://admin:p@ss@10.0.0.1/s") == "rtsp://***@[addr]/s"
