@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -45,24 +45,24 @@ def simulator(tmp_path: Path) -> Iterator[Path]:
         stdout=subprocess.PIPE,
         text=True,
     )
+    try:
+        assert _ready(process, timeout_s=60), "the simulator did not become ready"
+        yield tmp_path
+    finally:
+        process.send_signal(signal.SIGTERM)
+        exit_code = process.wait(30)
+    assert exit_code == 0
+
+
+def _ready(process: subprocess.Popen[str], timeout_s: float) -> bool:
+    """True once the simulator prints its ready line; False if it exits or does not say so in time."""
     assert process.stdout is not None
-    assert _ready(process.stdout, deadline=time.monotonic() + 60), "the simulator did not become ready"
-    yield tmp_path
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(30) == 0
-
-
-def _ready(stdout: IO[str], deadline: float) -> bool:
-    """True once the simulator prints its ready line; False if it ends or prints something else first."""
-    readable, _, _ = select.select([stdout], [], [], max(0.0, deadline - time.monotonic()))
-    while readable:
-        line = stdout.readline()
-        if not line:
-            return False
-        if json.loads(line).get("event") == "ready":
-            return True
-        readable, _, _ = select.select([stdout], [], [], max(0.0, deadline - time.monotonic()))
-    return False
+    watchdog = threading.Timer(timeout_s, process.kill)  # a stuck simulator ends the wait
+    watchdog.start()
+    try:
+        return any(json.loads(line).get("event") == "ready" for line in process.stdout)
+    finally:
+        watchdog.cancel()
 
 
 def write_configs(directory: Path, broker: Mosquitto) -> tuple[Path, Path]:
