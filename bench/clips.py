@@ -9,11 +9,17 @@ camsim serves 1080p H.264 (GOP 50 at 25 fps = 2 s) from a child process, so its 
 (b) Four streams captured for the same duration by our SessionPool (threads in this process, CPU from
     getrusage) and by four `ffmpeg -rtsp_transport tcp -i URL -c copy -f mp4 -movflags
     frag_keyframe+empty_moov` children (CPU from wait4), side by side. Bar: ours <= 1.5x ffmpeg's per stream.
+(c) Window end to object complete in S3 (issue 5's bar), through the whole clip service: real captures from
+    armed camsim cameras, a real Ceph S3 gateway (own single-node cluster), 12 clips of 10-20 s (--quick: 3
+    of 10 s), at most 4 at once. Per clip: from the requested window end to head_object finding the clip
+    with its sha256 metadata (polled every 20 ms), and to the `succeeded` ClipUpdate (thumbnail and signed
+    manifest uploaded too). Bar: p95 (object) <= 1.5 s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -26,6 +32,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from bench.common import Report, cpu_seconds, parser
 
@@ -154,6 +162,107 @@ def cpu_side_by_side(urls_ours: list[str], urls_ff: list[str], seconds: float, w
     }
 
 
+# -- (c) window end to object complete in S3 ------------------------------------------------------------
+class _Acked:
+    """The bench has no broker: every result counts as acknowledged at once."""
+
+    def is_published(self) -> bool:
+        return True
+
+
+def _poll_object(client: Any, bucket: str, key: str, end: float, out: dict[str, float]) -> None:
+    """Seconds from `end` (epoch) until the clip is in S3 with its digest metadata (what 'complete' means)."""
+    time.sleep(max(0.0, end - time.time()))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ClientError):  # 404: not there yet
+            if "sha256" in client.head_object(Bucket=bucket, Key=key)["Metadata"]:
+                out[key] = time.time() - end
+                return
+        time.sleep(0.02)
+
+
+async def window_end_to_object(urls: list[str], lengths: list[int], work: Path) -> dict[str, list[float]]:
+    from prometheus_client import CollectorRegistry
+
+    from agent.clips.pipeline import CameraTarget
+    from agent.clips.s3 import clip_keys, make_client
+    from agent.clips.service import ClipService
+    from agent.clips.session import SessionPool
+    from agent.clips.settings import ClipSettings, S3Settings
+    from contract.codec import encode
+    from contract.messages import ClipRequest, ClipUpdate
+    from tests.services import CephS3
+
+    finals: dict[str, tuple[float, ClipUpdate]] = {}
+    all_final = asyncio.Event()
+
+    def publish(update: ClipUpdate) -> _Acked:
+        if update.status in ("succeeded", "failed"):
+            finals.setdefault(update.request_id, (time.time(), update))
+            if len(finals) == len(lengths):
+                all_final.set()
+        return _Acked()
+
+    targets = {f"bench-{i}": CameraTarget(f"bench-{i}", url, online=True) for i, url in enumerate(urls)}
+    with CephS3().start(work / "ceph") as ceph:
+        s3 = S3Settings(endpoint_url=ceph.endpoint, region=ceph.region, bucket="bench-clips",
+                        access_key=ceph.access_key, secret_key=ceph.secret_key)  # fmt: skip
+        client = make_client(s3)
+        client.create_bucket(Bucket=s3.bucket)
+        settings = ClipSettings(
+            spool_dir=work / "spool", key_file=work / "key.pem", max_concurrent_captures=4
+        )
+        pool = SessionPool()
+        service = ClipService(settings, s3, district="gangnam", agent_id="bench", pool=pool, publish=publish,
+                              camera_lookup=targets.get, metrics_registry=CollectorRegistry())  # fmt: skip
+        await service.start()
+        for target in targets.values():  # armed: a window starting now is served from the buffered GOP
+            pool.arm(target.camera_id, target.rtsp_url, 600)
+        await asyncio.sleep(GOP_S + 0.5)
+        objects: dict[str, float] = {}
+        pollers, requests = [], []
+        for n, length in enumerate(lengths):
+            start = datetime.now(UTC)
+            request = ClipRequest(
+                district="gangnam", request_id=f"bench-{n}-{os.getpid()}", camera_id=f"bench-{n % len(urls)}",
+                start=start, end=start + timedelta(seconds=length), purpose="bench", agency="bench",
+                priority="112", sent_at=start,
+            )  # fmt: skip
+            delivery = encode(request)
+            service.handle(delivery.topic, delivery.payload)
+            key = clip_keys("gangnam", request.camera_id, request.start, request.request_id).clip
+            pollers.append(asyncio.create_task(asyncio.to_thread(
+                _poll_object, client, s3.bucket, key, request.end.timestamp(), objects)))  # fmt: skip
+            requests.append(request)
+            await asyncio.sleep(max(lengths) / 4 if n % 4 == 3 else 1.3)  # at most 4 windows at once
+        await asyncio.gather(*pollers)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_final.wait(), 60)
+        await service.stop(grace_s=5)
+        pool.close()
+    failed = [u.reason for _, u in finals.values() if u.status != "succeeded"]
+    if failed or len(objects) < len(requests):
+        raise RuntimeError(f"clips not delivered: {len(objects)}/{len(requests)} objects, failures {failed}")
+    succeeded = [finals[r.request_id][0] - r.end.timestamp() for r in requests]
+    return {"object": sorted(objects.values()), "succeeded": sorted(succeeded)}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def report_latency(report: Report, lengths: list[int], delays: dict[str, list[float]]) -> None:
+    report.add("latency_clips", len(lengths))
+    report.add("latency_clip_lengths_s", sorted(set(lengths)))
+    for name, values in delays.items():
+        report.add(f"window_end_to_{name}_p50_s", round(statistics.median(values), 3))
+        report.add(f"window_end_to_{name}_p95_s", round(_percentile(values, 0.95), 3))
+        report.add(f"window_end_to_{name}_max_s", round(values[-1], 3))
+    report.add("window_end_to_object_bar_s", 1.5)
+    report.add("window_end_to_object_within_bar", _percentile(delays["object"], 0.95) <= 1.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser("clips", __doc__ or "")
     p.add_argument("--serve", type=int, help=argparse_hidden())
@@ -184,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
             report.add("seconds", seconds)
             for key, value in cpu.items():
                 report.add(key, value)
+            lengths = [10] * 3 if args.quick else [10, 15, 20] * 4
+            delays = asyncio.run(window_end_to_object(urls[:streams], lengths, work))
+            report_latency(report, lengths, delays)
     finally:
         assert camsim.stdin is not None
         camsim.stdin.close()

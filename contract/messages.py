@@ -12,7 +12,6 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from contract.jsonlog import redact
-
 from contract.topics import DISTRICT_PATTERN, ID_PATTERN
 
 VERSION: Literal[1] = 1

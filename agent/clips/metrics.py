@@ -48,3 +48,9 @@ class ClipMetrics:
         self.outbox_pending = Gauge(
             "cctv_agent_clip_outbox_pending", "Clip results not yet acknowledged by the broker", registry=r
         )
+        self.internal_errors = Counter(
+            "cctv_agent_clip_internal_errors_total",
+            "Unexpected errors the clip service survived, by where (command, capture, upload_retry)",
+            ["where"],
+            registry=r,
+        )

@@ -6,6 +6,12 @@ never loses it. Only the newest update of a request is kept: after an outage the
 state, not a replay of every progress step. The collector upserts by request id, so the occasional duplicate
 (a message sent again after `republish_after_s` without acknowledgement) is harmless.
 
+While the broker is unreachable paho still takes a QoS 1 publish (rc MQTT_ERR_NO_CONN) and sends it on
+reconnect. Such a receipt counts as in flight, and while one is outstanding nothing else is handed to paho:
+the rows wait here, on disk, instead of piling up in paho's memory queue (whose limit would then drop the
+agent's status messages). So one message per outage is queued, again every `republish_after_s` at most.
+A receipt paho gave up on (queue full) is retried after `retry_refused_s`, not at once.
+
 The same database holds the request ids already seen, so a command delivered twice (QoS 1) makes one clip.
 Ids older than `seen_ids_retention_s` are forgotten by `prune_seen` (redelivery happens within minutes).
 Used from the event loop only (one SQLite connection, not shared with threads).
@@ -22,6 +28,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
+
+from paho.mqtt.enums import MQTTErrorCode
 
 from contract.messages import ClipUpdate
 
@@ -56,6 +64,7 @@ class Outbox:
         republish_after_s: float = 60.0,
         max_inflight: int = 200,
         poll_s: float = 0.05,
+        retry_refused_s: float = 1.0,
         seen_retention_s: float = 30 * 86_400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -68,6 +77,8 @@ class Outbox:
         self._republish_after_s = republish_after_s
         self._max_inflight = max_inflight
         self._poll_s = poll_s
+        self._retry_refused_s = retry_refused_s
+        self._hold_until = 0.0  # time.monotonic() before which nothing is published (after a refusal)
         self._inflight: dict[tuple[str, int], tuple[PublishReceipt, float]] = {}
         self._wake = asyncio.Event()
         next_seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox").fetchone()[0]
@@ -85,6 +96,11 @@ class Outbox:
     def pending(self) -> int:
         count: int = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         return count
+
+    def seen(self, request_id: str) -> bool:
+        """True if the request id was recorded before (a duplicate delivery)."""
+        row = self._db.execute("SELECT 1 FROM seen WHERE request_id = ?", (request_id,)).fetchone()
+        return row is not None
 
     def first_sight(self, request_id: str) -> bool:
         """Record a request id; False if it was seen before (a duplicate delivery)."""
@@ -138,6 +154,8 @@ class Outbox:
         self._db.execute(SEEN_INDEX)
 
     def _send_pending(self) -> None:
+        if time.monotonic() < self._hold_until or self._offline():
+            return
         rows = self._db.execute("SELECT request_id, seq, payload FROM outbox ORDER BY seq").fetchall()
         for request_id, seq, payload in rows:
             if (request_id, seq) in self._inflight:
@@ -146,23 +164,48 @@ class Outbox:
                 return
             try:
                 receipt = self._publish(ClipUpdate.model_validate_json(payload))
-            except Exception as exc:  # the link refused it (queue full, not started): retry next round
+            except Exception as exc:  # the link refused it (queue full, not started): retry a bit later
                 log.warning("publish of clip update %s refused: %s", request_id, exc)
+                self._hold_until = time.monotonic() + self._retry_refused_s
                 return
             if receipt is None:
+                self._hold_until = time.monotonic() + self._retry_refused_s
                 return
             self._inflight[(request_id, seq)] = (receipt, time.monotonic())
+            if _queued_offline(receipt):  # the broker is away: this one waits in paho, the rest here
+                return
+
+    def _offline(self) -> bool:
+        """A receipt queued while disconnected is still waiting: the link is (or was just) down."""
+        return any(_queued_offline(r) and not _acked(r) for r, _ in self._inflight.values())
 
     def _collect_acks(self) -> None:
         now = time.monotonic()
         for key, (receipt, sent_at) in list(self._inflight.items()):
-            try:
-                done = receipt.is_published()
-            except (ValueError, RuntimeError):  # paho gave up on this message: send it again
+            done = _acked(receipt)
+            if done is None:  # paho gave up on this message: send it again, after a pause
                 del self._inflight[key]
-                continue
-            if done:
+                self._hold_until = now + self._retry_refused_s
+            elif done:
                 self._db.execute("DELETE FROM outbox WHERE request_id = ? AND seq = ?", key)
                 del self._inflight[key]
             elif now - sent_at > self._republish_after_s:
                 del self._inflight[key]
+
+
+def _queued_offline(receipt: PublishReceipt) -> bool:
+    return getattr(receipt, "rc", None) == MQTTErrorCode.MQTT_ERR_NO_CONN
+
+
+def _acked(receipt: PublishReceipt) -> bool | None:
+    """True once the broker acknowledged; False while in flight; None if the message is not queued."""
+    try:
+        return receipt.is_published()
+    except ValueError:  # paho's queue was full: never queued
+        return None
+    except RuntimeError:
+        if not _queued_offline(receipt):
+            return None
+        # Queued while disconnected: paho sends it on reconnect and marks it published on the PUBACK, but
+        # its rc stays NO_CONN, so is_published() keeps raising; the flag is the only way to see the ack.
+        return bool(getattr(receipt, "_published", False))

@@ -167,6 +167,9 @@ class Pipeline:
         except UploadError as exc:
             self.note_upload_failure(job, exc)
             return False
+        except OSError as exc:  # the spool's disk (full, gone): the clip stays where it is; try again later
+            self.note_upload_failure(job, UploadError(f"spool: {exc}", transient=True, last_exception=exc))
+            return False
         capture = job.capture or CaptureInfo()
         self._reporter.send(
             job.request_id, job.request.camera_id, "succeeded", reason=job.partial_reason,

@@ -7,9 +7,11 @@ cancels the rest (their partial clips stay in the spool and are delivered on the
 the outbox briefly; what is not acknowledged stays on disk.
 
 Ordering: at most `max_concurrent_captures` captures run (that many workers); waiting requests are served by
-priority (112, 119, disaster, vulnerable, routine; FIFO within one). Uploads share one scheduler that orders
-parts by the same priority under the district's bandwidth cap. Clips S3 did not take are retried with capped,
-fully jittered backoff, best priority first, and all at once as soon as one upload succeeds again.
+priority (112, 119, disaster, vulnerable, routine; FIFO within one). A window starting more than
+CAPTURE_LEAD_S from now waits on a timer, not in a worker; one more than `max_future_s` ahead is refused.
+Uploads share one scheduler that orders parts by the same priority under the district's bandwidth cap. Clips
+S3 did not take are retried with capped, fully jittered backoff, best priority first, and all at once as soon
+as one upload succeeds again.
 
 Housekeeping: every PRUNE_EVERY_S the retry loop deletes failed clips older than `failed_retention_s` from the
 spool (the directory scan runs in a worker thread) and forgets request ids older than `seen_ids_retention_s`.
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 
 # A start this close to now needs no buffer: the live stream's next keyframe is that close.
 LIVE_TOLERANCE = timedelta(seconds=2)
+# A window starting later is handed to a capture worker this long before its start: the worker opens the
+# RTSP session (~0.1 s) and gets a keyframe (up to a GOP) at or before the start meanwhile.
+CAPTURE_LEAD_S = 5.0
 # Housekeeping of the spool and the seen request ids; retention is days, so minutes of slack do not matter.
 PRUNE_EVERY_S = 300.0
 _ID = re.compile(ID_PATTERN)
@@ -89,6 +94,7 @@ class ClipService:
         self._jobs: dict[str, Job] = {}
         self._retry_at: dict[str, float] = {}
         self._cancels: dict[str, threading.Event] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # jobs whose window starts later
         self._stop = asyncio.Event()
         self._retry_wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -125,6 +131,9 @@ class ClipService:
 
     async def stop(self, grace_s: float = 30.0) -> None:
         self._stop.set()
+        for timer in self._timers.values():
+            timer.cancel()  # still queued in the spool: resumed on the next start
+        self._timers.clear()
         if not await self._captures_done(grace_s):
             for cancel in self._cancels.values():
                 cancel.set()  # the capture ends at its next packet; its clip stays in the spool
@@ -168,21 +177,38 @@ class ClipService:
             self._reporter.failed(request_id, camera_id, f"invalid request: {exc.detail}")
 
     def _on_clip(self, request: ClipRequest) -> None:
+        """The request id is recorded only once the request is answered (refused, or spooled): a request
+        that hit an unexpected error gets a failed result, and a redelivery of it is tried afresh."""
         assert self._outbox is not None and self._reporter is not None
-        if not self._outbox.first_sight(request.request_id):
+        if self._outbox.seen(request.request_id):
             self.metrics.requests.labels("duplicate").inc()
             log.info("clip request %s delivered again; already taken", request.request_id)
             return
+        try:
+            job = self._take(request)
+        except Exception:
+            self.metrics.internal_errors.labels("command").inc()
+            log.exception("clip request %s failed unexpectedly", request.request_id)
+            self.spool.release(request.request_id)
+            self._reporter.failed(request.request_id, request.camera_id, "internal error")
+            return
+        self._outbox.first_sight(request.request_id)
+        if job is not None:
+            self.metrics.requests.labels("accepted").inc()
+            self._reporter.send(request.request_id, request.camera_id, "accepted")
+            self._enqueue(job)
+
+    def _take(self, request: ClipRequest) -> Job | None:
+        """Spool the request's job, or send its refusal (None)."""
+        assert self._reporter is not None
         refusal = self._refusal(request)
         if refusal is not None:
             self.metrics.requests.labels(refusal.replace(" ", "_")).inc()
             self._reporter.failed(request.request_id, request.camera_id, refusal)
-            return
+            return None
         job = Job(request=request)
         self.spool.save(job)
-        self.metrics.requests.labels("accepted").inc()
-        self._reporter.send(request.request_id, request.camera_id, "accepted")
-        self._enqueue(job)
+        return job
 
     def _refusal(self, request: ClipRequest) -> str | None:
         target = self._lookup(request.camera_id)
@@ -193,6 +219,8 @@ class ClipService:
             return "window longer than max_window_s"
         if not target.online:
             return "camera offline"
+        if request.start > datetime.now(UTC) + timedelta(seconds=self.settings.max_future_s):
+            return "start too far in the future"
         if request.start < datetime.now(UTC) - LIVE_TOLERANCE:
             earliest = self._pool.earliest_buffered(request.camera_id)
             if earliest is None or request.start < earliest - LIVE_TOLERANCE:
@@ -212,7 +240,16 @@ class ClipService:
     # workers
 
     def _enqueue(self, job: Job) -> None:
+        """Queue a job for a capture worker; one whose window starts later waits on a timer, not a worker."""
         self._jobs[job.request_id] = job
+        wait_s = (job.request.start - datetime.now(UTC)).total_seconds() - CAPTURE_LEAD_S
+        if wait_s > 0:
+            self._timers[job.request_id] = asyncio.get_running_loop().call_later(wait_s, self._due, job)
+            return
+        self._due(job)
+
+    def _due(self, job: Job) -> None:
+        self._timers.pop(job.request_id, None)
         self._queue.put_nowait((PRIORITY_RANK[job.request.priority], next(self._order), job.request_id))
 
     async def _capture_worker(self) -> None:
@@ -227,6 +264,7 @@ class ClipService:
             try:
                 finished = await self._pipeline.run(job, cancel)
             except Exception:
+                self.metrics.internal_errors.labels("capture").inc()
                 log.exception("clip %s: delivery failed unexpectedly; left in the spool", request_id)
                 finished = False
             finally:
@@ -236,17 +274,33 @@ class ClipService:
             self._after_attempt(job, finished)
 
     async def _retry_loop(self) -> None:
-        assert self._pipeline is not None
+        """Uploads clips waiting in the spool. One round failing unexpectedly must not end the loop: no
+        spooled clip would be uploaded again until a restart."""
         while not self._stop.is_set():
-            self._refresh_gauges()
-            await self._prune_if_due()
-            job = self._next_due()
-            if job is not None:
-                self._after_attempt(job, await self._pipeline.deliver(job))
-                continue
+            try:
+                await self._retry_round()
+            except Exception:
+                self.metrics.internal_errors.labels("upload_retry").inc()
+                log.exception("a round of upload retries failed; the next one goes on")
+                await asyncio.sleep(1.0)  # not a hot loop if the error repeats
+
+    async def _retry_round(self) -> None:
+        assert self._pipeline is not None
+        self._refresh_gauges()
+        await self._prune_if_due()
+        job = self._next_due()
+        if job is None:
             self._retry_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._retry_wake.wait(), self._next_wait())
+            return
+        try:
+            finished = await self._pipeline.deliver(job)
+        except Exception:  # e.g. the spool's disk failed while recording the failure: retry the clip later
+            self.metrics.internal_errors.labels("upload_retry").inc()
+            log.exception("clip %s: delivery failed unexpectedly; retried later", job.request_id)
+            finished = False
+        self._after_attempt(job, finished)
 
     async def _prune_if_due(self) -> None:
         now = self._clock()

@@ -403,7 +403,8 @@ class SessionPool:
 
 
 class _Capture:
-    """One capture: waits for the keyframe at or before ``start``, writes until the keyframe at ``end``."""
+    """One capture: from the keyframe at or before ``start``, writes every frame that begins before ``end``
+    (the clip may end mid-GOP; the writer closes its last fragment)."""
 
     def __init__(
         self, session: Session, subscriber: Subscriber, *, start: datetime, end: datetime, out_path: Path,
@@ -465,7 +466,7 @@ class _Capture:
             if self.pending and wall >= self.start:
                 self._open()
             return False
-        if frame.keyframe and wall >= self.end:
+        if wall >= self.end:  # any frame: waiting for the next keyframe would add up to a GOP of delay
             self.reached_end = True
             return True
         self._write(frame)

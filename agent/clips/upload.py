@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 if TYPE_CHECKING:
@@ -354,6 +354,8 @@ class Uploader:
             raise UploadError(
                 f"{key}: S3 unreachable ({type(exc).__name__})", transient=True, last_exception=exc
             ) from exc
+        except BotoCoreError as exc:  # no credentials, bad endpoint, bad parameter: a person must act
+            raise UploadError(f"{key}: S3 client error ({exc})", transient=False, last_exception=exc) from exc
 
 
 class _Tail:

@@ -140,6 +140,8 @@ class UpdateCollector:
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = lambda c, *_: c.subscribe(topics.telemetry_filters(DISTRICT)[-1], qos=1)
         self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 600
         self.client.connect(host, port, clean_start=False, properties=props)
@@ -151,6 +153,7 @@ class UpdateCollector:
         while not self.client.is_connected():
             assert time.monotonic() < deadline, "collector did not connect"
             time.sleep(0.01)
+        assert self.subscribed.wait(max(0.0, deadline - time.monotonic())), "collector did not subscribe"
 
     def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
         update = ClipUpdate.model_validate(json.loads(message.payload))
@@ -161,6 +164,18 @@ class UpdateCollector:
     def statuses(self, request_id: str) -> list[str]:
         with self._cond:
             return [u.status for u in self.updates.get(request_id, [])]
+
+    def wait_status(self, request_id: str, status: str, timeout_s: float = 20.0) -> ClipUpdate:
+        """The first update of a request with this status."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for update in self.updates.get(request_id, []):
+                    if update.status == status:
+                        return update
+                left = deadline - time.monotonic()
+                assert left > 0, f"no {status} update for {request_id}; got {self.statuses(request_id)}"
+                self._cond.wait(left)
 
     def wait_final(self, request_id: str, timeout_s: float = 20.0) -> ClipUpdate:
         """The first `succeeded` or `failed` update of a request."""

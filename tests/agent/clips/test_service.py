@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from agent.clips.manifest import load_or_create_key, public_key_pem, verify
+from agent.clips.s3 import clip_keys
 from agent.clips.service import ClipService
 from agent.clips.settings import ClipSettings, S3Settings
 from contract.codec import encode
@@ -56,7 +61,8 @@ def s3_settings(ceph: CephS3, bucket: str, **extra: Any) -> S3Settings:
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, broker: Mosquitto, ceph: CephS3, bucket: str, pool: FakePool | None = None,
+async def rig(tmp_path: Path, broker: Mosquitto, ceph: CephS3, bucket: str, pool: FakePool | None = None, *,
+              s3_client: Any = None, camera_lookup: Any = None,
               **settings: Any) -> AsyncIterator[Rig]:  # fmt: skip
     clip_settings = ClipSettings(spool_dir=tmp_path / "spool", key_file=tmp_path / "key.pem",
                                  retry_base_s=0.2, retry_max_s=1.0, **settings)  # fmt: skip
@@ -65,7 +71,8 @@ async def rig(tmp_path: Path, broker: Mosquitto, ceph: CephS3, bucket: str, pool
     publisher = MqttPublisher(broker.host, broker.port)
     service = ClipService(
         clip_settings, s3_settings(ceph, bucket), district=DISTRICT, agent_id="agent-gangnam", pool=pool,
-        publish=publisher, camera_lookup=cameras(offline=("cam-off",)), metrics_registry=CollectorRegistry(),
+        publish=publisher, camera_lookup=camera_lookup or cameras(offline=("cam-off",)),
+        metrics_registry=CollectorRegistry(), s3_client=s3_client,
     )  # fmt: skip
     await service.start()
     try:
@@ -127,6 +134,7 @@ async def test_each_invalid_request_gets_a_failed_result_with_its_reason(
             "window longer than max_window_s": clip_request(length_s=61),
             "camera offline": clip_request("cam-off"),
             "start further in the past than any buffer holds": clip_request(start_in_s=-30),
+            "start too far in the future": clip_request(start_in_s=301),  # max_future_s defaults to 300
             "spool full": clip_request(length_s=5, priority="routine"),  # 2.5 MB > 1 MiB
         }
         for request in cases.values():
@@ -143,6 +151,51 @@ async def test_each_invalid_request_gets_a_failed_result_with_its_reason(
         assert r.sample("cctv_agent_spool_full") == 1
         assert r.sample("cctv_agent_clip_command_errors_total", reason="invalid_payload") == 1
         assert r.pool.calls == []
+
+
+async def test_an_unexpected_error_gets_a_failed_result_and_the_redelivery_is_served(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
+) -> None:
+    healthy = cameras()
+    broken = threading.Event()
+    broken.set()
+
+    def lookup(camera_id: str) -> Any:
+        if broken.is_set():
+            raise RuntimeError("registry is being rebuilt")
+        return healthy(camera_id)
+
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], camera_lookup=lookup) as r:
+        request = clip_request()
+        r.service.handle(*command(request))
+        result = await final(r, request.request_id)
+        assert (result.status, result.reason) == ("failed", "internal error")
+        assert r.sample("cctv_agent_clip_internal_errors_total", where="command") == 1
+        broken.clear()
+        r.service.handle(*command(request))  # the broker redelivers it: not dropped as a duplicate
+        await asyncio.to_thread(r.collector.wait_status, request.request_id, "succeeded")
+        assert r.sample("cctv_agent_clip_requests_total", outcome="duplicate") == 0
+        assert r.pool.calls == [request.request_id]
+
+
+def test_max_future_s_must_be_positive() -> None:
+    with pytest.raises(ValidationError, match="max_future_s"):
+        ClipSettings(max_future_s=0)
+
+
+async def test_a_window_in_the_future_does_not_hold_a_capture_worker(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
+) -> None:
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], max_concurrent_captures=1) as r:
+        later = clip_request(start_in_s=120, priority="routine")
+        r.service.handle(*command(later))
+        assert (await asyncio.to_thread(r.collector.wait_status, later.request_id, "accepted")) is not None
+        urgent = clip_request(priority="112")
+        r.service.handle(*command(urgent))
+        assert (await final(r, urgent.request_id, timeout_s=10)).status == "succeeded"
+        assert r.pool.calls == [urgent.request_id]  # the later window waits on a timer, not in the worker
+    job = json.loads((r.settings.spool_dir / f"{later.request_id}.job.json").read_text())
+    assert job["state"] == "queued"  # still in the spool: resumed by the next start
 
 
 async def test_spool_full_still_takes_112_evidence(
@@ -206,12 +259,39 @@ async def test_result_survives_a_broker_restart(
         await asyncio.to_thread(mosquitto.stop)  # the uplink to the broker is gone while the clip is made
         assert r.pool.release is not None
         r.pool.release.set()
-        await asyncio.sleep(2.0)  # the clip is delivered to S3 meanwhile; its result waits in the outbox
+        # The clip reaches S3 meanwhile; its result waits in the outbox.
+        keys = clip_keys(DISTRICT, request.camera_id, request.start, request.request_id)
+        await asyncio.to_thread(wait_for_object, r, keys.manifest)  # the last object of a clip
+        assert await asyncio.to_thread(pending_status, r, request.request_id, "succeeded") == "succeeded"
         assert r.service.metrics.registry.get_sample_value("cctv_agent_clip_outbox_pending") == 1
+        r.client.head_object(Bucket=r.bucket, Key=keys.clip)
         await asyncio.to_thread(mosquitto.start, mosquitto.directory, mosquitto.port)
         result = await final(r, request.request_id, timeout_s=15)
         assert result.status == "succeeded"
         r.client.head_object(Bucket=r.bucket, Key=result.object_key)
+
+
+def wait_for_object(r: Rig, key: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            r.client.head_object(Bucket=r.bucket, Key=key)
+            return
+        except ClientError:
+            assert time.monotonic() < deadline, f"{key} never reached S3"
+            time.sleep(0.05)
+
+
+def pending_status(r: Rig, request_id: str, want: str, timeout_s: float = 5.0) -> str | None:
+    """The status of the request's result waiting in the outbox, once it is `want` (or at the deadline)."""
+    deadline = time.monotonic() + timeout_s
+    with contextlib.closing(sqlite3.connect(r.settings.spool_dir / "outbox.sqlite3")) as db:
+        while True:
+            row = db.execute("SELECT payload FROM outbox WHERE request_id = ?", (request_id,)).fetchone()
+            status = json.loads(row[0])["status"] if row else None
+            if status == want or time.monotonic() > deadline:
+                return status
+            time.sleep(0.02)
 
 
 async def test_arm_command_keeps_a_preroll(

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -16,15 +17,27 @@ from typing import Any
 
 import av
 import pytest
+from botocore.exceptions import NoCredentialsError
+from prometheus_client import CollectorRegistry
 
 from agent.clips.outbox import Outbox
+from agent.clips.service import ClipService
+from agent.clips.settings import ClipSettings, S3Settings
 from agent.clips.spool import CaptureInfo, Job, Spool
 from agent.clips.writer import progress_path
 from camsim.media import MediaLibrary
 from camsim.model import CameraSpec
 from camsim.rtsp_server import RtspServer
 from contract.messages import ClipUpdate
-from tests.agent.clips.clip_harness import DISTRICT, FakePool, UpdateCollector, clip_request, command, utcnow
+from tests.agent.clips.clip_harness import (
+    DISTRICT,
+    FakePool,
+    UpdateCollector,
+    cameras,
+    clip_request,
+    command,
+    utcnow,
+)
 from tests.agent.clips.test_service import final, rig, s3_settings
 from tests.services import CephS3, Mosquitto, _is_dead
 
@@ -115,6 +128,10 @@ async def test_clip_result_survives_broker_kill_in_outbox_db(tmp_path: Path, mos
     stop = asyncio.Event()
     runner = asyncio.create_task(outbox.run(stop))
     try:
+        # SIGKILL loses what the broker has not saved (every second): let it save the collector's session,
+        # as it long has in production, or the result would be acknowledged with no subscriber to get it.
+        subscribed = time.time()
+        await asyncio.to_thread(wait_for, lambda: saved_since(mosquitto, subscribed))
         await asyncio.to_thread(mosquitto.kill)
         outbox.put(update("r-kill", "succeeded"))
         await asyncio.sleep(0.3)
@@ -129,6 +146,59 @@ async def test_clip_result_survives_broker_kill_in_outbox_db(tmp_path: Path, mos
         outbox.close()
         publisher.close()
         collector.close()
+
+
+@pytest.mark.integration
+async def test_outbox_does_not_publish_again_and_again_while_the_broker_is_down(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    from tests.agent.clips.clip_harness import MqttPublisher
+
+    collector = UpdateCollector(mosquitto.host, mosquitto.port)
+    publisher = MqttPublisher(mosquitto.host, mosquitto.port)
+    published: list[str] = []
+
+    def counting(u: ClipUpdate) -> Any:
+        published.append(u.request_id)
+        return publisher(u)
+
+    outbox = Outbox(tmp_path / "o.sqlite3", counting, poll_s=0.01)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(outbox.run(stop))
+    try:
+        await asyncio.to_thread(wait_for, publisher.client.is_connected)
+        await asyncio.to_thread(mosquitto.stop)
+        await asyncio.to_thread(wait_for, lambda: not publisher.client.is_connected())
+        ids = [f"r-down-{n}" for n in range(5)]
+        for request_id in ids:
+            outbox.put(update(request_id, "succeeded"))
+        await asyncio.sleep(3.0)  # an outage: watch that the outbox does not keep feeding paho's queue
+        assert len(published) <= len(ids)
+        assert outbox.pending() == len(ids)
+        await asyncio.to_thread(mosquitto.start, mosquitto.directory, mosquitto.port)
+        for request_id in ids:
+            got = await asyncio.to_thread(collector.wait_final, request_id, 15)
+            assert got.status == "succeeded"
+        assert await outbox.drain(5)
+        assert sorted(published) == ids  # each result was handed to paho exactly once
+    finally:
+        stop.set()
+        await runner
+        outbox.close()
+        publisher.close()
+        collector.close()
+
+
+def saved_since(broker: Mosquitto, since: float) -> bool:
+    database = broker.directory / "mosquitto.db"
+    return database.exists() and database.stat().st_mtime > since + 0.05
+
+
+def wait_for(condition: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
 
 
 def restart_gateway_later(ceph: CephS3, down_s: float) -> None:
@@ -152,6 +222,82 @@ def restart_gateway_later(ceph: CephS3, down_s: float) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError("radosgw did not come back")
+
+
+class BrokenCredentials:
+    """A real S3 client whose calls raise botocore's NoCredentialsError until `fixed` is set."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.fixed, self.failures = client, threading.Event(), 0
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.client, name)
+        if self.fixed.is_set() or not callable(call):
+            return call
+
+        def refuse(*_args: Any, **_kwargs: Any) -> Any:
+            self.failures += 1
+            raise NoCredentialsError
+
+        return refuse
+
+
+@pytest.mark.integration
+async def test_missing_credentials_do_not_stop_the_upload_retries(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
+) -> None:
+    client = BrokenCredentials(ceph_s3.client())
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], s3_client=client) as r:
+        request = clip_request(length_s=1)
+        r.service.handle(*command(request))
+        while r.sample("cctv_agent_clip_uploads_total", result="retry") < 3:  # noqa: ASYNC110 - a metric
+            await asyncio.sleep(0.05)  # the capture's upload and at least two retries from the spool failed
+        waits = [
+            u.reason or "" for u in r.collector.updates.get(request.request_id, []) if u.status == "uploading"
+        ]
+        assert any(w.startswith("waiting for storage") and "credentials" in w for w in waits)
+        client.fixed.set()  # a person fixed the credentials: the spooled clip goes up without a restart
+        result = await final(r, request.request_id)
+        assert result.status == "succeeded"
+        r.client.head_object(Bucket=r.bucket, Key=result.object_key)
+
+
+async def test_a_failing_spool_disk_does_not_stop_the_upload_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deliver() raising OSError (disk full while recording progress) leaves the clip for the next round."""
+    from agent.clips.pipeline import Pipeline
+
+    calls: list[str] = []
+
+    async def flaky(self: Pipeline, job: Job) -> bool:
+        calls.append(job.request_id)
+        if len(calls) < 3:
+            raise OSError(28, "No space left on device")
+        return True
+
+    monkeypatch.setattr(Pipeline, "deliver", flaky)
+    settings = ClipSettings(spool_dir=tmp_path / "spool", key_file=tmp_path / "key.pem", retry_base_s=0.01,
+                            retry_max_s=0.02)  # fmt: skip
+    service = ClipService(
+        settings, S3Settings(), district=DISTRICT, agent_id="a1", pool=FakePool(), publish=lambda u: None,
+        camera_lookup=cameras(), metrics_registry=CollectorRegistry(), s3_client=object(),
+        signer=lambda m: m,
+    )  # fmt: skip
+    job = Job(request=clip_request(), state="captured")
+    service.spool.save(job)
+    await service.start()
+    try:
+        async with asyncio.timeout(10):
+            while len(calls) < 3:  # noqa: ASYNC110 - the retry loop has no event to wait on
+                await asyncio.sleep(0.02)
+    finally:
+        await service.stop(grace_s=1)
+    assert calls == [job.request_id] * 3
+    errors = service.metrics.registry.get_sample_value(
+        "cctv_agent_clip_internal_errors_total", {"where": "upload_retry"}
+    )
+    assert errors == 2
 
 
 @pytest.mark.integration
