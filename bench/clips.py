@@ -211,7 +211,7 @@ async def window_end_to_object(urls: list[str], lengths: list[int], work: Path) 
         client = make_client(s3)
         client.create_bucket(Bucket=s3.bucket)
         settings = ClipSettings(
-            spool_dir=work / "spool", key_file=work / "key.pem", max_concurrent_captures=4
+            spool_dir=work / "spool", key_file=work / "key.pem", max_concurrent_captures=8
         )
         pool = SessionPool()
         service = ClipService(settings, s3, district="gangnam", agent_id="bench", pool=pool, publish=publish,

@@ -459,6 +459,11 @@ class _Capture:
         clock = self.stream[1]
         wall = clock.wall(frame)
         if self.writer is None:
+            if wall >= self.end:
+                # Nothing of the window is left (not buffered, or the stream restarted): no clip at all
+                # rather than one that shows another time than the one asked for.
+                self.error = "window no longer available: the camera's buffer starts after it ended"
+                return True
             if frame.keyframe:
                 self.pending = [frame]
             elif self.pending:

@@ -331,3 +331,18 @@ def test_wall_clock_falls_back_to_receive_time_until_the_first_sender_report() -
     source = clock.source
     assert source == "rtcp"
     assert clock.wall(burst[0]) == pytest.approx(1000.2 - 2.0)  # camera clock minus its measured offset
+
+
+@pytest.mark.integration
+async def test_a_window_that_is_no_longer_buffered_gives_no_clip(media: MediaLibrary, tmp_path: Path) -> None:
+    """A clip that shows another time than the one asked for would be worse than none."""
+    spec = camera()
+    pool = SessionPool(open_timeout_s=3, read_timeout_s=2)
+    try:
+        async with serving(spec, media, pool) as server:
+            result = await capture(pool, server, soon(-60), soon(-30), tmp_path / "gone.mp4")
+    finally:
+        pool.close()
+    assert result.size_bytes == 0 and not result.complete
+    assert result.error is not None and "no longer available" in result.error
+    assert not (tmp_path / "gone.mp4").exists()
