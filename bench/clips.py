@@ -235,7 +235,7 @@ async def window_end_to_object(urls: list[str], lengths: list[int], work: Path) 
             pollers.append(asyncio.create_task(asyncio.to_thread(
                 _poll_object, client, s3.bucket, key, request.end.timestamp(), objects)))  # fmt: skip
             requests.append(request)
-            await asyncio.sleep(max(lengths) / 4 if n % 4 == 3 else 1.3)  # at most 4 windows at once
+            await asyncio.sleep(length / 2 + 0.5)  # windows overlap, at most two at once
         await asyncio.gather(*pollers)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_final.wait(), 60)
