@@ -12,6 +12,7 @@ import json
 import shutil
 import threading
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -79,6 +80,18 @@ class Recorder:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+@asynccontextmanager
+async def running(agent: Agent, timeout_s: float = 30) -> AsyncIterator[asyncio.Task[None]]:
+    """The agent's run loop, stopped as SIGTERM would stop it, and awaited on the way out."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout_s)
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -154,42 +167,38 @@ async def test_every_health_state_reaches_the_broker_and_no_secret_does(
     fleet, directory = district
     recorder = Recorder(mosquitto.port)
     agent = Agent(agent_settings(directory, mosquitto))
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
     try:
-        try:
-            await eventually(lambda: all_states_reached(recorder), 40, "every camera's expected state")
-        except AssertionError:
-            seen = {n: (s or {}).get("state") for n in EXPECTED if (s := status_of(recorder, n)) or True}
-            reasons = {n: (status_of(recorder, n) or {}).get("reasons") for n in EXPECTED}
-            raise AssertionError(f"states {seen}, reasons {reasons}") from None
-        presence = recorder.get(topics.agent_state("gangnam"))
-        assert (
-            presence is not None and presence["state"] == "online" and presence["district_name"] == "강남구"
-        )
-        meta = recorder.get(topics.camera_meta("gangnam", "gangnam-00001"))
-        assert meta is not None and meta["lat"] and meta["identity_kind"] == "mac"
-        assert {s["token"] for s in meta["streams"]} == {"main", "sub"}  # type: ignore[union-attr]
-        dahua_meta = recorder.get(topics.camera_meta("gangnam", "gangnam-00008"))
-        assert dahua_meta is not None and dahua_meta["firmware_profile"] == "dahua"
-        sample = agent.metrics.registry.get_sample_value
-        assert sample("cctv_agent_cameras", {"state": "offline"}) == 2
-        assert sample("cctv_agent_cameras", {"state": "degraded"}) == 7
-        long_meta = recorder.get(topics.camera_meta("gangnam", "gangnam-00012"))
-        assert long_meta is not None and long_meta["manufacturer"] == "X" * 500  # cut to the contract
-        assert sample("cctv_agent_camera_up", {"camera": "gangnam-00005"}) == 0
-        assert sample("cctv_agent_camera_up", {"camera": "gangnam-00001"}) == 1
-        assert (
-            abs((sample("cctv_agent_camera_clock_offset_seconds", {"camera": "gangnam-00002"}) or 0) - 90) < 2
-        )
-        assert sample("cctv_agent_mqtt_connected") == 1
-        assert (sample("cctv_agent_errors_total", {"kind": "timeout"}) or 0) >= 1
-        await eventually(lambda: recorder.get(topics.health("gangnam")) is not None, 5, "a health snapshot")
-        snapshot = recorder.get(topics.health("gangnam"))
-        assert snapshot is not None and len(snapshot["cameras"]) == len(EXPECTED)  # type: ignore[arg-type]
+        async with running(agent):
+            try:
+                await eventually(lambda: all_states_reached(recorder), 40, "every camera's expected state")
+            except AssertionError:
+                seen = {n: (s or {}).get("state") for n in EXPECTED if (s := status_of(recorder, n)) or True}
+                reasons = {n: (status_of(recorder, n) or {}).get("reasons") for n in EXPECTED}
+                raise AssertionError(f"states {seen}, reasons {reasons}") from None
+            presence = recorder.get(topics.agent_state("gangnam"))
+            assert presence is not None and presence["state"] == "online"
+            assert presence["district_name"] == "강남구"
+            meta = recorder.get(topics.camera_meta("gangnam", "gangnam-00001"))
+            assert meta is not None and meta["lat"] and meta["identity_kind"] == "mac"
+            assert {s["token"] for s in meta["streams"]} == {"main", "sub"}  # type: ignore[union-attr]
+            dahua_meta = recorder.get(topics.camera_meta("gangnam", "gangnam-00008"))
+            assert dahua_meta is not None and dahua_meta["firmware_profile"] == "dahua"
+            sample = agent.metrics.registry.get_sample_value
+            assert sample("cctv_agent_cameras", {"state": "offline"}) == 2
+            assert sample("cctv_agent_cameras", {"state": "degraded"}) == 7
+            long_meta = recorder.get(topics.camera_meta("gangnam", "gangnam-00012"))
+            assert long_meta is not None and long_meta["manufacturer"] == "X" * 500  # cut to the contract
+            assert sample("cctv_agent_camera_up", {"camera": "gangnam-00005"}) == 0
+            assert sample("cctv_agent_camera_up", {"camera": "gangnam-00001"}) == 1
+            skewed = sample("cctv_agent_camera_clock_offset_seconds", {"camera": "gangnam-00002"})
+            assert abs((skewed or 0) - 90) < 2
+            assert sample("cctv_agent_mqtt_connected") == 1
+            assert (sample("cctv_agent_errors_total", {"kind": "timeout"}) or 0) >= 1
+            health = topics.health("gangnam")
+            await eventually(lambda: recorder.get(health) is not None, 5, "a health snapshot")
+            snapshot = recorder.get(health)
+            assert snapshot is not None and len(snapshot["cameras"]) == len(EXPECTED)  # type: ignore[arg-type]
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
         recorder.close()
     offline = Recorder(mosquitto.port)  # the retained presence says the agent left cleanly
     await eventually(
@@ -208,10 +217,8 @@ async def test_retained_state_is_restored_after_the_broker_loses_it(
 ) -> None:
     _, directory = district
     agent = Agent(agent_settings(directory, mosquitto))
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
     first = Recorder(mosquitto.port)
-    try:
+    async with running(agent):
         await eventually(lambda: status_of(first, 1) is not None, 20, "the first status")
         first.close()
         # The broker dies and comes back empty (its database is gone): the agent must republish.
@@ -225,9 +232,6 @@ async def test_retained_state_is_restored_after_the_broker_loses_it(
         await eventually(lambda: recorder_has_all_meta(late), 10, "retained meta after restart")
         assert (late.get(topics.agent_state("gangnam")) or {}).get("state") == "online"
         late.close()
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 def recorder_has_all_meta(recorder: Recorder) -> bool:
@@ -270,33 +274,30 @@ async def test_a_clip_request_during_shutdown_gets_a_failed_result(
     _, directory = district
     recorder = Recorder(mosquitto.port)
     agent = Agent(agent_settings(directory, mosquitto))
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
     try:
-        await eventually(lambda: status_of(recorder, 1) is not None, 20, "the first status")
-        agent.accepting_commands = False  # what the agent does first when it is told to stop
-        now = datetime.now(UTC)
-        request = ClipRequest(
-            district="gangnam",
-            request_id="req-shutdown-1",
-            camera_id="gangnam-00001",
-            start=now,
-            end=now + timedelta(seconds=5),
-            purpose="test",
-            agency="police-112",
-            priority="112",
-            sent_at=now,
-        )
-        delivery = encode(request)
-        recorder.client.publish(delivery.topic, delivery.payload, qos=1)
-        topic = topics.clip("gangnam", request.request_id)
-        await eventually(lambda: recorder.get(topic) is not None, 10, "the refusal")
-        result = recorder.get(topic)
-        assert result is not None and result["status"] == "failed"
-        assert "shutting down" in str(result["reason"])
+        async with running(agent):
+            await eventually(lambda: status_of(recorder, 1) is not None, 20, "the first status")
+            agent.accepting_commands = False  # what the agent does first when it is told to stop
+            now = datetime.now(UTC)
+            request = ClipRequest(
+                district="gangnam",
+                request_id="req-shutdown-1",
+                camera_id="gangnam-00001",
+                start=now,
+                end=now + timedelta(seconds=5),
+                purpose="test",
+                agency="police-112",
+                priority="112",
+                sent_at=now,
+            )
+            delivery = encode(request)
+            recorder.client.publish(delivery.topic, delivery.payload, qos=1)
+            topic = topics.clip("gangnam", request.request_id)
+            await eventually(lambda: recorder.get(topic) is not None, 10, "the refusal")
+            result = recorder.get(topic)
+            assert result is not None and result["status"] == "failed"
+            assert "shutting down" in str(result["reason"])
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
         recorder.close()
 
 
@@ -317,13 +318,11 @@ async def test_an_unexpected_error_in_a_round_does_not_stop_the_agent(
         await real_round(session)  # type: ignore[arg-type]
 
     agent._liveness_round = failing_once  # type: ignore[method-assign]
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
     try:
-        await eventually(lambda: calls >= 3, 20, "liveness rounds after the failing one")
-        assert not task.done()
-        assert agent.metrics.registry.get_sample_value("cctv_agent_errors_total", {"kind": "internal"}) == 1
+        async with running(agent) as task:
+            await eventually(lambda: calls >= 3, 20, "liveness rounds after the failing one")
+            assert not task.done()
+            sample = agent.metrics.registry.get_sample_value
+            assert sample("cctv_agent_errors_total", {"kind": "internal"}) == 1
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
         recorder.close()

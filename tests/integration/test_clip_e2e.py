@@ -4,7 +4,6 @@ verify."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import subprocess
@@ -25,7 +24,7 @@ from camsim.media import MediaLibrary
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest
-from tests.integration.test_agent_mqtt import Recorder, eventually
+from tests.integration.test_agent_mqtt import Recorder, eventually, running
 from tests.services import CephS3, Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -69,40 +68,37 @@ async def test_a_112_request_becomes_a_verified_clip_in_s3(
     )
     recorder = Recorder(mosquitto.port)
     agent = Agent(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
     camera_id = "gangnam-00001"
     try:
-        status_topic = topics.camera_status("gangnam", camera_id)
-        await eventually(
-            lambda: (recorder.get(status_topic) or {}).get("state") == "online", 20, "camera online"
-        )
-        now = datetime.now(UTC)
-        request = ClipRequest(
-            district="gangnam",
-            request_id=f"req-{uuid.uuid4().hex[:12]}",
-            camera_id=camera_id,
-            start=now + timedelta(seconds=1),
-            end=now + timedelta(seconds=4),
-            purpose="assault in progress",
-            agency="police-112",
-            incident="112-20261125-0001",
-            priority="112",
-            sent_at=now,
-        )
-        delivery = encode(request)
-        recorder.client.publish(delivery.topic, delivery.payload, qos=1)
-        result_topic = topics.clip("gangnam", request.request_id)
-        await eventually(
-            lambda: (recorder.get(result_topic) or {}).get("status") in ("succeeded", "failed"),
-            40,
-            "clip result",
-        )
-        result = recorder.get(result_topic)
-        assert result is not None and result["status"] == "succeeded", result
+        async with running(agent, timeout_s=60):
+            status_topic = topics.camera_status("gangnam", camera_id)
+            await eventually(
+                lambda: (recorder.get(status_topic) or {}).get("state") == "online", 20, "camera online"
+            )
+            now = datetime.now(UTC)
+            request = ClipRequest(
+                district="gangnam",
+                request_id=f"req-{uuid.uuid4().hex[:12]}",
+                camera_id=camera_id,
+                start=now + timedelta(seconds=1),
+                end=now + timedelta(seconds=4),
+                purpose="assault in progress",
+                agency="police-112",
+                incident="112-20261125-0001",
+                priority="112",
+                sent_at=now,
+            )
+            delivery = encode(request)
+            recorder.client.publish(delivery.topic, delivery.payload, qos=1)
+            result_topic = topics.clip("gangnam", request.request_id)
+            await eventually(
+                lambda: (recorder.get(result_topic) or {}).get("status") in ("succeeded", "failed"),
+                40,
+                "clip result",
+            )
+            result = recorder.get(result_topic)
+            assert result is not None and result["status"] == "succeeded", result
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
         recorder.close()
 
     key = str(result["object_key"])
