@@ -14,12 +14,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from agent.metrics import AgentMetrics
 from contract.codec import Delivery
-from contract.mqtt_client import new_client
+from contract.mqtt_client import connect_persistent, new_client
 from contract.mqtt_settings import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -64,15 +62,7 @@ class MqttLink:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         # A persistent session: clip commands sent while the agent is down wait at the broker (QoS 1).
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho ships no hints here
-        properties.SessionExpiryInterval = COMMAND_SESSION_EXPIRY_S
-        self._client.connect_async(
-            self._settings.host,
-            self._settings.port,
-            keepalive=self._settings.keepalive_s,
-            clean_start=False,
-            properties=properties,
-        )
+        connect_persistent(self._client, self._settings, COMMAND_SESSION_EXPIRY_S)
         self._client.loop_start()
 
     async def wait_connected(self, timeout_s: float) -> bool:

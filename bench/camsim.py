@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import Report, parser
+from bench.common import Report, current_rss_mib, parser
 from camsim.personalities import load_personalities
 from camsim.probe import probe_unicast
 from camsim.rtsp_load import measure_streams
@@ -56,13 +56,6 @@ def start_simulator(cameras: int, work: Path) -> tuple[subprocess.Popen[str], di
         if event.get("event") == "error":
             raise RuntimeError(event["error"])
     raise RuntimeError(f"camsim exited with {process.wait()} before it was ready")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def cameras(control: str) -> list[dict[str, Any]]:
@@ -119,14 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report.add("cameras", ready["cameras"])
             report.add("startup_s", round(startup, 2))
-            report.add("rss_mib_after_start", round(rss_mib(process.pid)))
+            report.add("rss_mib_after_start", round(current_rss_mib(process.pid)))
             listing = cameras(ready["control"])
             hosts = [c["host"] for c in listing]
             found = asyncio.run(probe_unicast(hosts, WSD_PORT, timeout_s=3.0))
             report.add("wsdiscovery_found_in_3s", f"{len(found)}/{len(hosts)}")
             rate = asyncio.run(soap_rate(hosts, 3.0 if args.quick else 10.0))
             report.add("soap_requests_per_s", round(rate))
-            report.add("rss_mib_after_soap", round(rss_mib(process.pid)))
+            report.add("rss_mib_after_soap", round(current_rss_mib(process.pid)))
             secrets = tomllib.loads((work / "secrets.toml").read_text())
             pid = process.pid
             served = serve_streams(report, listing, secrets, pid=pid, seconds=seconds, quick=args.quick)

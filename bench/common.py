@@ -39,6 +39,17 @@ def cpu_model() -> str:
     return platform.machine()
 
 
+def current_rss_mib(pid: int | str = "self") -> float:
+    """Resident memory of a process right now (VmRSS), MiB; 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def rss_mib() -> float:
     """Peak resident memory of this process, MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

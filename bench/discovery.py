@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import wsdiscovery
-from bench.common import Report, cpu_seconds, parser, rss_mib
+from bench.common import Report, cpu_seconds, current_rss_mib, parser, rss_mib
 
 FLEET = 2700
 LATENCY_MS = 50
@@ -252,14 +252,6 @@ async def wsdiscovery_sweep(cameras: int) -> WsdSweep:
     hosts = host_addresses(BASE_IP, cameras)
     result = await wsdiscovery.probe(hosts, port=WSD_PORT, window_s=3.0)
     return WsdSweep(len(result.found), result.elapsed_s)
-
-
-def current_rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> None:

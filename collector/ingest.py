@@ -21,15 +21,13 @@ from multiprocessing.queues import Queue
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collector import writer
 from collector.config import CollectorSettings
 from collector.metrics import CollectorMetrics
 from contract import topics
+from contract.mqtt_client import connect_persistent, new_client
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +53,7 @@ class Subscriber:
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        m = self.settings.mqtt
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=m.client_id or self.settings.collector_id,
-            protocol=mqtt.MQTTv5,
-        )
-        if m.username:
-            client.username_pw_set(m.username, m.password.get_secret_value() if m.password else None)
-        if m.tls:
-            client.tls_set(ca_certs=str(m.ca_file) if m.ca_file else None)
-        client.reconnect_delay_set(1, max(1, int(m.reconnect_max_s)))
+        client = new_client(self.settings.mqtt, self.settings.collector_id)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -74,10 +62,7 @@ class Subscriber:
         return client
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.settings.ingest.session_expiry_s
-        m = self.settings.mqtt
-        self.client.connect_async(m.host, m.port, m.keepalive_s, clean_start=False, properties=props)
+        connect_persistent(self.client, self.settings.mqtt, self.settings.ingest.session_expiry_s)
         self._flusher.start()
         self.client.loop_start()
 

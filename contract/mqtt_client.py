@@ -6,6 +6,8 @@ import ssl
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from contract.mqtt_settings import MqttSettings
 
@@ -26,3 +28,13 @@ def new_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
         )
     client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(settings.reconnect_max_s)))
     return client
+
+
+def connect_persistent(client: mqtt.Client, settings: MqttSettings, session_expiry_s: int) -> None:
+    """Connect in the background with a persistent MQTT 5 session: QoS 1 messages for this client wait at the
+    broker while it is away (up to `session_expiry_s`)."""
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho ships no hints here
+    properties.SessionExpiryInterval = session_expiry_s
+    client.connect_async(
+        settings.host, settings.port, keepalive=settings.keepalive_s, clean_start=False, properties=properties
+    )
