@@ -27,6 +27,7 @@ from camsim.model import CameraSpec
 from camsim.scenario import FaultError, apply_scenario, load_scenario
 from contract import jsonlog
 from contract.districts import DISTRICTS
+from contract.progress import ProgressReporter
 
 log = logging.getLogger(__name__)
 
@@ -103,23 +104,11 @@ def _write_outputs(specs: list[CameraSpec], ledger: Path | None, secrets: Path |
         write_secrets(specs, secrets)
 
 
-class _Progress:
-    """A bar on a terminal, JSON lines otherwise (at most ~10 a start)."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last = -1.0
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.tty:
-            filled = int(40 * done / total)
-            sys.stderr.write(f"\rstarting [{'#' * filled}{'.' * (40 - filled)}] {done}/{total}")
-            sys.stderr.flush()
-            if done == total:
-                sys.stderr.write("\n")
-        elif done == total or done / total - self.last >= 0.1:
-            self.last = done / total
-            _emit({"event": "progress", "started": done, "total": total})
+def _progress() -> ProgressReporter:
+    """A bar on a terminal; elsewhere a JSON `progress` event on stdout every 10% of the start."""
+    return ProgressReporter(
+        "starting", emit=lambda done, total: _emit({"event": "progress", "started": done, "total": total})
+    )
 
 
 async def _serve(args: argparse.Namespace, specs: list[CameraSpec]) -> int:
@@ -136,7 +125,7 @@ async def _serve(args: argparse.Namespace, specs: list[CameraSpec]) -> int:
         specs, media=media, rtsp=not args.no_rtsp, wsd_port=args.wsd_port, multicast=not args.no_multicast
     )
     try:
-        await fleet.start(_Progress())
+        await fleet.start(_progress())
     except OSError as exc:
         _emit({"event": "error", "error": f"cannot start the fleet: {exc}"})
         return 1
