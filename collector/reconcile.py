@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.config import Config
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from collector.config import S3Settings
 from collector.store import ClipRow, Store
 from contract.messages import DistrictSlug, Ident
+from contract.s3_config import gateway_config
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -80,12 +80,7 @@ def s3_client(settings: S3Settings) -> S3Client:
         region_name=settings.region,
         aws_access_key_id=settings.access_key_id,
         aws_secret_access_key=secret,
-        # Ceph's gateway rejects the trailing checksums boto3 >= 1.36 sends by default.
-        config=Config(
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
+        config=gateway_config(),
     )
     return client
 

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Self
 import boto3
 from botocore.config import Config
 
+from contract.s3_config import gateway_config
+
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
@@ -45,15 +47,8 @@ def free_port() -> int:
 
 
 def s3_client_config() -> Config:
-    """botocore settings for the Ceph gateway: path-style addressing, and checksums only when an operation
-    requires them (boto3 >= 1.36 otherwise sends trailing checksums that the gateway rejects)."""
-    return Config(
-        s3={"addressing_style": "path"},
-        signature_version="s3v4",
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        retries={"max_attempts": 3, "mode": "standard"},
-    )
+    """botocore settings for the Ceph gateway (contract.s3_config)."""
+    return gateway_config()
 
 
 def _run_script(script: str, *args: str, timeout_s: float, env: dict[str, str] | None = None) -> None:

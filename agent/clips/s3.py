@@ -14,6 +14,7 @@ import boto3
 from botocore.config import Config
 
 from agent.clips.settings import S3Settings
+from contract.s3_config import gateway_config
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -33,15 +34,10 @@ def clip_keys(district: str, camera_id: str, start: datetime, request_id: str) -
 
 
 def client_config(settings: S3Settings) -> Config:
-    """Path-style addressing (RGW/MinIO); checksums only when an operation requires them (boto3 >= 1.36 sends
-    trailing checksums by default, which Ceph's gateway rejects over HTTPS); botocore retries throttling,
-    5xx and connection errors itself (the uploader retries a whole part above that)."""
-    return Config(
-        s3={"addressing_style": "path"},
-        signature_version="s3v4",
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+    """The shared gateway settings with this district's retries and timeouts; the uploader retries a whole
+    part above botocore's own retries."""
+    return gateway_config(
+        max_attempts=settings.max_attempts,
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
         max_pool_connections=32,
