@@ -22,7 +22,7 @@ from agent.clips.service import ClipService
 from agent.clips.session import SessionPool
 from agent.config import AgentSettings
 from agent.credentials import CredentialStore
-from agent.firmware import FirmwareCatalog, Quirks
+from agent.firmware import FirmwareCatalog
 from agent.inventory import assess_firmware, discover_and_reconcile, profiles_from_hints
 from agent.ledger import load_ledger
 from agent.liveness_loop import check_all
@@ -97,7 +97,7 @@ class Agent:
         if not await self.link.wait_connected(10):
             log.warning("broker not reachable yet; going on, paho keeps retrying")
         try:
-            if await _unless_stopped(stop, self._guarded("first sweep", self._first_sweep(progress))):
+            if await _unless_stopped(stop, self._guarded("first sweep", self._sweep_and_discover(progress))):
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._watch(stop))
                     group.create_task(self._watch_streams(stop))
@@ -110,7 +110,7 @@ class Agent:
             self.streams.close()
             await self.link.stop(self._presence("offline"))
 
-    async def _first_sweep(self, progress: Progress | None) -> None:
+    async def _sweep_and_discover(self, progress: Progress | None) -> None:
         await self.sweep(progress)
         await self.discover()
 
@@ -130,11 +130,8 @@ class Agent:
             progress=progress,
             per_camera=onvif.per_camera,
             retry_book=self.retry_book,
-            quirks_for=self._quirks,
+            quirks_for=lambda record: record.quirks,
         )
-
-    def _quirks(self, record: CameraRecord) -> Quirks | None:
-        return record.firmware_profile.quirks if record.firmware_profile else None
 
     async def discover(self) -> Reconciliation | None:
         """WS-Discovery reconciled with the ledger, when discovery targets are configured."""
@@ -149,7 +146,7 @@ class Agent:
     async def _resweep(self, stop: asyncio.Event) -> None:
         """Re-enumerate and re-discover on a schedule: firmware upgrades, replaced and moved cameras."""
         while not await _stopped_within(stop, self.settings.health.sweep_interval_s):
-            await _unless_stopped(stop, self._guarded("sweep", self._first_sweep(None)))
+            await _unless_stopped(stop, self._guarded("sweep", self._sweep_and_discover(None)))
 
     async def _watch_streams(self, stop: asyncio.Event) -> None:
         # The first cycle waits for one interval: enumeration just proved the cameras answer.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from agent.firmware import FirmwareProfile
+from agent.firmware import FirmwareProfile, Quirks
 from agent.ledger import LedgerCamera
 from agent.onvif_reader import CameraInfo, StreamInfo
 from agent.status import Observation, evaluate
@@ -41,6 +41,11 @@ class CameraRecord:
     @property
     def camera_id(self) -> str:
         return self.ledger.camera_id
+
+    @property
+    def quirks(self) -> Quirks | None:
+        """The matched firmware profile's quirks, once a profile is known."""
+        return self.firmware_profile.quirks if self.firmware_profile else None
 
     def reevaluate(self, clock_skew_limit_s: float) -> bool:
         """Recompute state from the observation; True if state or reasons changed."""

@@ -26,7 +26,7 @@ def rtsp_url_for(record: CameraRecord, stream: StreamInfo, credentials: Credenti
     """The stream's URL with the camera's credentials, always on the ledger's host: a camera (or whoever
     answers in its place) that names another host in GetStreamUri must not receive the credentials."""
     creds = credentials.get(record.ledger.credentials_ref)
-    quirks = record.firmware_profile.quirks if record.firmware_profile else None
+    quirks = record.quirks
     port = record.ledger.rtsp_port if quirks is not None and quirks.rtsp_port_from_ledger else None
     username = creds.username if creds else None
     password = creds.password.get_secret_value() if creds else None
