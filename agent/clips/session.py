@@ -459,6 +459,11 @@ class _Capture:
         clock = self.stream[1]
         wall = clock.wall(frame)
         if self.writer is None:
+            if frame.keyframe and self.pending and wall > self.start:
+                # `start` fell between the last frame we hold and this keyframe: the clip begins at the
+                # keyframe at or before `start`, i.e. with the GOP we hold; this frame is then taken as usual.
+                self._open()
+                return self._take(frame)
             if wall >= self.end:
                 # Nothing of the window is left (not buffered, or the stream restarted): no clip at all
                 # rather than one that shows another time than the one asked for.
