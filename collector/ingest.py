@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collector import writer
+from collector.buffered_client import BufferedClient
 from collector.config import CollectorSettings
 from collector.metrics import CollectorMetrics
 from contract import topics
@@ -53,7 +54,7 @@ class Subscriber:
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        client = new_client(self.settings.mqtt, self.settings.collector_id)
+        client = new_client(self.settings.mqtt, self.settings.collector_id, BufferedClient)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -48,25 +48,29 @@ ON CONFLICT (camera_id) DO UPDATE SET district = excluded.district, agent_id = e
 WHERE cameras.meta_updated_at IS NULL OR excluded.meta_updated_at >= cameras.meta_updated_at
 """
 
+HISTORY_ON_CONFLICT = (
+    "ON CONFLICT (camera_id, at) DO UPDATE SET state = excluded.state, reasons = excluded.reasons"
+)
+
 # A history row only when state or reasons change, and never from a report older than the current one.
-INSERT_TRANSITION = """
+INSERT_TRANSITION = f"""
 INSERT INTO status_history (camera_id, district, state, reasons, at)
 SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION)
 WHERE NOT EXISTS (SELECT 1 FROM cameras c WHERE c.camera_id = ?
   AND ((c.state = ? AND c.reasons = ?) OR c.checked_at > ?))
-ON CONFLICT (camera_id, at) DO UPDATE SET state = excluded.state, reasons = excluded.reasons
-"""
+{HISTORY_ON_CONFLICT}
+"""  # noqa: S608 - constants only
 
-INSERT_LATER_TRANSITION = """
+INSERT_LATER_TRANSITION = f"""
 INSERT INTO status_history (camera_id, district, state, reasons, at)
 SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION)
 WHERE NOT EXISTS (SELECT 1 FROM cameras c WHERE c.camera_id = ? AND c.checked_at > ?)
-ON CONFLICT (camera_id, at) DO UPDATE SET state = excluded.state, reasons = excluded.reasons
-"""
+{HISTORY_ON_CONFLICT}
+"""  # noqa: S608 - constants only
 
-UPSERT_STATUS = """
-INSERT INTO cameras (camera_id, district, agent_id, state, reasons, last_error, since, checked_at, last_seen)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+STATUS_COLUMNS = "camera_id, district, agent_id, state, reasons, last_error, since, checked_at, last_seen"
+# The same camera state never resets `since`; an older report changes nothing.
+STATUS_ON_CONFLICT = """
 ON CONFLICT (camera_id) DO UPDATE SET district = excluded.district, agent_id = excluded.agent_id,
   since = CASE WHEN cameras.state = excluded.state AND cameras.since IS NOT NULL
                THEN cameras.since ELSE excluded.since END,
@@ -75,6 +79,10 @@ ON CONFLICT (camera_id) DO UPDATE SET district = excluded.district, agent_id = e
   checked_at = excluded.checked_at, last_seen = excluded.last_seen
 WHERE cameras.checked_at IS NULL OR excluded.checked_at >= cameras.checked_at
 """
+UPSERT_STATUS = f"""
+INSERT INTO cameras ({STATUS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+{STATUS_ON_CONFLICT}
+"""  # noqa: S608 - constants only
 
 UPSERT_HEALTH_COUNT = """
 INSERT INTO health_counts (district, taken_at, state, cameras) VALUES (?, ?, ?, ?)

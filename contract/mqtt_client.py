@@ -12,9 +12,11 @@ from paho.mqtt.properties import Properties
 from contract.mqtt_settings import MqttSettings
 
 
-def new_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
+def new_client(
+    settings: MqttSettings, client_id: str, client_class: type[mqtt.Client] = mqtt.Client
+) -> mqtt.Client:
     """An MQTT 5 client with credentials, TLS and capped reconnect backoff applied (not yet connected)."""
-    client = mqtt.Client(
+    client = client_class(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=settings.client_id or client_id,
         protocol=mqtt.MQTTv5,

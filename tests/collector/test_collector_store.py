@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
+
 from collector.store import Batch, Store, open_store
+from collector.store_postgres import BULK_MIN_ROWS
 from tests.collector.conftest import agent, at, clip, health, meta, status
+from tests.collector.pg import PgService
 
 
 def write(store: Store, *messages: object) -> None:
@@ -112,3 +117,27 @@ def test_missing_flag_and_delete(store: Store) -> None:
     assert {c.request_id: c.missing_object for c in store.clips()} == {"req-1": True, "req-2": False}
     assert store.delete_clips() == 2
     assert store.clips() == []
+
+
+def test_big_snapshots_on_postgres_index_what_sqlite_does(pg_service: PgService, tmp_path: Path) -> None:
+    """PostgreSQL takes a snapshot of 500+ distinct cameras through COPY and set-based SQL; SQLite runs the
+    per-row statements. Both must end with the same cameras and the same history."""
+    rng = random.Random(7)
+    ids = [f"cam-{i}" for i in range(BULK_MIN_ROWS + 100)]
+    states = ["online", "offline", "degraded"]
+    batches: list[list[object]] = [[meta(c) for c in ids[:50]]]
+    for minutes in (5, 9, 7, 12):  # the snapshot at minute 7 arrives late: it must change nothing
+        batches.append([health({c: rng.choice(states) for c in ids}, minutes)])
+        batches.append([status(rng.choice(ids), rng.choice(states), minutes + 0.5) for _ in range(20)])
+    stores = [open_store(f"sqlite://{tmp_path / 'ref.db'}"), open_store(pg_service.new_database("bulk"))]
+    try:
+        for s in stores:
+            s.migrate()
+            for messages in batches:
+                write(s, *messages)
+        reference, bulk = ((s.cameras(), s.history("gangnam", 0, at(60).timestamp())) for s in stores)
+        assert len(reference[0]) == len(ids)
+        assert bulk == reference
+    finally:
+        for s in stores:
+            s.close()
