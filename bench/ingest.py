@@ -2,21 +2,32 @@
 
     python -m bench.ingest [--quick] [--json]
 
-Method: a backlog of per-camera CameraStatus messages (~250 bytes, QoS 1) is published by two publisher
+Method: a backlog of per-camera CameraStatus messages (~220 bytes, QoS 1) is published by two publisher
 processes into persistent MQTT sessions created beforehand; then the consumer connects and drains it. The
+collector's index already holds the city's 68,000 cameras (loaded beforehand from an earlier round of
+reports), so the drain updates known cameras and writes history where a state changed, as in service. The
 anchor is a bare paho subscriber process that only counts; ours is the collector's Ingest (decode, agent
 check, queue, batched durable upserts) in its own process, with SQLite (WAL, synchronous=NORMAL) and with
 PostgreSQL 15 (fsync on). Draining a backlog gives every consumer the same conditions: the publishers are
-done and do not compete for the two cores. Also measured: the 68,000-camera city health snapshot (25
-districts x 2,720 cameras) from publication to queryable, and two collector processes on a shared
-subscription against one. Closing ratio: our sustained SQLite ingest rate / the bare subscriber's.
+done and do not compete for the two cores. Rates are sustained rates, taken between 10% and 90% of the
+backlog (process start-up and the last batch are outside); CPU is read from /proc over the same window.
+
+Also measured: the 68,000-camera city health snapshot (25 districts x 2,720 cameras) from publication to
+queryable, and two collector processes on a shared subscription against one. That last comparison is made
+twice: free on this machine (where one collector and the broker already use most of the cores), and with
+each collector (its MQTT process and its writer) pinned to a core of its own, which stands for a machine of
+its own, the way the shared subscription is meant to scale out; the broker and PostgreSQL are not pinned.
+Every figure is reported for SQLite and for PostgreSQL.
+Closing ratio: our sustained SQLite ingest rate / the bare subscriber's.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +41,8 @@ from bench.common import Report, parser
 from collector.config import CollectorSettings
 from collector.ingest import Ingest, Subscriber
 from collector.metrics import CollectorMetrics
-from collector.store import open_store
+from collector.store import Batch, open_store
+from collector.writer import BatchWriter, WriterStats
 from contract import topics
 from contract.codec import encode
 from contract.districts import DISTRICTS
@@ -39,6 +51,7 @@ from tests.collector.pg import PgService, available
 from tests.services import Mosquitto
 
 CAMERAS_PER_DISTRICT = 2720
+QUEUE_MAX = 5000  # messages between a collector's MQTT side and its writer
 DISTRICT_SLUGS = sorted(DISTRICTS)
 NOW = datetime.now(UTC).replace(microsecond=0)
 Counter = Any  # multiprocessing.Value
@@ -53,12 +66,14 @@ def agent_states() -> list[AgentState]:
     ]
 
 
-def status_payloads(n: int) -> list[tuple[str, bytes]]:
+def status_payloads(n: int, later: int = 0) -> list[tuple[str, bytes]]:
+    """n status reports, one per camera; a `later` round is an hour on, and a seventh of the cameras change
+    state between rounds (so history rows are written as well as camera rows)."""
     out = []
     for i in range(n):
         d = DISTRICT_SLUGS[i % 25]
         cam = f"{d}-cam-{(i // 25) % CAMERAS_PER_DISTRICT:05d}"
-        degraded = i % 7 == 0
+        degraded = (i + later) % 7 == 0
         msg = CameraStatus(
             district=d,
             camera_id=cam,
@@ -67,12 +82,28 @@ def status_payloads(n: int) -> list[tuple[str, bytes]]:
             reasons=["low_fps", "clock_skew"] if degraded else [],
             clock_offset_s=0.42,
             last_error="RTSP DESCRIBE answered 503" if degraded else None,
-            since=NOW - timedelta(seconds=i % 3600),
-            checked_at=NOW + timedelta(milliseconds=i),
+            since=NOW + timedelta(hours=later, seconds=-(i % 3600)),
+            checked_at=NOW + timedelta(hours=later, milliseconds=i),
         )
         dl = encode(msg)
         out.append((dl.topic, dl.payload))
     return out
+
+
+def prime(url: str, items: list[tuple[str, bytes]]) -> None:
+    """Migrate and load the index with the city's cameras as they were, straight through the writer's code:
+    the measured drain then updates known cameras, as a running collector does."""
+    store = open_store(url)
+    store.migrate()
+    writer = BatchWriter(collector_settings(1883, url, "prime", None), store)  # no MQTT here
+    stats = WriterStats()
+    messages = [(encode(a).topic, encode(a).payload) for a in agent_states()] + items
+    for start in range(0, len(messages), 5000):
+        batch = Batch()
+        for topic, payload in messages[start : start + 5000]:
+            writer.add(batch, stats, topic, payload)
+        writer.commit(batch, stats)
+    store.close()
 
 
 def _client(client_id: str = "") -> mqtt.Client:
@@ -158,6 +189,9 @@ def collector_settings(
             "share_group": group,
             "batch_max": 2000,
             "batch_ms": 50,
+            # Far below the backlog: with the default (100,000) the MQTT side would read the whole backlog
+            # ahead and the writer finish alone, which is not a sustained rate.
+            "queue_max": QUEUE_MAX,
             "bootstrap_retained": False,
             "session_expiry_s": expiry_s,
         },
@@ -165,8 +199,17 @@ def collector_settings(
 
 
 def collector_worker(  # noqa: PLR0917 - a multiprocessing target takes positional arguments
-    port: int, url: str, client_id: str, group: str | None, expiry_s: int, counter: Counter, stop: Any
+    port: int,
+    url: str,
+    client_id: str,
+    group: str | None,
+    expiry_s: int,
+    core: int | None,
+    counter: Counter,
+    stop: Any,
 ) -> None:
+    if core is not None:  # before the writer process starts: it inherits the affinity
+        os.sched_setaffinity(0, {core})
     settings = collector_settings(port, url, client_id, group, expiry_s)
     ingest = Ingest(settings, CollectorMetrics())
     ingest.start()
@@ -174,6 +217,34 @@ def collector_worker(  # noqa: PLR0917 - a multiprocessing target takes position
         counter.value = ingest.committed
     ingest.stop()
     counter.value = ingest.committed
+
+
+def cpu_times() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of every process, by pid, with its command name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw.rsplit(")", 1)[1].split()
+        out[int(entry)] = (
+            raw[raw.index("(") + 1 : raw.rindex(")")],
+            (int(fields[11]) + int(fields[12])) / tick,
+        )
+    return out
+
+
+@dataclass
+class Drained:
+    """A drain's sustained rate and the cores that the broker and the consumers used meanwhile."""
+
+    rate: float
+    broker_cores: float
+    consumer_cores: float
 
 
 def wait_for(check: Any, what: str, timeout_s: float = 120) -> None:
@@ -191,9 +262,11 @@ def drain(  # noqa: PLR0917
     consumers: list[tuple[Any, tuple[Any, ...]]],
     sessions: list[tuple[str, list[Any]]],
     extra: int,
+    broker_pid: int | None = None,
     timeout_s: float = 300,
-) -> float:
-    """Messages per second at which `consumers` drain a backlog of `n` messages (plus agent states)."""
+) -> Drained:
+    """The sustained rate at which `consumers` drain a backlog of `n` messages (plus agent states), taken
+    between 10% and 90% of it, with the CPU used over the same window."""
     for client_id, subs in sessions:
         make_session(port, client_id, subs)
     publish_parallel(port, [(encode(a).topic, encode(a).payload) for a in agent_states()], procs=1)
@@ -204,15 +277,18 @@ def drain(  # noqa: PLR0917
         mp.Process(target=fn, args=(*args, c, stop))
         for (fn, args), c in zip(consumers, counters, strict=True)
     ]
-    began = time.perf_counter()
     for p in procs:
         p.start()
     target = n + extra
+    marks: list[tuple[int, float, dict[int, tuple[str, float]]]] = []
     deadline = time.monotonic() + timeout_s
+    for share in (0.1, 0.9):
+        while (done := sum(c.value for c in counters)) < share * target and time.monotonic() < deadline:
+            time.sleep(0.002)
+        marks.append((done, time.perf_counter(), cpu_times()))
     while sum(c.value for c in counters) < target and time.monotonic() < deadline:
         time.sleep(0.01)
-    elapsed = time.perf_counter() - began
-    done: int = sum(c.value for c in counters)
+    done = sum(c.value for c in counters)
     stop.set()
     for p in procs:
         p.join(60)
@@ -220,7 +296,14 @@ def drain(  # noqa: PLR0917
         end_session(port, client_id)
     if done < target:
         print(f"  warning: only {done} of {target} messages arrived", flush=True)
-    return done / elapsed
+    (n0, t0, cpu0), (n1, t1, cpu1) = marks
+    seconds = t1 - t0
+    used = {pid: t - cpu0.get(pid, (name, 0.0))[1] for pid, (name, t) in cpu1.items()}
+    broker = used.pop(broker_pid, 0.0) if broker_pid else 0.0
+    consumers_cpu = sum(
+        t for pid, t in used.items() if pid != os.getpid() and cpu1[pid][0].startswith("python")
+    )
+    return Drained((n1 - n0) / seconds, broker / seconds, consumers_cpu / seconds)
 
 
 def ingest_subscriptions(port: int, url: str, client_id: str, group: str | None) -> list[Any]:
@@ -230,20 +313,31 @@ def ingest_subscriptions(port: int, url: str, client_id: str, group: str | None)
 
 
 def measure_ours(  # noqa: PLR0917
-    port: int, n: int, items: list[tuple[str, bytes]], url: str, tag: str, collectors: int = 1
-) -> float:
+    port: int,
+    n: int,
+    rounds: tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]],
+    url: str,
+    tag: str,
+    collectors: int = 1,
+    pinned: bool = False,
+    broker_pid: int | None = None,
+) -> Drained:
     group = "bench" if collectors > 1 else None
     ids = [f"bench-{tag}-{i}" for i in range(collectors)]
-    for_url = open_store(url)
-    for_url.migrate()
-    for_url.close()
+    cores: list[int | None] = list(range(collectors)) if pinned else [None] * collectors
+    before, items = rounds
+    prime(url, before)
     return drain(
         port,
         n,
         items,
-        [(collector_worker, (port, url, cid, group, 3600)) for cid in ids],
+        [
+            (collector_worker, (port, url, cid, group, 3600, core))
+            for cid, core in zip(ids, cores, strict=True)
+        ],
         [(cid, ingest_subscriptions(port, url, cid, group)) for cid in ids],
         extra=25 * collectors,
+        broker_pid=broker_pid,
     )
 
 
@@ -256,7 +350,7 @@ def city_snapshot(port: int, url: str, tag: str) -> float:
     )
     counter, stop = mp.Value("q", 0), mp.Event()
     worker = mp.Process(
-        target=collector_worker, args=(port, url, f"bench-city-{tag}", None, 0, counter, stop)
+        target=collector_worker, args=(port, url, f"bench-city-{tag}", None, 0, None, counter, stop)
     )
     worker.start()
     wait_for(lambda: counter.value >= 25, "the retained agent states")  # the collector is subscribed
@@ -294,47 +388,66 @@ def main(argv: list[str] | None = None) -> int:
     args = parser("ingest", __doc__.split("\n")[0]).parse_args(argv)
     n = 20_000 if args.quick else 68_000
     report = Report("ingest")
-    items = status_payloads(n)
+    items = (status_payloads(n), status_payloads(n, later=1))
     report.add("messages", n)
-    report.add("payload_bytes_avg", round(sum(len(p) for _, p in items) / n))
+    report.add("payload_bytes_avg", round(sum(len(p) for _, p in items[1]) / n))
     with (
         tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
         Mosquitto().start(Path(tmp) / "mqtt") as broker,
     ):
-        port = broker.port
         status_filter = topics.telemetry_filters()[2]
         anchor = drain(
-            port,
+            broker.port,
             n,
-            items,
-            [(bare_worker, (port, "bench-bare"))],
+            items[1],
+            [(bare_worker, (broker.port, "bench-bare"))],
             [("bench-bare", [(status_filter, 1)])],
             extra=0,
+            broker_pid=broker.pid,
         )
-        report.add("bare_subscriber_msg_per_s", round(anchor))
-        sqlite_url = f"sqlite://{tmp}/index.db"
-        ours = measure_ours(port, n, items, sqlite_url, "sqlite")
-        report.add("ingest_sqlite_msg_per_s", round(ours))
-        report.add(
-            "city_snapshot_sqlite_s", round(city_snapshot(port, f"sqlite://{tmp}/city.db", "sqlite"), 3)
-        )
-        shared = measure_ours(port, n, items, f"sqlite://{tmp}/shared.db", "shared", collectors=2)
-        report.add("ingest_sqlite_2_collectors_shared_msg_per_s", round(shared))
+        report.add("bare_subscriber_msg_per_s", round(anchor.rate))
+        ours = engine_figures(report, broker, n, items, "sqlite", lambda name: f"sqlite://{tmp}/{name}.db")
         if available():
             with PgService().start(durable=True) as pg:
-                pg_rate = measure_ours(port, n, items, pg.new_database("bench"), "pg")
-                report.add("ingest_postgres_msg_per_s", round(pg_rate))
-                report.add(
-                    "city_snapshot_postgres_s", round(city_snapshot(port, pg.new_database("city"), "pg"), 3)
-                )
+                engine_figures(report, broker, n, items, "postgres", pg.new_database)
     report.add("target_msg_per_s", 25_000)
     report.finish(
-        f"{ours:,.0f} msg/s ingest (SQLite)",
-        f"{anchor:,.0f} msg/s bare paho subscriber",
-        ours / anchor,
+        f"{ours.rate:,.0f} msg/s ingest (SQLite)",
+        f"{anchor.rate:,.0f} msg/s bare paho subscriber",
+        ours.rate / anchor.rate,
         as_json=args.json,
     )
     return 0
+
+
+def engine_figures(  # noqa: PLR0917
+    report: Report,
+    broker: Mosquitto,
+    n: int,
+    items: tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]],
+    engine: str,
+    url_for: Any,
+) -> Drained:
+    """One collector, the city snapshot, and two collectors against one: free, then one core each."""
+    port, pid = broker.port, broker.pid
+    one = measure_ours(port, n, items, url_for(f"{engine}_one"), f"{engine}-one", broker_pid=pid)
+    report.add(f"{engine}_msg_per_s", round(one.rate))
+    report.add(f"{engine}_collector_cores", round(one.consumer_cores, 2))
+    report.add(f"{engine}_broker_cores", round(one.broker_cores, 2))
+    report.add(f"{engine}_city_snapshot_s", round(city_snapshot(port, url_for(f"{engine}_city"), engine), 3))
+    two = measure_ours(port, n, items, url_for(f"{engine}_two"), f"{engine}-two", 2, broker_pid=pid)
+    report.add(f"{engine}_2_collectors_msg_per_s", round(two.rate))
+    report.add(f"{engine}_2_collectors_cores", round(two.consumer_cores + two.broker_cores, 2))
+    report.add(f"{engine}_2_collectors_scale_out", round(two.rate / one.rate, 2))
+    if (os.cpu_count() or 1) >= 2:
+        pinned = [
+            measure_ours(port, n, items, url_for(f"{engine}_pin{k}"), f"{engine}-pin{k}", k, pinned=True).rate
+            for k in (1, 2)
+        ]
+        report.add(f"{engine}_pinned_1_collector_msg_per_s", round(pinned[0]))
+        report.add(f"{engine}_pinned_2_collectors_msg_per_s", round(pinned[1]))
+        report.add(f"{engine}_pinned_scale_out", round(pinned[1] / pinned[0], 2))
+    return one
 
 
 if __name__ == "__main__":
