@@ -6,6 +6,7 @@ python -m bench.all [--quick] [--only camsim,ingest]
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import subprocess
 import sys
@@ -51,6 +52,15 @@ def run_one(name: str, quick: bool) -> tuple[str, str, dict[str, object]]:
     return shown, closing, figures
 
 
+def method(command: str) -> str:
+    """A benchmark's method: its module docstring after the title and usage lines."""
+    if not command.startswith("python -m bench."):
+        return ""
+    doc = importlib.import_module(command.split()[2]).__doc__ or ""
+    paragraphs = [p for p in doc.strip().split("\n\n")[1:] if not p.strip().startswith("python -m")]
+    return "\n\n".join(paragraphs).strip()
+
+
 def render(results: list[tuple[str, str, dict[str, object]]]) -> str:
     out = [
         "# Benchmarks",
@@ -63,6 +73,9 @@ def render(results: list[tuple[str, str, dict[str, object]]]) -> str:
     for command, closing, figures in results:
         title = closing.split(":", 1)[0]
         out += [f"## {title}", "", f"`{command}`" if command else "", "", "```", closing, "```", ""]
+        how = method(command)
+        if how:
+            out += [how, ""]
         shown = {k: v for k, v in figures.items() if k != "machine"}
         if shown:
             out += ["| figure | value |", "|---|---|"]
