@@ -48,6 +48,10 @@ class PostgresStore(SqlStore):
     def _connect(self) -> Any:
         return psycopg.connect(self.url, connect_timeout=10)
 
+    def _connection_lost(self) -> bool:
+        # A server restart, failover or network cut: psycopg marks the connection broken or closed.
+        return bool(self._conn.broken or self._conn.closed)
+
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
         # A session-level advisory lock: every collector process migrating the same database waits here.

@@ -137,6 +137,16 @@ class SqlStore(ABC):
             cur.executemany(self._sql(statement), rows)
 
     def _query(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._read(statement, params)
+        except Exception:
+            if not self._connection_lost():
+                self._recover()
+                raise
+            self._recover()
+            return self._read(statement, params)  # once more, on the new connection
+
+    def _read(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         cur = self._conn.cursor()
         cur.execute(self._sql(statement), params)
         rows: list[tuple[Any, ...]] = cur.fetchall()
@@ -187,12 +197,28 @@ class SqlStore(ABC):
 
     # -- writes -------------------------------------------------------------------------------------------
     def apply(self, batch: Batch) -> None:
+        """Write a batch in one transaction. On failure nothing of it is kept and the exception propagates
+        (the writer retries); a lost connection is replaced first, so the retry can succeed."""
         try:
             self._write(batch)
             self._conn.commit()
         except Exception:
-            self._conn.rollback()
+            self._recover()
             raise
+
+    def _connection_lost(self) -> bool:
+        return False  # an embedded database has no connection to lose
+
+    def _recover(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.rollback()
+        if not self._connection_lost():
+            return
+        log.warning("lost the %s connection; reconnecting", self.engine)
+        try:
+            self._conn = self._connect()
+        except Exception as exc:  # still down: the next attempt tries again
+            log.warning("reconnecting to %s failed: %s", self.engine, exc)
 
     def _write(self, batch: Batch) -> None:
         self._executemany(UPSERT_AGENT, [astuple(a) for a in batch.agents])

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import random
+import uuid
 from pathlib import Path
+
+import psycopg
+import pytest
 
 from collector.store import Batch, Store, open_store
 from collector.store_postgres import BULK_MIN_ROWS
@@ -119,6 +123,7 @@ def test_missing_flag_and_delete(store: Store) -> None:
     assert store.clips() == []
 
 
+@pytest.mark.integration
 def test_big_snapshots_on_postgres_index_what_sqlite_does(pg_service: PgService, tmp_path: Path) -> None:
     """PostgreSQL takes a snapshot of 500+ distinct cameras through COPY and set-based SQL; SQLite runs the
     per-row statements. Both must end with the same cameras and the same history."""
@@ -141,3 +146,29 @@ def test_big_snapshots_on_postgres_index_what_sqlite_does(pg_service: PgService,
     finally:
         for s in stores:
             s.close()
+
+
+@pytest.mark.integration
+def test_postgres_store_reconnects_after_losing_its_connection(pg_service: PgService) -> None:
+    """A PostgreSQL restart or failover cuts the collector's connection: the batch in flight fails (the writer
+    retries it) and the store carries on with a new connection instead of failing for ever."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    store = open_store(pg_service.new_database(name))
+    try:
+        store.migrate()
+        write(store, status("cam-1", "online", 0))
+        with psycopg.connect(pg_service.url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+        with pytest.raises(psycopg.OperationalError):
+            write(store, status("cam-1", "offline", 1))
+        write(store, status("cam-1", "offline", 1))  # the writer's retry
+        assert [(c.camera_id, c.state) for c in store.cameras()] == [("cam-1", "offline")]
+        with psycopg.connect(pg_service.url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+        assert [c.state for c in store.cameras()] == ["offline"]  # a read retries once by itself
+    finally:
+        store.close()
