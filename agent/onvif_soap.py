@@ -9,21 +9,20 @@ WS-UsernameToken `Created` is shifted by), GetServices or GetCapabilities (only 
 XAddr is used: cameras advertise wrong hosts and ports, so we always talk to the address we reached),
 GetDeviceInformation, GetNetworkInterfaces (MAC), GetProfiles, GetStreamUri per profile and GetSnapshotUri.
 A camera that answers 401 with a Digest challenge (or whose firmware quirk says so) gets HTTP Digest.
-Answers are size-capped and parsed without DTDs, entities or network access; anything else is `hostile`.
+Answers are size-capped here and read by agent/onvif_answers.py (no DTDs, entities or network access);
+anything else is `hostile`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import calendar
 import hashlib
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TypeVar, cast
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
@@ -32,10 +31,22 @@ import aiohttp
 from lxml import etree
 
 from agent.credentials import Credentials
-from agent.errors import CameraError, CameraErrorKind
+from agent.errors import CameraError
 from agent.firmware import Quirks
 from agent.ledger import LedgerCamera
-from agent.onvif_reader import CameraInfo, StreamInfo
+from agent.onvif_answers import (
+    NSMAP,
+    S12,
+    TDS,
+    TRT,
+    TT,
+    SoapFaultError,
+    clock_offset,
+    mac_address,
+    parse_answer,
+    stream_info,
+)
+from agent.onvif_reader import CameraInfo
 
 MAX_ANSWER_BYTES = 256 * 1024
 DEVICE_PATH = "/onvif/device_service"
@@ -46,19 +57,13 @@ T = TypeVar("T")
 A = TypeVar("A")
 B = TypeVar("B")
 
-_S12 = "http://www.w3.org/2003/05/soap-envelope"
-_S11 = "http://schemas.xmlsoap.org/soap/envelope/"
-_TDS = "http://www.onvif.org/ver10/device/wsdl"
-_TRT = "http://www.onvif.org/ver10/media/wsdl"
-_TT = "http://www.onvif.org/ver10/schema"
 _WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 _WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
 _UT = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
-_NSMAP = {"s": _S12, "tds": _TDS, "trt": _TRT, "tt": _TT}
 
 _ENVELOPE = (
-    f'<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="{_S12}" xmlns:tds="{_TDS}" '
-    f'xmlns:trt="{_TRT}" xmlns:tt="{_TT}">{{header}}<s:Body>{{body}}</s:Body></s:Envelope>'
+    f'<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="{S12}" xmlns:tds="{TDS}" '
+    f'xmlns:trt="{TRT}" xmlns:tt="{TT}">{{header}}<s:Body>{{body}}</s:Body></s:Envelope>'
 )
 _SECURITY = (
     f'<s:Header><wsse:Security xmlns:wsse="{_WSSE}" xmlns:wsu="{_WSU}" s:mustUnderstand="1">'
@@ -83,21 +88,7 @@ _BODIES = {
     "</trt:GetStreamUri>",
     "GetSnapshotUri": "<trt:GetSnapshotUri><trt:ProfileToken>{token}</trt:ProfileToken></trt:GetSnapshotUri>",
 }
-_PARSER = etree.XMLParser(
-    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=True
-)
-_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _AUTH_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
-_UTC_PARTS = ("Year", "Month", "Day", "Hour", "Minute", "Second")
-_CODECS = {"h264": "h264", "h265": "h265", "hevc": "h265", "jpeg": "mjpeg"}
-
-
-class SoapFaultError(CameraError):
-    """The camera answered a SOAP fault; `subcodes` are the local names of its Subcode values."""
-
-    def __init__(self, kind: CameraErrorKind, message: str, subcodes: Sequence[str]) -> None:
-        super().__init__(kind, message)
-        self.subcodes = tuple(subcodes)
 
 
 def new_session(concurrency: int) -> aiohttp.ClientSession:
@@ -211,7 +202,7 @@ class _Camera:
     ) -> etree._Element:
         """One SOAP call; returns the first element of the answer's Body. `close`: the camera's last call."""
         body = _BODIES[name].format(token=escape(token)) if token else _BODIES[name]
-        ns = _TRT if body.startswith("<trt:") else _TDS
+        ns = TRT if body.startswith("<trt:") else TDS
         headers = {"Content-Type": f'application/soap+xml; charset=utf-8; action="{ns}/{name}"'}
         if close:  # real cameras have few connection slots: do not leave ours idling in the pool
             headers["Connection"] = "close"
@@ -287,45 +278,12 @@ async def _post(
         return response.status, digest, b"".join(chunks)
 
 
-def parse_answer(status: int, body: bytes, name: str) -> etree._Element:
-    """The first element of a SOAP answer's Body; CameraError for faults and for XML we must not read."""
-    if _DTD.search(body):
-        raise CameraError("hostile", f"{name}: document type declarations are not accepted")
-    try:
-        root = etree.fromstring(body, _PARSER)
-    except etree.XMLSyntaxError:
-        if status == 401:
-            raise CameraError("unauthorized", f"{name}: HTTP 401") from None
-        raise CameraError("protocol", f"{name}: HTTP {status}, not XML") from None
-    if root.getroottree().docinfo.internalDTD is not None:  # e.g. a DOCTYPE in UTF-16
-        raise CameraError("hostile", f"{name}: document type declarations are not accepted")
-    soap = root.tag[1:].partition("}")[0] if isinstance(root.tag, str) else ""
-    if soap not in (_S12, _S11) or etree.QName(root).localname != "Envelope":
-        raise CameraError("protocol", f"{name}: HTTP {status}, not a SOAP envelope")
-    content = next((c for c in root.iterfind(f"{{{soap}}}Body/*")), None)
-    if content is not None and content.tag == f"{{{soap}}}Fault":
-        raise _fault(content, name, status)
-    if status == 401:
-        raise CameraError("unauthorized", f"{name}: HTTP 401")
-    if status != 200 or content is None:
-        raise CameraError("protocol", f"{name}: HTTP {status} without an answer")
-    return content
-
-
-def _fault(fault: etree._Element, name: str, status: int) -> SoapFaultError:
-    subcodes = [(v.text or "").strip().rpartition(":")[2] for v in fault.iter("{*}Value", "{*}faultcode")]
-    reason = " ".join((t.text or "").strip() for t in fault.iter("{*}Text", "{*}faultstring"))
-    message = f"{name}: SOAP fault {'/'.join(subcodes)}: {reason[:120]}"
-    unauthorized = status == 401 or any(s in ("NotAuthorized", "FailedAuthentication") for s in subcodes)
-    return SoapFaultError("unauthorized" if unauthorized else "protocol", message, subcodes)
-
-
 # --- the enumeration sequence ---
 
 
 async def _enumerate(cam: _Camera, snapshot: bool) -> CameraInfo:
     when = await cam.call(DEVICE_PATH, "GetSystemDateAndTime", auth=cam.quirks.auth_needed_for_time)
-    offset = _clock_offset(when)
+    offset = clock_offset(when)
     cam.offset_s = offset if offset is not None and cam.quirks.adjust_time else 0.0
     media, device = await _both(
         cam, lambda: _media_path(cam), lambda: cam.call(DEVICE_PATH, "GetDeviceInformation")
@@ -333,7 +291,7 @@ async def _enumerate(cam: _Camera, snapshot: bool) -> CameraInfo:
     interfaces, profiles_el = await _both(
         cam, lambda: cam.call(DEVICE_PATH, "GetNetworkInterfaces"), lambda: cam.call(media, "GetProfiles")
     )
-    profiles = profiles_el.findall("trt:Profiles", _NSMAP)
+    profiles = profiles_el.findall("trt:Profiles", NSMAP)
     wanted = [("GetStreamUri", p) for p in profiles] + (
         [("GetSnapshotUri", profiles[0])] if snapshot and profiles else []
     )
@@ -348,9 +306,9 @@ async def _enumerate(cam: _Camera, snapshot: bool) -> CameraInfo:
         firmware=d.get("FirmwareVersion", ""),
         serial=d.get("SerialNumber", ""),
         hardware_id=d.get("HardwareId", ""),
-        mac=_mac(interfaces),
+        mac=mac_address(interfaces),
         clock_offset_s=offset,
-        streams=[_stream(p, uri) for p, uri in zip(profiles, uris, strict=False)],
+        streams=[stream_info(p, uri) for p, uri in zip(profiles, uris, strict=False)],
         snapshot_uri=uris[len(profiles)] if snapshot and profiles else "",
     )
 
@@ -390,11 +348,11 @@ async def _media_path(cam: _Camera) -> str:
             if fault.kind == "unauthorized":
                 raise
         else:
-            for service in services.iterfind("tds:Service", _NSMAP):
-                if (service.findtext("tds:Namespace", "", _NSMAP) or "").strip() == _TRT:
-                    return _path(service.findtext("tds:XAddr", "", _NSMAP))
+            for service in services.iterfind("tds:Service", NSMAP):
+                if (service.findtext("tds:Namespace", "", NSMAP) or "").strip() == TRT:
+                    return _path(service.findtext("tds:XAddr", "", NSMAP))
     caps = await cam.call(DEVICE_PATH, "GetCapabilities")
-    xaddr = caps.findtext(".//tt:Media/tt:XAddr", None, _NSMAP)
+    xaddr = caps.findtext(".//tt:Media/tt:XAddr", None, NSMAP)
     if xaddr is None:
         raise CameraError("protocol", "the camera advertises no Media service")
     return _path(xaddr)
@@ -419,54 +377,6 @@ def _uri_job(
             if name == "GetSnapshotUri" and fault.kind == "protocol":
                 return ""
             raise
-        return (answer.findtext("trt:MediaUri/tt:Uri", "", _NSMAP) or "").strip()
+        return (answer.findtext("trt:MediaUri/tt:Uri", "", NSMAP) or "").strip()
 
     return job
-
-
-def _clock_offset(answer: etree._Element) -> float | None:
-    """Camera clock minus ours; None when the camera sent no UTC time."""
-    utc = answer.find(".//tt:UTCDateTime", _NSMAP)
-    if utc is None:
-        return None
-    try:
-        year, month, day, hour, minute, second = (
-            int(next(utc.iterfind(f".//tt:{p}", _NSMAP)).text or "") for p in _UTC_PARTS
-        )
-        camera = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-        datetime(year, month, day, hour, minute, second)  # range check: timegm accepts month 13
-    except (ValueError, OverflowError, StopIteration):
-        raise CameraError("protocol", "malformed UTCDateTime") from None
-    # The camera's time is truncated to the second: +0.5 s makes the estimate unbiased.
-    return camera + 0.5 - time.time()
-
-
-def _mac(interfaces: etree._Element) -> str | None:
-    for hw in interfaces.iterfind(".//tt:Info/tt:HwAddress", _NSMAP):
-        if hw.text and hw.text.strip():
-            return hw.text.strip()
-    return None
-
-
-def _stream(profile: etree._Element, uri: str) -> StreamInfo:
-    encoder = profile.find("tt:VideoEncoderConfiguration", _NSMAP)
-    if encoder is None:
-        return StreamInfo(profile.get("token", ""), "other", 0, 0, 0.0, None, uri)
-
-    def number(path: str) -> str:
-        return (encoder.findtext(path, "", _NSMAP) or "").strip()
-
-    bitrate = number("tt:RateControl/tt:BitrateLimit")
-    encoding = number("tt:Encoding").lower().replace(".", "")
-    try:
-        return StreamInfo(
-            token=profile.get("token", ""),
-            codec=_CODECS.get(encoding, "other"),
-            width=int(number("tt:Resolution/tt:Width") or 0),
-            height=int(number("tt:Resolution/tt:Height") or 0),
-            fps=float(number("tt:RateControl/tt:FrameRateLimit") or 0),
-            bitrate_kbps=int(bitrate) if bitrate else None,
-            uri=uri,
-        )
-    except ValueError:
-        raise CameraError("protocol", "malformed VideoEncoderConfiguration") from None

@@ -39,7 +39,7 @@ Signer = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class CaptureOutcome(Protocol):
-    """The capture side's CaptureResult (agent/clips/session.py), as far as delivery needs it."""
+    """The capture side's CaptureResult (agent/clips/capture.py), as far as delivery needs it."""
 
     @property
     def covered_start(self) -> datetime | None: ...

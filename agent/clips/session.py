@@ -6,119 +6,38 @@ GOP (so a new capture starts at once from the last keyframe); while the camera i
 back to ``preroll_max_s`` / ``preroll_max_bytes``, so a window that began before the request is served.
 A session ends when no capture needs it and its arm has expired (closing the input sends TEARDOWN).
 
-Wall clock of a packet: ``start_time_realtime`` (camera clock at pts 0, from the first RTCP sender report)
-+ pts x time_base - ``clock_offset_s`` (camera minus ours). Before any SR (or from a camera that sends
-none) it is our receive clock instead: the earliest ``received - pts x time_base`` seen, which is the
-stream's epoch plus the smallest network delay.
+Frames' wall clock: agent/clips/stream.py; one capture: agent/clips/capture.py.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import queue
-import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from fractions import Fraction
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import av
 
-from agent.clips.thumbnail import keyframe_jpeg
-from agent.clips.writer import FragmentedMp4Writer, Frame
+from agent.clips.capture import Capture, CaptureResult
+from agent.clips.stream import (
+    STREAM_ERRORS,
+    EndOfStream,
+    StreamInfo,
+    Subscriber,
+    WallClock,
+    describe_error,
+    pts_of,
+    to_utc,
+)
+from agent.clips.writer import Frame
 
 log = logging.getLogger(__name__)
 
-# Expected PyAV failures of an RTSP input: refused, bad credentials, timeouts, garbage, camera gone.
-STREAM_ERRORS = (av.error.FFmpegError, OSError, TimeoutError, ValueError)
 RETRY_MAX_S = 10.0
-_URL = re.compile(r"rtsps?://\S+", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class CaptureResult:
-    """What a capture wrote. Times are UTC on our clock; ``sha256`` is "" and ``size_bytes`` 0 if no file."""
-
-    covered_start: datetime | None  # wall clock of the first frame written
-    covered_end: datetime | None  # wall clock of the end of the last frame written
-    wallclock_source: Literal["rtcp", "local"]  # rtcp: camera SR corrected by clock_offset_s; local: ours
-    size_bytes: int
-    sha256: str  # of the file as written (computed while writing)
-    codec: str
-    width: int
-    height: int
-    thumbnail_jpeg: bytes | None  # from the first keyframe
-    complete: bool  # the whole requested window was covered
-    error: str | None
-
-    @classmethod
-    def failed(cls, error: str) -> CaptureResult:
-        return cls(None, None, "local", 0, "", "", 0, 0, None, False, error)
-
-
-@dataclass(frozen=True)
-class StreamInfo:
-    """What captures need of the input stream (``template`` is PyAV's stream, for the muxer)."""
-
-    template: Any
-    codec: str
-    width: int
-    height: int
-    time_base: Fraction
-    extradata: bytes | None
-    frame_s: float  # one frame's duration
-
-
-@dataclass(frozen=True)
-class EndOfStream:
-    error: str
-
-
-Item = Frame | EndOfStream
-
-
-class WallClock:
-    """Maps a packet's pts to our wall clock (epoch seconds), from RTCP or from receive times."""
-
-    def __init__(self, time_base: Fraction, clock_offset_s: float | None) -> None:
-        self.time_base = time_base
-        self.clock_offset_s = clock_offset_s
-        self.realtime_us: int | None = None
-        self._local_epoch: float | None = None
-
-    @property
-    def source(self) -> Literal["rtcp", "local"]:
-        return "rtcp" if self.realtime_us is not None else "local"
-
-    def observe(self, frame: Frame, realtime_us: int | None) -> None:
-        if realtime_us and self.realtime_us is None:
-            self.realtime_us = realtime_us
-        epoch = frame.received - float(_pts(frame) * self.time_base)
-        if self._local_epoch is None or epoch < self._local_epoch:
-            self._local_epoch = epoch
-
-    def wall(self, frame: Frame) -> float:
-        media = float(_pts(frame) * self.time_base)
-        if self.realtime_us is not None:
-            return self.realtime_us / 1e6 + media - (self.clock_offset_s or 0.0)
-        return (self._local_epoch if self._local_epoch is not None else frame.received) + media
-
-
-def _pts(frame: Frame) -> int:
-    value = frame.pts if frame.pts is not None else frame.dts
-    return value or 0
-
-
-class Subscriber:
-    """A capture's view of a session: frames in arrival order, then one EndOfStream."""
-
-    def __init__(self) -> None:
-        self.items: queue.SimpleQueue[Item] = queue.SimpleQueue()
 
 
 class Session:
@@ -162,7 +81,7 @@ class Session:
         with self.lock:
             if not self.gops or self.clock is None:
                 return None
-            return _utc(self.clock.wall(self.gops[0][0]))
+            return to_utc(self.clock.wall(self.gops[0][0]))
 
     def stream(self) -> tuple[StreamInfo, WallClock]:
         """The input's description and clock, for frames delivered since the last (re)open."""
@@ -197,12 +116,12 @@ class Session:
             # at about 0.5% of a core per 1080p stream, a third of the whole capture cost.
             container = av.open(self.url, options=self.pool.rtsp_options())
         except STREAM_ERRORS as exc:
-            self.error = f"open failed: {_describe(exc)}"
+            self.error = f"open failed: {describe_error(exc)}"
             return self.error
         try:
             return self._pump(container)
         except STREAM_ERRORS as exc:
-            self.error = f"stream lost: {_describe(exc)}"
+            self.error = f"stream lost: {describe_error(exc)}"
             return self.error
         finally:
             container.close()  # sends TEARDOWN
@@ -268,7 +187,7 @@ class Session:
 
     def _over_budget(self) -> bool:
         assert self.clock is not None
-        span = float((_pts(self.gops[-1][-1]) - _pts(self.gops[0][0])) * self.clock.time_base)
+        span = float((pts_of(self.gops[-1][-1]) - pts_of(self.gops[0][0])) * self.clock.time_base)
         return span > self.pool.preroll_max_s or self.buffer_bytes > self.pool.preroll_max_bytes
 
     def _keep_going(self) -> bool:
@@ -354,7 +273,7 @@ class SessionPool:
         else:
             return CaptureResult.failed("session kept closing")
         try:
-            job = _Capture(
+            job = Capture(
                 session, subscriber, start=start, end=end, out_path=out_path, cancel=cancel,
                 data_timeout_s=self._data_timeout_s(),
             )  # fmt: skip
@@ -400,138 +319,3 @@ class SessionPool:
     def sessions(self) -> int:
         with self._lock:
             return len(self._sessions)
-
-
-class _Capture:
-    """One capture: from the keyframe at or before ``start``, writes every frame that begins before ``end``
-    (the clip may end mid-GOP; the writer closes its last fragment)."""
-
-    def __init__(
-        self, session: Session, subscriber: Subscriber, *, start: datetime, end: datetime, out_path: Path,
-        cancel: threading.Event | None, data_timeout_s: float,
-    ) -> None:  # fmt: skip
-        self.session, self.subscriber, self.out_path = session, subscriber, out_path
-        self.start, self.end = start.timestamp(), end.timestamp()
-        self.cancel = cancel or threading.Event()
-        self.data_timeout_s = data_timeout_s
-        self.stream: tuple[StreamInfo, WallClock] | None = None  # of the input our frames come from
-        self.pending: list[Frame] = []  # the GOP we would start with, while waiting for ``start``
-        self.writer: FragmentedMp4Writer | None = None
-        self.first: Frame | None = None
-        self.last: Frame | None = None
-        self.reached_end = False
-        self.error: str | None = None
-
-    def run(self, backlog: list[Frame]) -> CaptureResult:
-        try:
-            if not any(self._take(frame) for frame in backlog):
-                self._follow()
-        except STREAM_ERRORS as exc:  # the muxer or the disk failed
-            self.error = f"write failed: {_describe(exc)}"
-            log.warning("camera %s: %s", self.session.camera_id, self.error)
-        finally:
-            if self.writer is not None:
-                self.writer.abort()
-        return self._result()
-
-    def _follow(self) -> None:
-        last_item = time.monotonic()
-        while not self.cancel.is_set():
-            try:
-                item = self.subscriber.items.get(timeout=0.2)
-            except queue.Empty:
-                if time.monotonic() - last_item > self.data_timeout_s:
-                    self.error = "no data from the camera"
-                    return
-                continue
-            last_item = time.monotonic()
-            if isinstance(item, EndOfStream):
-                self.error = item.error or "stream ended"
-                return
-            if self._take(item):
-                return
-        self.error = "cancelled"
-
-    def _take(self, frame: Frame) -> bool:
-        """Handle one frame; True when the window is done."""
-        if self.stream is None:
-            self.stream = self.session.stream()
-        clock = self.stream[1]
-        wall = clock.wall(frame)
-        if self.writer is None:
-            if frame.keyframe and self.pending and wall > self.start:
-                # `start` fell between the last frame we hold and this keyframe: the clip begins at the
-                # keyframe at or before `start`, i.e. with the GOP we hold; this frame is then taken as usual.
-                self._open()
-                return self._take(frame)
-            if wall >= self.end:
-                # Nothing of the window is left (not buffered, or the stream restarted): no clip at all
-                # rather than one that shows another time than the one asked for.
-                self.error = "window no longer available: the camera's buffer starts after it ended"
-                return True
-            if frame.keyframe:
-                self.pending = [frame]
-            elif self.pending:
-                self.pending.append(frame)
-            if self.pending and wall >= self.start:
-                self._open()
-            return False
-        if wall >= self.end:  # any frame: waiting for the next keyframe would add up to a GOP of delay
-            self.reached_end = True
-            return True
-        self._write(frame)
-        return False
-
-    def _open(self) -> None:
-        assert self.stream is not None
-        info, clock = self.stream
-        self.writer = FragmentedMp4Writer(
-            self.out_path,
-            info.template,
-            time_base=info.time_base,
-            codec=info.codec,
-            wallclock_source=clock.source,
-        )
-        pending, self.pending = self.pending, []
-        self.first = pending[0]
-        for frame in pending:
-            self._write(frame)
-
-    def _write(self, frame: Frame) -> None:
-        assert self.writer is not None and self.stream is not None
-        clock = self.stream[1]
-        wall = clock.wall(frame)
-        self.writer.wallclock_source = clock.source
-        self.writer.write(frame, wall, wall + self._duration_s(frame))
-        self.last = frame
-
-    def _duration_s(self, frame: Frame) -> float:
-        assert self.stream is not None
-        info = self.stream[0]
-        return float(frame.duration * info.time_base) if frame.duration else info.frame_s
-
-    def _result(self) -> CaptureResult:
-        if self.stream is None:
-            return CaptureResult.failed(self.error or "nothing captured")
-        info, clock = self.stream
-        writer, first, last = self.writer, self.first, self.last
-        if writer is None or first is None or last is None:
-            failed = CaptureResult.failed(self.error or "nothing captured")
-            return replace(failed, codec=info.codec, width=info.width, height=info.height)
-        start = clock.wall(first)  # with the final clock: an SR may have come meanwhile
-        end = clock.wall(last) + self._duration_s(last)
-        complete = self.reached_end and self.error is None and start <= self.start + info.frame_s / 2
-        thumbnail = keyframe_jpeg(info.codec, info.extradata, first.data)
-        return CaptureResult(
-            _utc(start), _utc(end), clock.source, writer.size_bytes, writer.sha256, info.codec, info.width,
-            info.height, thumbnail, complete, self.error,
-        )  # fmt: skip
-
-
-def _describe(exc: BaseException) -> str:
-    """One line without the camera URL (FFmpeg errors quote it, credentials included)."""
-    return _URL.sub("<camera>", f"{type(exc).__name__}: {exc}").replace("\n", " ")[:200]
-
-
-def _utc(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)

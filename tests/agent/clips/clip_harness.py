@@ -20,8 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.clips.capture import CaptureResult
 from agent.clips.pipeline import CameraTarget
-from agent.clips.session import CaptureResult
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest, ClipUpdate, Priority

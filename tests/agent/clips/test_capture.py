@@ -28,7 +28,9 @@ import av
 import numpy as np
 import pytest
 
-from agent.clips.session import CaptureResult, SessionPool, WallClock
+from agent.clips.capture import CaptureResult
+from agent.clips.session import SessionPool
+from agent.clips.stream import WallClock
 from agent.clips.writer import Frame, box_spans, progress_path, recover_partial
 from camsim.font import read_text
 from camsim.media import MediaLibrary

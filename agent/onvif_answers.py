@@ -1,0 +1,118 @@
+"""Reading ONVIF answers: SOAP envelopes and faults (hardened: size-capped by the caller, no DTDs, entities or
+network access), and the few facts enumeration takes from them (clock, MAC, stream profiles)."""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+from lxml import etree
+
+from agent.errors import CameraError, CameraErrorKind
+from agent.onvif_reader import StreamInfo
+
+S12 = "http://www.w3.org/2003/05/soap-envelope"
+S11 = "http://schemas.xmlsoap.org/soap/envelope/"
+TDS = "http://www.onvif.org/ver10/device/wsdl"
+TRT = "http://www.onvif.org/ver10/media/wsdl"
+TT = "http://www.onvif.org/ver10/schema"
+NSMAP = {"s": S12, "tds": TDS, "trt": TRT, "tt": TT}
+
+_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=True
+)
+_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_UTC_PARTS = ("Year", "Month", "Day", "Hour", "Minute", "Second")
+_CODECS = {"h264": "h264", "h265": "h265", "hevc": "h265", "jpeg": "mjpeg"}
+
+
+class SoapFaultError(CameraError):
+    """The camera answered a SOAP fault; `subcodes` are the local names of its Subcode values."""
+
+    def __init__(self, kind: CameraErrorKind, message: str, subcodes: Sequence[str]) -> None:
+        super().__init__(kind, message)
+        self.subcodes = tuple(subcodes)
+
+
+def parse_answer(status: int, body: bytes, name: str) -> etree._Element:
+    """The first element of a SOAP answer's Body; CameraError for faults and for XML we must not read."""
+    if _DTD.search(body):
+        raise CameraError("hostile", f"{name}: document type declarations are not accepted")
+    try:
+        root = etree.fromstring(body, _PARSER)
+    except etree.XMLSyntaxError:
+        if status == 401:
+            raise CameraError("unauthorized", f"{name}: HTTP 401") from None
+        raise CameraError("protocol", f"{name}: HTTP {status}, not XML") from None
+    if root.getroottree().docinfo.internalDTD is not None:  # e.g. a DOCTYPE in UTF-16
+        raise CameraError("hostile", f"{name}: document type declarations are not accepted")
+    soap = root.tag[1:].partition("}")[0] if isinstance(root.tag, str) else ""
+    if soap not in (S12, S11) or etree.QName(root).localname != "Envelope":
+        raise CameraError("protocol", f"{name}: HTTP {status}, not a SOAP envelope")
+    content = next((c for c in root.iterfind(f"{{{soap}}}Body/*")), None)
+    if content is not None and content.tag == f"{{{soap}}}Fault":
+        raise fault_error(content, name, status)
+    if status == 401:
+        raise CameraError("unauthorized", f"{name}: HTTP 401")
+    if status != 200 or content is None:
+        raise CameraError("protocol", f"{name}: HTTP {status} without an answer")
+    return content
+
+
+def fault_error(fault: etree._Element, name: str, status: int) -> SoapFaultError:
+    subcodes = [(v.text or "").strip().rpartition(":")[2] for v in fault.iter("{*}Value", "{*}faultcode")]
+    reason = " ".join((t.text or "").strip() for t in fault.iter("{*}Text", "{*}faultstring"))
+    message = f"{name}: SOAP fault {'/'.join(subcodes)}: {reason[:120]}"
+    unauthorized = status == 401 or any(s in ("NotAuthorized", "FailedAuthentication") for s in subcodes)
+    return SoapFaultError("unauthorized" if unauthorized else "protocol", message, subcodes)
+
+
+def clock_offset(answer: etree._Element) -> float | None:
+    """Camera clock minus ours; None when the camera sent no UTC time."""
+    utc = answer.find(".//tt:UTCDateTime", NSMAP)
+    if utc is None:
+        return None
+    try:
+        year, month, day, hour, minute, second = (
+            int(next(utc.iterfind(f".//tt:{p}", NSMAP)).text or "") for p in _UTC_PARTS
+        )
+        camera = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+        datetime(year, month, day, hour, minute, second)  # range check: timegm accepts month 13
+    except (ValueError, OverflowError, StopIteration):
+        raise CameraError("protocol", "malformed UTCDateTime") from None
+    # The camera's time is truncated to the second: +0.5 s makes the estimate unbiased.
+    return camera + 0.5 - time.time()
+
+
+def mac_address(interfaces: etree._Element) -> str | None:
+    for hw in interfaces.iterfind(".//tt:Info/tt:HwAddress", NSMAP):
+        if hw.text and hw.text.strip():
+            return hw.text.strip()
+    return None
+
+
+def stream_info(profile: etree._Element, uri: str) -> StreamInfo:
+    encoder = profile.find("tt:VideoEncoderConfiguration", NSMAP)
+    if encoder is None:
+        return StreamInfo(profile.get("token", ""), "other", 0, 0, 0.0, None, uri)
+
+    def number(path: str) -> str:
+        return (encoder.findtext(path, "", NSMAP) or "").strip()
+
+    bitrate = number("tt:RateControl/tt:BitrateLimit")
+    encoding = number("tt:Encoding").lower().replace(".", "")
+    try:
+        return StreamInfo(
+            token=profile.get("token", ""),
+            codec=_CODECS.get(encoding, "other"),
+            width=int(number("tt:Resolution/tt:Width") or 0),
+            height=int(number("tt:Resolution/tt:Height") or 0),
+            fps=float(number("tt:RateControl/tt:FrameRateLimit") or 0),
+            bitrate_kbps=int(bitrate) if bitrate else None,
+            uri=uri,
+        )
+    except ValueError:
+        raise CameraError("protocol", "malformed VideoEncoderConfiguration") from None
