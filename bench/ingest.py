@@ -246,11 +246,12 @@ def cpu_times() -> dict[int, tuple[str, float]]:
 
 @dataclass
 class Drained:
-    """A drain's sustained rate and the cores that the broker and the consumers used meanwhile."""
+    """A drain's sustained rate and the cores that the broker, the consumers and PostgreSQL used meanwhile."""
 
     rate: float
     broker_cores: float
     consumer_cores: float
+    postgres_cores: float
 
 
 def wait_for(check: Any, what: str, timeout_s: float = 120) -> None:
@@ -306,10 +307,10 @@ def drain(  # noqa: PLR0917
     seconds = t1 - t0
     used = {pid: t - cpu0.get(pid, (name, 0.0))[1] for pid, (name, t) in cpu1.items()}
     broker = used.pop(broker_pid, 0.0) if broker_pid else 0.0
-    consumers_cpu = sum(
-        t for pid, t in used.items() if pid != os.getpid() and cpu1[pid][0].startswith("python")
-    )
-    return Drained((n1 - n0) / seconds, broker / seconds, consumers_cpu / seconds)
+    ours = os.getpid()
+    consumers_cpu = sum(t for p, t in used.items() if p != ours and cpu1[p][0].startswith("python"))
+    postgres_cpu = sum(t for p, t in used.items() if cpu1[p][0].startswith("postgres"))
+    return Drained((n1 - n0) / seconds, broker / seconds, consumers_cpu / seconds, postgres_cpu / seconds)
 
 
 def ingest_subscriptions(port: int, url: str, client_id: str, group: str | None) -> list[Any]:
@@ -444,6 +445,8 @@ def engine_figures(  # noqa: PLR0917
     report.add(f"{engine}_msg_per_s", round(one.rate))
     report.add(f"{engine}_collector_cores", round(one.consumer_cores, 2))
     report.add(f"{engine}_broker_cores", round(one.broker_cores, 2))
+    if engine == "postgres":
+        report.add("postgres_server_cores", round(one.postgres_cores, 2))
     report.add(f"{engine}_city_snapshot_s", round(city_snapshot(port, url_for(f"{engine}_city"), engine), 3))
     two = measure_ours(port, n, items, url_for(f"{engine}_two"), f"{engine}-two", 2, broker_pid=pid)
     report.add(f"{engine}_2_collectors_msg_per_s", round(two.rate))
