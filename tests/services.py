@@ -27,6 +27,7 @@ import boto3
 from botocore.config import Config
 
 from contract.s3_config import gateway_config
+from tests.tls_certs import write_test_certs
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -121,9 +122,21 @@ class Mosquitto(_Service):
     def pid(self) -> int:
         return int((self.directory / "mosquitto.pid").read_text())
 
-    def start(self, tmpdir: Path | str, port: int | None = None) -> Self:
-        """Start (or, with the same directory, start again keeping retained messages and sessions)."""
+    @property
+    def tls_port(self) -> int:
+        """The TLS listener's port (a broker started with tls=True); clients trust `ca_file`."""
+        return int(_read_env_file(self.directory / "mqtt.env")["MQTT_TLS_PORT"])
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "tls" / "ca.crt"
+
+    def start(self, tmpdir: Path | str, port: int | None = None, tls: bool = False) -> Self:
+        """Start (or, with the same directory, start again keeping retained messages and sessions). With
+        `tls`, also a TLS listener (`tls_port`) with a certificate for 127.0.0.1 from a throwaway CA."""
         directory = Path(tmpdir)
+        if tls and not (directory / "tls" / "server.crt").exists():
+            write_test_certs(directory / "tls")
         # A free port can be taken by another process before the broker binds it: try a few fresh ones.
         for attempt in range(1 if port is not None else 3):
             chosen = port if port is not None else free_port()

@@ -2,6 +2,8 @@
 # A throwaway Mosquitto broker on 127.0.0.1 with its config, persistence, log and pid file in DIR.
 #
 #   mosquitto.sh start DIR [PORT]   write DIR/mosquitto.conf, start the broker, write DIR/mqtt.env
+#                                   (with DIR/tls/{ca.crt,server.crt,server.key} present, also a TLS
+#                                   listener on a free port, written to mqtt.env as MQTT_TLS_PORT)
 #   mosquitto.sh stop DIR           SIGTERM the broker (it saves its database) and wait for it to exit
 #   mosquitto.sh status DIR         exit 0 when it runs, 3 otherwise
 #
@@ -50,6 +52,14 @@ set_tcp_nodelay true
 log_dest file $dir/mosquitto.log
 log_timestamp_format %Y-%m-%dT%H:%M:%S
 EOF
+  if [[ -n ${3:-} ]]; then
+    cat >>"$dir/mosquitto.conf" <<EOF
+listener $3 127.0.0.1
+cafile $dir/tls/ca.crt
+certfile $dir/tls/server.crt
+keyfile $dir/tls/server.key
+EOF
+  fi
 }
 
 fail() {
@@ -63,7 +73,7 @@ fail() {
 }
 
 cmd_start() {
-  local dir=$1 port=${2:-} pid deadline
+  local dir=$1 port=${2:-} tls_port="" pid deadline
   if running "$dir"; then
     log "already running in $dir (pid $(pid_of "$dir"), $(grep MQTT_PORT "$dir/mqtt.env"))"
     return 0
@@ -74,7 +84,8 @@ cmd_start() {
     exit 1
   fi
   rm -f "$dir/mqtt.env"
-  write_conf "$dir" "$port"
+  if [[ -s $dir/tls/server.crt ]]; then tls_port=$(free_port); fi
+  write_conf "$dir" "$port" "$tls_port"
   # foreground in its own session, detached from our stdio; we record the pid ourselves
   setsid mosquitto -c "$dir/mosquitto.conf" </dev/null >"$dir/mosquitto.out" 2>&1 &
   pid=$!
@@ -92,7 +103,18 @@ cmd_start() {
     fi
     sleep 0.005
   done
+  if [[ -n $tls_port ]]; then
+    deadline=$((SECONDS + 10))
+    until accepts "$tls_port"; do
+      if ((SECONDS >= deadline)); then
+        fail "$dir" "mosquitto did not accept TLS on 127.0.0.1:$tls_port within 10 s"
+        exit 1
+      fi
+      sleep 0.005
+    done
+  fi
   printf 'MQTT_HOST=127.0.0.1\nMQTT_PORT=%s\n' "$port" >"$dir/mqtt.env"
+  if [[ -n $tls_port ]]; then printf 'MQTT_TLS_PORT=%s\n' "$tls_port" >>"$dir/mqtt.env"; fi
 }
 
 cmd_stop() {

@@ -4,6 +4,7 @@ and acknowledge everything it received (or the broker would deliver it again to 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -13,6 +14,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from collector.buffered_client import READ_SIZE, BufferedClient
+from contract.mqtt_client import new_client
+from contract.mqtt_settings import MqttSettings
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -124,3 +127,41 @@ def test_everything_received_is_acknowledged(mosquitto: Mosquitto) -> None:
     _publish(mosquitto, [("t/marker", b"", 1, None)])
     again = resumed.wait()
     assert [topic for topic, *_ in again] == ["t/marker"]
+
+
+def test_over_tls_with_the_collectors_settings(tmp_path: Path) -> None:
+    """The collector's client as configured for a TLS broker (mqtt.tls, mqtt.ca_file): the buffered reads sit
+    on top of the TLS socket and still see every byte, a message larger than one read included."""
+    with Mosquitto().start(tmp_path / "tls-broker", tls=True) as broker:
+        settings = MqttSettings(host=broker.host, port=broker.tls_port, tls=True, ca_file=broker.ca_file)
+        client = new_client(settings, "tls-collector", BufferedClient)
+        got: list[tuple[str, bytes]] = []
+        done, subscribed = threading.Event(), threading.Event()
+
+        def on_message(_c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:
+            got.append((m.topic, bytes(m.payload)))
+            if m.topic == "t/end":
+                done.set()
+
+        client.on_message = on_message
+        client.on_subscribe = lambda *_: subscribed.set()
+        client.on_connect = lambda c, *_: c.subscribe("t/#", qos=1)
+        client.connect(broker.host, broker.tls_port)
+        client.loop_start()
+        try:
+            assert subscribed.wait(10)
+            sent = [(f"t/{i}", f"payload {i}".encode() * 20) for i in range(2000)]
+            sent.insert(1000, ("t/big", b"\x07" * (2 * READ_SIZE + 3)))
+            sent.append(("t/end", b""))
+            publisher = new_client(settings, "tls-publisher")
+            publisher.connect(broker.host, broker.tls_port)
+            publisher.loop_start()
+            for info in [publisher.publish(t, p, qos=1) for t, p in sent]:
+                info.wait_for_publish(20)
+            publisher.disconnect()
+            publisher.loop_stop()
+            assert done.wait(30)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+    assert got == sent
