@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,6 +89,9 @@ class Report:
         self.figures["ratio"] = round(ratio, 3)
         self.figures["machine"] = machine()
         self.figures["closing"] = closing
+        # A short run must not pass for a full one in BENCHMARKS.md (bench.all renders the last results).
+        quick = " --quick" if "--quick" in sys.argv else ""
+        self.figures["command"] = f"python -m bench.{self.name}{quick}"
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         (RESULTS_DIR / f"{self.name}.json").write_text(json.dumps(self.figures, indent=2, default=str))
         if as_json:
