@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 
 from collector.api import StoreThread, make_app
 from collector.config import CollectorSettings
+from collector.index_metrics import IndexGauges
 from collector.ingest import Ingest
 from collector.metrics import CollectorMetrics
 from collector.store import Store, open_store
@@ -40,6 +41,7 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
     metrics = CollectorMetrics()
     url = settings.store.url
     migrated_store(url).close()
+    metrics.registry.register(IndexGauges(lambda: open_store(url)))
     metrics_server, _ = start_http_server(settings.metrics_port, settings.http.host, metrics.registry)
     ingest = Ingest(settings, metrics)
     ingest.start_writer()

@@ -293,6 +293,15 @@ class SqlStore(ABC):
     def known_agents(self) -> dict[str, str]:
         return {d: a for d, a in self._query("SELECT district, agent_id FROM agents")}
 
+    def camera_counts(self) -> dict[tuple[str, str], int]:
+        rows = self._query(
+            "SELECT district, COALESCE(state, 'unknown') AS s, COUNT(*) FROM cameras GROUP BY district, s"
+        )
+        return {(d, s): int(n) for d, s, n in rows}
+
+    def agent_states(self) -> dict[str, str]:
+        return {d: s for d, s in self._query("SELECT district, state FROM agents")}
+
     def cameras(self, district: str | None = None, state: str | None = None) -> list[CameraView]:
         where, params = _filters({"district": district, "state": state})
         # The filter's column names are constants; values are parameters.

@@ -146,6 +146,8 @@ def test_run_serves_api_and_metrics_and_drains_on_sigterm(tmp_path: Path, mosqui
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         assert 'collector_received_messages_total{kind="camera_status"} 1.0' in text
+        assert 'collector_cameras{district="gangnam",state="offline"} 1.0' in text
+        assert 'collector_agent_online{district="gangnam"} 1.0' in text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:

@@ -172,3 +172,16 @@ def test_postgres_store_reconnects_after_losing_its_connection(pg_service: PgSer
         assert [c.state for c in store.cameras()] == ["offline"]  # a read retries once by itself
     finally:
         store.close()
+
+
+def test_camera_counts_and_agent_states_for_dashboards(store: Store) -> None:
+    write(store, agent(), agent("jongno", "agent-jongno"), meta("cam-0"))
+    write(store, status("cam-1", "online", 1), status("cam-2", "offline", 1), status("cam-3", "online", 1))
+    write(store, status("jn-1", "degraded", 1, district="jongno", agent_id="agent-jongno"))
+    assert store.camera_counts() == {
+        ("gangnam", "online"): 2,
+        ("gangnam", "offline"): 1,
+        ("gangnam", "unknown"): 1,  # known from its metadata, no status yet
+        ("jongno", "degraded"): 1,
+    }
+    assert store.agent_states() == {"gangnam": "online", "jongno": "online"}
