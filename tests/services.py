@@ -1,4 +1,5 @@
-"""Real local services for tests, benchmarks and the demo: a Mosquitto broker and a Ceph S3 gateway.
+"""Real local services for tests, benchmarks and the demo: a Mosquitto broker, a Ceph S3 gateway and a
+Prometheus server.
 
 Both wrap the scripts in deploy/dev/ (which a person can also run by hand), keep everything in a directory
 the caller owns, listen on 127.0.0.1 only and stop by pid. Usage:
@@ -13,15 +14,19 @@ Both are also context managers that stop the service on exit.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import boto3
 from botocore.config import Config
@@ -241,3 +246,79 @@ class CephS3(_Service):
         if key not in self._env:
             raise RuntimeError("CephS3 is not started")
         return self._env[key]
+
+
+class Prometheus(_Service):
+    """A Prometheus server (Debian's `prometheus`) scraping its jobs every second and evaluating our rule
+    files every second. Its config is written as JSON, which is YAML too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self, tmpdir: Path | str, jobs: dict[str, list[str]], rule_files: list[Path]) -> Self:
+        directory = Path(tmpdir)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(f) for f in rule_files],
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": targets}]} for job, targets in jobs.items()
+            ],
+        }
+        (directory / "prometheus.yml").write_text(json.dumps(config, indent=2))
+        self.port = free_port()
+        with open(directory / "prometheus.log", "wb") as out:
+            self._proc = subprocess.Popen(
+                [
+                    "prometheus",
+                    f"--config.file={directory / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={directory / 'data'}",
+                    f"--web.listen-address={LOOPBACK}:{self.port}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self._dir = directory
+        deadline = time.monotonic() + 20
+        while not self._ready():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = (directory / "prometheus.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"prometheus did not become ready:\n{tail}")
+            time.sleep(0.05)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp:  # noqa: S310 - loopback
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def api(self, path: str, **params: str) -> Any:
+        """GET /api/v1/<path>; the `data` of a successful answer, RuntimeError otherwise."""
+        query = urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as resp:  # noqa: S310
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            body = json.loads(exc.read() or b"{}")
+        if body.get("status") != "success":
+            raise RuntimeError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
