@@ -82,10 +82,13 @@ async def test_prometheus_evaluates_the_rules_and_every_panel_on_live_metrics(
                 def availability_known() -> bool:
                     return bool(prometheus.api("query", query=AVAILABILITY)["result"])
 
+                def both_scraped() -> bool:
+                    targets = prometheus.api("targets")["activeTargets"]
+                    health = {t["labels"]["job"]: t["health"] for t in targets}
+                    return health == {"cctv-agent": "up", "cctv-collector": "up"}
+
                 await eventually(availability_known, 60, "the district's availability in Prometheus")
-                targets = prometheus.api("targets")["activeTargets"]
-                health = {t["labels"]["job"]: t["health"] for t in targets}
-                assert health == {"cctv-agent": "up", "cctv-collector": "up"}
+                await eventually(both_scraped, 20, "both targets scraped and up")
                 rules = [r for g in prometheus.api("rules")["groups"] for r in g["rules"]]
                 text = RULES.read_text()
                 assert len(rules) == text.count("- alert:") + text.count("- record:")
