@@ -33,6 +33,15 @@ MAY_BE_EMPTY = {
     "Collector: rejected messages by reason",
 }
 AVAILABILITY = "cctv:district_camera_availability:ratio"
+DIAGNOSTICS = (
+    "up",
+    "cctv_agent_mqtt_connected",
+    "cctv_agent_cameras",
+    "collector_mqtt_connected",
+    "collector_written_messages_total",
+    "collector_rejected_messages_total",
+    "collector_cameras",
+)
 
 __all__ = ["district"]  # the simulated district fixture, shared with the agent's MQTT tests
 
@@ -87,7 +96,11 @@ async def test_prometheus_evaluates_the_rules_and_every_panel_on_live_metrics(
                     health = {t["labels"]["job"]: t["health"] for t in targets}
                     return health == {"cctv-agent": "up", "cctv-collector": "up"}
 
-                await eventually(availability_known, 60, "the district's availability in Prometheus")
+                try:
+                    await eventually(availability_known, 60, "the district's availability in Prometheus")
+                except AssertionError as exc:  # say which link of agent -> broker -> collector broke
+                    seen = {q: prometheus.api("query", query=q)["result"] for q in DIAGNOSTICS}
+                    raise AssertionError(f"{exc}; Prometheus saw {seen}") from None
                 await eventually(both_scraped, 20, "both targets scraped and up")
                 rules = [r for g in prometheus.api("rules")["groups"] for r in g["rules"]]
                 text = RULES.read_text()
