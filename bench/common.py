@@ -51,6 +51,15 @@ def current_rss_mib(pid: int | str = "self") -> float:
     return 0.0
 
 
+def process_cpu_seconds(pid: int | str) -> float:
+    """User + system CPU time of any process so far (from /proc); 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib() -> float:
     """Peak resident memory of this process, MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

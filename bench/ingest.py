@@ -50,7 +50,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench.common import Report, parser
+from bench.common import Report, parser, process_cpu_seconds
 from collector.buffered_client import BufferedClient
 from collector.config import CollectorSettings
 from collector.ingest import Ingest, Subscriber
@@ -261,20 +261,10 @@ def cpu_caps(names: list[str], cores: float) -> Iterator[list[Path]]:
 
 def cpu_times() -> dict[int, tuple[str, float]]:
     """CPU seconds (user + system) of every process, by pid, with its command name."""
-    tick = os.sysconf("SC_CLK_TCK")
     out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = raw.rsplit(")", 1)[1].split()
-        out[int(entry)] = (
-            raw[raw.index("(") + 1 : raw.rindex(")")],
-            (int(fields[11]) + int(fields[12])) / tick,
-        )
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            out[int(entry)] = (Path(f"/proc/{entry}/comm").read_text().strip(), process_cpu_seconds(entry))
     return out
 
 

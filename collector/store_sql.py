@@ -140,11 +140,11 @@ class SqlStore(ABC):
         try:
             return self._read(statement, params)
         except Exception:
-            if not self._connection_lost():
-                self._recover()
-                raise
+            lost = self._connection_lost()
             self._recover()
-            return self._read(statement, params)  # once more, on the new connection
+            if not lost:
+                raise
+        return self._read(statement, params)  # once more, on the new connection
 
     def _read(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         cur = self._conn.cursor()

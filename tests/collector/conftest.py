@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +15,7 @@ import pytest
 from collector.store import Store, open_store
 from contract.messages import AgentState, CameraMeta, CameraStatus, ClipUpdate, HealthEntry, HealthSnapshot
 from tests.collector.pg import PgService, available
+from tests.services import Mosquitto, free_port
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -39,6 +42,22 @@ def store(store_url: str) -> Iterator[Store]:
     s.migrate()
     yield s
     s.close()
+
+
+def start_collector_process(
+    tmp_path: Path, broker: Mosquitto, stderr: int | None = None
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """`cctv-collector run` in its own process, on a SQLite index in `tmp_path`, with a config written there;
+    returns the process, its HTTP API port and its metrics port (the caller waits for what it needs)."""
+    http_port, metrics_port = free_port(), free_port()
+    cfg = tmp_path / "collector.toml"
+    cfg.write_text(
+        f"metrics_port = {metrics_port}\n[mqtt]\nport = {broker.port}\n"
+        f'[store]\nurl = "sqlite://{tmp_path / "run.db"}"\n[http]\nport = {http_port}\n'
+    )
+    code = "import sys; from collector.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, "run", "--config", str(cfg)], stderr=stderr)
+    return proc, http_port, metrics_port
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:

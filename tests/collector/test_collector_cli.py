@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ from collector.cli import main
 from collector.store import Batch, open_store
 from contract.codec import encode
 from contract.messages import AnyMessage
-from tests.collector.conftest import agent, meta, status, wait_until
-from tests.services import Mosquitto, free_port
+from tests.collector.conftest import agent, meta, start_collector_process, status, wait_until
+from tests.services import Mosquitto
 
 
 @pytest.fixture
@@ -123,14 +122,7 @@ async def test_http_api_lists_cameras(config: Path) -> None:
 
 @pytest.mark.integration
 def test_run_serves_api_and_metrics_and_drains_on_sigterm(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    http_port, metrics_port = free_port(), free_port()
-    cfg = tmp_path / "collector.toml"
-    cfg.write_text(
-        f"metrics_port = {metrics_port}\n[mqtt]\nport = {mosquitto.port}\n"
-        f'[store]\nurl = "sqlite://{tmp_path / "run.db"}"\n[http]\nport = {http_port}\n'
-    )
-    code = "import sys; from collector.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "run", "--config", str(cfg)], stderr=subprocess.PIPE)
+    proc, http_port, metrics_port = start_collector_process(tmp_path, mosquitto, stderr=subprocess.PIPE)
     try:
         wait_until(lambda: _get(f"http://127.0.0.1:{http_port}/healthz") is not None, what="healthz")
         client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)

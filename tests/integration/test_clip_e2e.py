@@ -24,7 +24,7 @@ from camsim.media import MediaLibrary
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest
-from tests.integration.test_agent_mqtt import Recorder, eventually, running
+from tests.integration.conftest import Recorder, eventually, running
 from tests.services import CephS3, Mosquitto
 
 pytestmark = pytest.mark.integration

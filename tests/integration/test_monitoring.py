@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ from prometheus_client import start_http_server
 
 from agent.app import Agent
 from camsim.fleet import Fleet
-from tests.collector.conftest import wait_until
-from tests.integration.test_agent_mqtt import agent_settings, district, eventually, running
+from tests.collector.conftest import start_collector_process, wait_until
+from tests.integration.conftest import agent_settings, eventually, running
 from tests.services import Mosquitto, Prometheus, free_port
 
 pytestmark = pytest.mark.integration
@@ -42,8 +41,6 @@ DIAGNOSTICS = (
     "collector_rejected_messages_total",
     "collector_cameras",
 )
-
-__all__ = ["district"]  # the simulated district fixture, shared with the agent's MQTT tests
 
 
 def _needs(tool: str) -> None:
@@ -128,14 +125,7 @@ async def test_prometheus_evaluates_the_rules_and_every_panel_on_live_metrics(
 
 
 def _start_collector(tmp_path: Path, broker: Mosquitto) -> tuple[subprocess.Popen[bytes], int]:
-    http_port, metrics_port = free_port(), free_port()
-    cfg = tmp_path / "collector.toml"
-    cfg.write_text(
-        f"metrics_port = {metrics_port}\n[mqtt]\nport = {broker.port}\n"
-        f'[store]\nurl = "sqlite://{tmp_path / "index.db"}"\n[http]\nport = {http_port}\n'
-    )
-    code = "import sys; from collector.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "run", "--config", str(cfg)])
+    proc, _http_port, metrics_port = start_collector_process(tmp_path, broker)
     wait_until(lambda: _answers(f"http://127.0.0.1:{metrics_port}/metrics"), what="the collector's metrics")
     return proc, metrics_port
 
