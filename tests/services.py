@@ -151,8 +151,10 @@ class Mosquitto(_Service):
             except RuntimeError:
                 if port is not None or attempt == 2:
                     raise
-        self._dir, self._port = directory, chosen
-        log.debug("mosquitto up on %s:%s in %s", self.host, chosen, directory)
+        # The port the broker listens on, as the script wrote it (a broker already running in this directory
+        # keeps its own port, whatever was asked).
+        self._dir, self._port = directory, int(_read_env_file(directory / "mqtt.env")["MQTT_PORT"])
+        log.debug("mosquitto up on %s:%s in %s", self.host, self._port, directory)
         return self
 
     def stop(self, graceful: bool = True) -> None:

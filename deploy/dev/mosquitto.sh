@@ -26,6 +26,14 @@ alive() {
 
 running() { local pid; pid=$(pid_of "$1") && alive "$pid" "$1"; }
 
+# Gone or a zombie. For the process this script has just started: its command line may not name DIR yet
+# (setsid has forked but not yet run mosquitto), so alive() would call a starting broker dead.
+exited() {
+  local state
+  state=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) || return 0
+  [[ $state == Z ]]
+}
+
 free_port() {
   /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -92,7 +100,7 @@ cmd_start() {
   echo "$pid" >"$dir/mosquitto.pid"
   deadline=$((SECONDS + 10))
   until accepts "$port"; do
-    if ! alive "$pid" "$dir"; then
+    if exited "$pid"; then
       fail "$dir" "mosquitto exited at start (port $port in use?)"
       exit 1
     fi
