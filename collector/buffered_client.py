@@ -10,7 +10,10 @@ the network thread. This subclass keeps paho's protocol handling and changes onl
 - `loop_read` handles every packet already buffered before returning to `select()`;
 - the PUBACKs of a burst skip the socket-pair wake-up and leave together in one `send()` at its end;
 - inbound PUBLISH properties are decoded by a subclass of paho's Properties that shares its lookup tables and
-  skips the work when a packet has none (paho rebuilds the tables for every message).
+  skips the work when a packet has none (paho rebuilds the tables for every message);
+- with paho's manual acknowledgement on, the application says which message ids are done through `acks_due`,
+  which the network thread polls each loop turn (paho's `ack()` from another thread could race a reconnect
+  and acknowledge an id of the old connection on the new one); their PUBACKs leave in one packet.
 
 It relies on paho internals (`_create_socket`, `_packet_queue`, `_packet_write`, `_out_packet`), so the
 dependency is pinned below the next minor release and tests/collector/test_buffered_client.py runs it against
@@ -22,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt._packet
@@ -88,11 +93,37 @@ class BufferedClient(mqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._holding_acks = False
+        # Counts connections: a message id means something only on the connection that delivered it.
+        self.connection = 0
+        # With manual_ack_set(True): the ids to acknowledge now on the given connection (network thread).
+        self.acks_due: Callable[[int], list[int]] | None = None
         # Only decode_publish looks this name up: inbound PUBLISH properties, decoded the same, faster.
         paho.mqtt._packet.Properties = PublishProperties  # type: ignore[attr-defined]
 
     def _create_socket(self) -> Any:
         return BufferedSocket(super()._create_socket())
+
+    def reconnect(self) -> MQTTErrorCode:
+        self.connection += 1  # paho has just dropped what was queued for the old connection
+        return super().reconnect()
+
+    def wake(self) -> None:
+        """Make the network thread poll `acks_due` now, not at its next packet or timeout (any thread)."""
+        pair = self._sockpairW
+        if pair is not None:
+            with contextlib.suppress(OSError):  # BlockingIOError: a wake-up is already pending
+                pair.send(b"\0")
+
+    def loop_misc(self) -> MQTTErrorCode:
+        if self.acks_due is not None and self._sock is not None:
+            mids = self.acks_due(self.connection)
+            if mids:  # one packet of PUBACKs in the order received, written at the next loop turn
+                joined = b"".join([struct.pack("!BBH", _PUBACK, 2, mid) for mid in mids])
+                self._out_packet.append(
+                    {"command": _PUBACK, "mid": 0, "qos": 1, "pos": 0, "to_process": len(joined),
+                     "packet": joined, "info": None}
+                )  # fmt: skip
+        return super().loop_misc()
 
     def _sock_close(self) -> None:
         """After our DISCONNECT, wait (briefly) for the broker to close its side before closing ours. A

@@ -28,6 +28,9 @@ class IngestSettings(BaseModel):
     batch_max: int = Field(default=1000, ge=1, le=100_000)
     batch_ms: int = Field(default=50, ge=1, le=10_000)
     queue_max: int = Field(default=100_000, ge=100)
+    # QoS 1 messages the broker may send ahead of their acknowledgement, which follows their commit (MQTT 5
+    # Receive Maximum): they wait in memory meanwhile. At most 65,535: message ids are 16-bit.
+    receive_maximum: int = Field(default=20_000, ge=1, le=65_535)
     session_expiry_s: int = Field(default=3600, ge=0)
     # With share_group: fetch retained meta/status once through a non-shared subscription (MQTT 5 brokers do
     # not send retained messages to shared subscriptions; Mosquitto 2.0 does, making this a harmless repeat).

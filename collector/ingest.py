@@ -3,12 +3,13 @@ queue to a writer process (collector/writer.py) that decodes, checks and commits
 transaction per `ingest.batch_max` messages or `ingest.batch_ms`, whichever first).
 
 Lifecycle (sinks first, sources last): `Ingest.start()` starts the writer, then the subscriber; `stop()`
-disconnects the subscriber (the broker keeps the persistent session and queues QoS 1 messages meanwhile),
-then lets the writer drain the queue and commit before it returns.
+stops taking messages, lets the writer commit what it holds, acknowledges that, then disconnects (the broker
+keeps the persistent session and queues QoS 1 messages meanwhile).
 
-Durability: QoS 1 messages are acknowledged when paho's on_message returns, i.e. once queued. A graceful stop
-drains the queue; a crash loses at most the queue's content, which agents re-publish (retained status and
-meta, periodic health; clip updates go through the agent's outbox until acknowledged).
+Durability: a QoS 1 message is acknowledged only once the writer has committed it (or rejected it), see
+collector/acks.py. A crash loses nothing acknowledged: the broker delivers the rest again to the resumed
+session, and the idempotent upserts absorb what was committed twice. The broker may send at most
+`ingest.receive_maximum` messages ahead of their acknowledgement (the MQTT 5 Receive Maximum).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import multiprocessing as mp
 import threading
 import time
 from multiprocessing.queues import Queue
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collector import writer
+from collector.acks import AckLedger
 from collector.buffered_client import BufferedClient
 from collector.config import CollectorSettings
 from collector.metrics import CollectorMetrics
@@ -34,10 +36,12 @@ log = logging.getLogger(__name__)
 
 CHUNK = 256  # messages per hand-over: amortises the queue's locking and pickling
 _FLUSH_S = 0.005
+_ACK_WAIT_S = 5.0  # at a stop, for the network thread to take the last acknowledgements
 
 
 class Subscriber:
-    """The paho client: subscribes and hands raw messages to the writer in chunks. Callbacks never raise."""
+    """The paho client: subscribes, hands raw messages to the writer in numbered chunks and acknowledges them
+    once committed (`committed`). Callbacks never raise."""
 
     def __init__(
         self, settings: CollectorSettings, sink: Queue[writer.Chunk | None], metrics: CollectorMetrics
@@ -48,14 +52,22 @@ class Subscriber:
         self.subscribed = threading.Event()
         self._bootstrap_mid: int | None = None
         self._stopping = threading.Event()
-        self._pending: writer.Chunk = []
+        self._pausing = threading.Event()
+        self._pending: list[tuple[str, bytes]] = []
+        self._pending_mids: list[int] = []  # QoS 1 ids in _pending, all from connection _connection
+        self._connection = 0
+        self._chunk = 0  # number of the last chunk handed over
         self._lock = threading.Lock()
+        self.acks = AckLedger()
         self._flusher = threading.Thread(target=self._flush_periodically, name="collector-flush", daemon=True)
         self.client = self._make_client()
 
-    def _make_client(self) -> mqtt.Client:
-        client = new_client(self.settings.mqtt, self.settings.collector_id, BufferedClient)
+    def _make_client(self) -> BufferedClient:
+        made = new_client(self.settings.mqtt, self.settings.collector_id, BufferedClient)
+        client = cast(BufferedClient, made)
         client.max_queued_messages_set(0)
+        client.manual_ack_set(True)
+        client.acks_due = self.acks.due
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -63,28 +75,47 @@ class Subscriber:
         return client
 
     def start(self) -> None:
-        connect_persistent(self.client, self.settings.mqtt, self.settings.ingest.session_expiry_s)
+        ing = self.settings.ingest
+        connect_persistent(self.client, self.settings.mqtt, ing.session_expiry_s, ing.receive_maximum)
         self._flusher.start()
         self.client.loop_start()
 
-    def stop(self) -> None:
-        """Disconnect (the session stays at the broker) and hand over what is pending."""
-        self._stopping.set()
-        self.client.disconnect()
-        self.client.loop_stop()
+    def pause(self) -> None:
+        """Take no more messages (those that arrive stay unacknowledged: the broker sends them again to the
+        resumed session) and hand over what is pending."""
+        self._pausing.set()
         if self._flusher.is_alive():
             self._flusher.join()
         self.flush()
+
+    def committed(self, through: int) -> None:
+        """The writer has committed every chunk up to `through`: acknowledge their messages."""
+        self.acks.committed(through)
+        self.client.wake()
+
+    def stop(self) -> None:
+        """After `pause` and the writer's last commit: send the last acknowledgements and disconnect (the
+        session stays at the broker)."""
+        self.pause()
+        self.client.wake()
+        if self.client.is_connected() and not self.acks.wait_empty(_ACK_WAIT_S):
+            log.warning("stopping with acknowledgements unsent: the broker will deliver those messages again")
+        self._stopping.set()
+        self.client.disconnect()
+        self.client.loop_stop()
 
     def flush(self) -> None:
         # Blocking on a full queue is the back-pressure: the broker queues for this session meanwhile.
         with self._lock:
             if self._pending:
-                self.sink.put(self._pending)
-                self._pending = []
+                self._chunk += 1
+                if self._pending_mids:
+                    self.acks.add(self._chunk, self._connection, self._pending_mids)
+                self.sink.put((self._chunk, self._pending))
+                self._pending, self._pending_mids = [], []
 
     def _flush_periodically(self) -> None:
-        while not self._stopping.wait(_FLUSH_S):
+        while not self._pausing.wait(_FLUSH_S):
             self.flush()
 
     # -- paho callbacks (network thread) --------------------------------------------------------------------
@@ -94,6 +125,9 @@ class Subscriber:
             return
         self.metrics.connected.set(1)
         log.info("connected to the broker (session present: %s)", flags.session_present)
+        with self._lock:  # ids from a lost connection mean nothing now; the broker sends those messages again
+            self._pending_mids = []
+            self._connection = self.client.connection
         client.subscribe(self.subscriptions())
         ing = self.settings.ingest
         if ing.share_group and ing.bootstrap_retained and not flags.session_present:
@@ -135,7 +169,11 @@ class Subscriber:
         # Only a list append here: decoding and checks happen in the writer process (see writer.py).
         try:
             with self._lock:
+                if self._pausing.is_set():
+                    return  # not acknowledged: delivered again to the resumed session
                 self._pending.append((msg.topic, bytes(msg.payload)))  # no copy: it is bytes
+                if msg.qos:
+                    self._pending_mids.append(msg.mid)
                 full = len(self._pending) >= CHUNK
             if full:
                 self.flush()
@@ -178,10 +216,11 @@ class Ingest:
         self.subscriber.start()
 
     def stop(self, timeout_s: float = 60) -> None:
-        self.subscriber.stop()
+        self.subscriber.pause()
         self.chunks.put(None)
         self.process.join(timeout_s)
-        self._reader.join(timeout_s)
+        self._reader.join(timeout_s)  # every commit reported, so every acknowledgement due
+        self.subscriber.stop()
 
     def writer_alive(self) -> bool:
         return self.process.is_alive()
@@ -216,3 +255,5 @@ class Ingest:
         if stats.batch_seconds is not None:
             m.batch_seconds.observe(stats.batch_seconds)
         m.queue_depth.set(self.queue_depth())
+        if stats.committed_through is not None:
+            self.subscriber.committed(stats.committed_through)

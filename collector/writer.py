@@ -4,7 +4,8 @@ It runs in its own process so decoding and SQL do not compete with paho's networ
 (measured in one process: 8.5k msg/s against 19k for a bare subscriber). The MQTT side sends chunks of raw
 `(topic, payload)` pairs through a bounded multiprocessing queue; `None` asks the writer to commit what it has
 and exit. After each commit (and whenever it rejected something) the writer sends a `WriterStats` back, which
-the parent turns into Prometheus metrics.
+the parent turns into Prometheus metrics. Chunks are numbered: a report's `committed_through` tells the MQTT
+side which messages it may now acknowledge (collector/acks.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from contract.messages import AgentState, AnyMessage, CameraMeta, CameraStatus, 
 
 log = logging.getLogger(__name__)
 
-Chunk = list[tuple[str, bytes]]
+Chunk = tuple[int, list[tuple[str, bytes]]]  # (chunk number, messages)
 KIND: dict[type[Any], str] = {
     AgentState: "agent_state",
     CameraMeta: "camera_meta",
@@ -45,6 +46,7 @@ class WriterStats:
     written: int = 0
     batch_seconds: float | None = None
     store_errors: int = 0
+    committed_through: int | None = None  # every chunk up to this number is done (committed or rejected)
     final: bool = False
 
 
@@ -142,33 +144,39 @@ def run(settings: CollectorSettings, chunks: Queue[Chunk | None], reports: Queue
         stop = False
         while not stop:
             batch, stats = Batch(), WriterStats()
-            stop = _collect(writer, chunks, batch, stats)
+            stop, through = _collect(writer, chunks, batch, stats)
             if batch.messages:
                 writer.commit(batch, stats)
-            if batch.messages or stats.rejected or stats.store_errors:
+            stats.committed_through = through
+            if through is not None or stats.store_errors:
                 reports.put(stats)
     finally:
         store.close()
         reports.put(WriterStats(final=True))
 
 
-def _collect(writer: BatchWriter, chunks: Queue[Chunk | None], batch: Batch, stats: WriterStats) -> bool:
-    """Fill one batch (`ingest.batch_max` messages or `ingest.batch_ms`); True when asked to stop."""
+def _collect(
+    writer: BatchWriter, chunks: Queue[Chunk | None], batch: Batch, stats: WriterStats
+) -> tuple[bool, int | None]:
+    """Fill one batch (`ingest.batch_max` messages or `ingest.batch_ms`) from whole chunks; returns whether
+    asked to stop, and the number of the last chunk taken (None if none)."""
     batch_max, batch_s = writer.settings.ingest.batch_max, writer.settings.ingest.batch_ms / 1000
+    through = None
     try:
         chunk = chunks.get(timeout=0.5)
     except queue.Empty:
-        return False
+        return False, through
     deadline = time.monotonic() + batch_s
     while True:
         if chunk is None:
-            return True
-        for topic, payload in chunk:
+            return True, through
+        through, messages = chunk
+        for topic, payload in messages:
             writer.add(batch, stats, topic, payload)
         remaining = deadline - time.monotonic()
         if batch.messages >= batch_max or remaining <= 0:
-            return False
+            return False, through
         try:
             chunk = chunks.get(timeout=remaining)
         except queue.Empty:
-            return False
+            return False, through

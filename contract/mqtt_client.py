@@ -32,11 +32,16 @@ def new_client(
     return client
 
 
-def connect_persistent(client: mqtt.Client, settings: MqttSettings, session_expiry_s: int) -> None:
+def connect_persistent(
+    client: mqtt.Client, settings: MqttSettings, session_expiry_s: int, receive_maximum: int | None = None
+) -> None:
     """Connect in the background with a persistent MQTT 5 session: QoS 1 messages for this client wait at the
-    broker while it is away (up to `session_expiry_s`)."""
+    broker while it is away (up to `session_expiry_s`). `receive_maximum` caps the QoS 1 messages the broker
+    sends ahead of their acknowledgement (without it Mosquitto applies its `max_inflight_messages`)."""
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho ships no hints here
     properties.SessionExpiryInterval = session_expiry_s
+    if receive_maximum is not None:
+        properties.ReceiveMaximum = receive_maximum
     client.connect_async(
         settings.host, settings.port, keepalive=settings.keepalive_s, clean_start=False, properties=properties
     )
