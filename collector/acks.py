@@ -44,6 +44,11 @@ class AckLedger:
                 self._changed.notify_all()
             return mids
 
+    def waiting(self) -> int:
+        """QoS 1 messages received and not yet acknowledged."""
+        with self._changed:
+            return sum(len(mids) for _chunk, _conn, mids in self._waiting)
+
     def wait_empty(self, timeout_s: float) -> bool:
         """Wait until every recorded id was taken by `due`; False on timeout."""
         with self._changed:

@@ -71,5 +71,6 @@ def _health(ingest: Ingest) -> dict[str, Any]:
         "writer_alive": writer_alive,
         "queue_depth": ingest.queue_depth(),
         "committed_messages": ingest.committed,
+        "unacknowledged_messages": ingest.subscriber.acks.waiting(),
         "time": time.time(),
     }

@@ -165,3 +165,43 @@ def test_over_tls_with_the_collectors_settings(tmp_path: Path) -> None:
             client.disconnect()
             client.loop_stop()
     assert got == sent
+
+
+def test_manual_acks_acknowledge_exactly_what_acks_due_returns(mosquitto: Mosquitto) -> None:
+    """With manual acknowledgement, what the application does not declare done stays at the broker and is
+    delivered again to the resumed session; what it declares done is not."""
+    _open_session(mosquitto, "manual")
+    _publish(mosquitto, [(f"t/{i}", b"x" * 200, 1, None) for i in range(3000)])
+    client = _client(BufferedClient, "manual")
+    assert isinstance(client, BufferedClient)
+    client.manual_ack_set(True)
+    mids: dict[str, int] = {}
+    all_in, acked = threading.Event(), threading.Event()
+
+    def on_message(_c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:
+        mids[m.topic] = m.mid
+        if len(mids) == 3000:
+            all_in.set()
+
+    def acks_due(connection: int) -> list[int]:
+        if not all_in.is_set() or acked.is_set():
+            return []
+        assert connection == client.connection == 1
+        acked.set()
+        return [mids[f"t/{i}"] for i in range(3000) if i % 3]  # every third message is not done
+
+    client.on_message = on_message
+    client.acks_due = acks_due
+    client.connect(mosquitto.host, mosquitto.port, clean_start=False, properties=_session_props())
+    client.loop_start()
+    try:
+        assert all_in.wait(30)
+        client.wake()
+        assert acked.wait(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    resumed = Receiver(mosquitto, mqtt.Client, "manual", "t/marker")
+    _publish(mosquitto, [("t/marker", b"", 1, None)])
+    again = [topic for topic, *_ in resumed.wait()]
+    assert again == [f"t/{i}" for i in range(0, 3000, 3)] + ["t/marker"]

@@ -161,6 +161,29 @@ def test_a_restart_loses_nothing_published_meanwhile(start_collector, publish, d
     )
 
 
+def test_a_stop_acknowledges_everything_it_committed(mosquitto: Mosquitto, start_collector, publish) -> None:
+    """Messages are acknowledged after their commit; a stop still acknowledges the last batches before it
+    disconnects, or the broker would deliver them all again to the next run."""
+    c = start_collector(batch_ms=10_000, batch_max=10_000)  # the writer holds everything until the stop
+    publish(agent(), *(status(f"cam-{i}", "online", 1) for i in range(500)))
+    wait_until(lambda: c.ingest.subscriber.acks.waiting() == 501, what="the 501 messages received")
+    assert c.ingest.committed == 0
+    c.ingest.stop()
+    assert c.ingest.committed == 501
+    again: list[str] = []
+    resumed = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="collector-test", protocol=mqtt.MQTTv5)
+    resumed.on_message = lambda _c, _u, m: again.append(m.topic)
+    resumed.connect(mosquitto.host, mosquitto.port, clean_start=False)
+    resumed.loop_start()
+    try:
+        publish(agent(minutes=1))  # after anything unacknowledged, which the broker sends first
+        wait_until(lambda: topics.agent_state("gangnam") in again, what="the live agent state")
+    finally:
+        resumed.disconnect()
+        resumed.loop_stop()
+    assert again == [topics.agent_state("gangnam")]
+
+
 def _at_least(c: Running, n: int) -> bool:
     return c.count("collector_received_messages_total", kind="camera_status") >= n
 
