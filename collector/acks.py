@@ -2,8 +2,8 @@
 
 The MQTT side numbers the chunks it hands to the writer and records here, per chunk, the message ids of its
 QoS 1 messages and the connection they came in on. The writer reports "committed through chunk N" after each
-commit (rejected and dropped messages count as done: committing them again would change nothing). paho's
-network thread then takes the ids that are due, in the order received, and acknowledges them. Ids from an
+commit; a message it rejected is done too (delivered again, it would be rejected again). paho's network
+thread then takes the ids that are due, in the order received, and acknowledges them. Ids from an
 earlier connection are forgotten: the broker sends those messages again on the new one, and the same id
 may by then name another message.
 """

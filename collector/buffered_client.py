@@ -15,9 +15,9 @@ the network thread. This subclass keeps paho's protocol handling and changes onl
   which the network thread polls each loop turn (paho's `ack()` from another thread could race a reconnect
   and acknowledge an id of the old connection on the new one); their PUBACKs leave in one packet.
 
-It relies on paho internals (`_create_socket`, `_packet_queue`, `_packet_write`, `_out_packet`), so the
-dependency is pinned below the next minor release and tests/collector/test_buffered_client.py runs it against
-a real broker.
+It relies on paho internals (`_create_socket`, `_packet_queue`, `_packet_write`, `_out_packet`, `_sockpairW`),
+so the dependency is pinned below the next minor release and tests/collector/test_buffered_client.py runs it
+against a real broker.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class BufferedClient(mqtt.Client):
         return BufferedSocket(super()._create_socket())
 
     def reconnect(self) -> MQTTErrorCode:
-        self.connection += 1  # paho has just dropped what was queued for the old connection
+        self.connection += 1  # paho drops what was queued for the old connection, acknowledgements included
         return super().reconnect()
 
     def wake(self) -> None:
