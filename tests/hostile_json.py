@@ -62,6 +62,7 @@ def variants(topic: str, valid: dict[str, Any], fields: list[str]) -> Iterator[H
     field names, present or not."""
     yield from _field_variants(topic, valid, fields)
     yield from _nested_variants(topic, valid)
+    yield from _mismatch_variants(topic, valid)
     yield from _root_variants(topic, valid)
 
 
@@ -87,6 +88,17 @@ def _nested_variants(topic: str, valid: dict[str, Any]) -> Iterator[Hostile]:
                 yield Hostile(f"{name}[0].{field} = {label}", topic, payload, reason)
         many = {**valid, name: [value[0]] * 20_001}  # more entries than any list may hold
         yield Hostile(f"{name} with 20,001 entries", topic, _dump(many), None)
+
+
+def _mismatch_variants(topic: str, valid: dict[str, Any]) -> Iterator[Hostile]:
+    """Valid payloads that do not belong on their topic."""
+    other_district = _dump({**valid, "district": "jongno"})
+    yield Hostile("another district's payload", topic, other_district, "district_mismatch")
+    ref = parse(topic)
+    for field, in_topic in (("camera_id", ref.camera_id), ("request_id", ref.request_id)):
+        if in_topic is not None:
+            other = _dump({**valid, field: f"other-{in_topic}"})
+            yield Hostile(f"another {field} than the topic's", topic, other, "topic_mismatch")
 
 
 def _root_variants(topic: str, valid: dict[str, Any]) -> Iterator[Hostile]:
