@@ -20,6 +20,7 @@ from agent.backoff import RetryBook
 from agent.clips.pipeline import CameraTarget
 from agent.clips.service import ClipService
 from agent.clips.session import SessionPool
+from agent.commands import CommandAdmission
 from agent.config import AgentSettings
 from agent.credentials import CredentialStore
 from agent.firmware import FirmwareCatalog
@@ -34,10 +35,9 @@ from agent.stream_check import StreamChecker, Timeouts
 from agent.stream_health import rtsp_url_for, run_cycle
 from agent.sweep import Progress, sweep
 from contract import topics
-from contract.codec import Delivery, decode, encode
+from contract.codec import Delivery, encode
 from contract.districts import korean_name
-from contract.errors import ContractError
-from contract.messages import AgentPresence, AgentState, ClipRequest, ClipUpdate
+from contract.messages import AgentPresence, AgentState
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,6 @@ class Agent:
             timeouts=Timeouts(health.stream_open_s, health.stream_read_s, health.stream_total_s),
         )
         self.started_at = datetime.now(UTC)
-        self.accepting_commands = True
         clips = settings.clips
         self.clip_pool = SessionPool(
             open_timeout_s=clips.open_timeout_s,
@@ -79,6 +78,13 @@ class Agent:
             camera_lookup=self.camera_target,
             metrics_registry=self.metrics.registry,
         )
+        self.commands = CommandAdmission(
+            district=settings.district,
+            agent_id=settings.agent_id,
+            metrics=self.metrics,
+            handle=self.clips.handle,
+            publish=lambda delivery, kind: self.link.publish(delivery, kind),  # noqa: PLW0108 (link is built next)
+        )
         self.link = MqttLink(
             settings.mqtt,
             f"agent-{settings.agent_id}",
@@ -86,13 +92,14 @@ class Agent:
             metrics=self.metrics,
             on_connected=self._retained_state,
             command_filter=topics.commands_filter(settings.district),
-            on_command=self._on_command,
+            on_command=self.commands.receive,
         )
 
     async def run(self, stop: asyncio.Event, progress: Progress | None = None) -> None:
         """Connect, sweep, then watch liveness and publish snapshots until `stop` is set."""
         # Clips start before commands can arrive; the outbox holds results until the broker has them.
         await self.clips.start()
+        self.commands.start()
         self.link.start()
         if not await self.link.wait_connected(10):
             log.warning("broker not reachable yet; going on, paho keeps retrying")
@@ -104,7 +111,7 @@ class Agent:
                     group.create_task(self._resweep(stop))
         finally:
             # New commands stop first (refused with a result), then in-flight clips get a grace period.
-            self.accepting_commands = False
+            self.commands.stop_accepting()
             await self.clips.stop(grace_s=30.0)
             self.clip_pool.close()
             self.streams.close()
@@ -249,32 +256,6 @@ class Agent:
             sent_at=datetime.now(UTC),
         )
         return encode(message)
-
-    def _on_command(self, topic: str, payload: bytes) -> None:
-        if self.accepting_commands:
-            self.clips.handle(topic, payload)
-        else:
-            self._refuse_while_stopping(topic, payload)
-
-    def _refuse_while_stopping(self, topic: str, payload: bytes) -> None:
-        """A clip request that arrives during shutdown gets a failed result at once, never silence."""
-        try:
-            message = decode(topic, payload)
-        except ContractError:
-            return
-        if not isinstance(message, ClipRequest):
-            log.warning("command ignored during shutdown", extra={"topic": topic})
-            return
-        update = ClipUpdate(
-            district=self.settings.district,
-            request_id=message.request_id,
-            camera_id=message.camera_id,
-            agent_id=self.settings.agent_id,
-            status="failed",
-            reason="agent shutting down: send the request again",
-            sent_at=datetime.now(UTC),
-        )
-        self.link.publish(encode(update), "clip")
 
     def camera_target(self, camera_id: str) -> CameraTarget | None:
         """What the clip service needs of a camera: its main stream with credentials (stays in the agent)."""

@@ -42,3 +42,9 @@ class AgentMetrics:
             "cctv_agent_mqtt_dropped_total", "Messages dropped before the broker", ["kind"], registry=r
         )
         self.errors = Counter("cctv_agent_errors_total", "Errors by kind", ["kind"], registry=r)
+        self.commands_rejected = Counter(
+            "cctv_agent_commands_rejected_total",
+            "Commands dropped without an answer because they broke the contract, by reason",
+            ["reason"],
+            registry=r,
+        )

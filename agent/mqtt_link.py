@@ -133,9 +133,14 @@ class MqttLink:
         self._set_connected(False)
 
     def _handle_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
-        if self._on_command is None or self._loop is None:
+        # `on_command` runs on this thread, so it must be quick and thread-safe: admission rejects malformed
+        # commands here, before any queue (agent/commands.py).
+        if self._on_command is None:
             return
-        self._loop.call_soon_threadsafe(self._on_command, message.topic, bytes(message.payload))
+        try:
+            self._on_command(message.topic, bytes(message.payload))
+        except Exception:  # a bug; the command is lost, the link is not
+            log.exception("could not take a command")
 
     def _set_connected(self, value: bool) -> None:
         if self._loop is None:

@@ -190,7 +190,6 @@ async def window_end_to_object(urls: list[str], lengths: list[int], work: Path) 
     from agent.clips.service import ClipService
     from agent.clips.session import SessionPool
     from agent.clips.settings import ClipSettings, S3Settings
-    from contract.codec import encode
     from contract.messages import ClipRequest, ClipUpdate
     from tests.services import CephS3
 
@@ -229,8 +228,7 @@ async def window_end_to_object(urls: list[str], lengths: list[int], work: Path) 
                 start=start, end=start + timedelta(seconds=length), purpose="bench", agency="bench",
                 priority="112", sent_at=start,
             )  # fmt: skip
-            delivery = encode(request)
-            service.handle(delivery.topic, delivery.payload)
+            service.handle(request)
             key = clip_keys("gangnam", request.camera_id, request.start, request.request_id).clip
             pollers.append(asyncio.create_task(asyncio.to_thread(
                 _poll_object, client, s3.bucket, key, request.end.timestamp(), objects)))  # fmt: skip

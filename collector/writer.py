@@ -67,31 +67,6 @@ class AgentGate:
             raise ContractError("unknown_agent", f"agent {agent_id!r} for district {message.district!r}")
 
 
-class RejectLog:
-    """Logs a rejection reason at most once per interval, with how many were dropped since."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-
-    def note(self, exc: ContractError, topic: str) -> None:
-        now = time.monotonic()
-        last = self._last.get(exc.reason)
-        if last is not None and now - last < self.interval_s:
-            self._suppressed[exc.reason] += 1
-            return
-        self._last[exc.reason] = now
-        dropped = self._suppressed.pop(exc.reason, 0)
-        log.warning(
-            "dropped message on %s: %s (%s more since last report)",
-            topic[:200],
-            exc,
-            dropped,
-            extra={"reason": exc.reason},
-        )
-
-
 class BatchWriter:
     """Decode, gate, batch, commit: the writer process's loop, separate from process plumbing for tests."""
 
@@ -99,7 +74,7 @@ class BatchWriter:
         self.settings = settings
         self.store = store
         self.gate = AgentGate(store.known_agents(), settings.ingest.require_known_agent)
-        self.rejects = RejectLog(settings.ingest.reject_log_interval_s)
+        self.rejects = jsonlog.RejectLog(log, settings.ingest.reject_log_interval_s)
 
     def add(self, batch: Batch, stats: WriterStats, topic: str, payload: bytes) -> None:
         try:
@@ -111,7 +86,7 @@ class BatchWriter:
             return
         except Exception:
             stats.rejected["internal_error"] += 1
-            log.exception("could not handle a message on %s", topic[:200])
+            self.rejects.unexpected(topic)
             return
         kind = KIND.get(type(message))
         if kind is not None:  # commands travel the other way; nothing to index

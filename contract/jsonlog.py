@@ -10,8 +10,13 @@ import json
 import logging
 import re
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from contract.errors import ContractError
 
 # User info runs to the last `@` before the path, so a password that contains `@` is removed whole.
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s]*@", re.IGNORECASE)
@@ -86,3 +91,38 @@ def setup(level: str = "INFO", stream: TextIO | None = None) -> None:
     # Third-party chatter that would drown a district's log at INFO.
     for noisy in ("zeep", "httpx", "botocore", "urllib3", "asyncio", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class RejectLog:
+    """Logs dropped input at most once per reason and interval, with how many were dropped since: a flood of
+    malformed messages is counted by the caller's metrics, not written to the log one line (or one traceback)
+    per message."""
+
+    def __init__(
+        self, logger: logging.Logger, interval_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._log = logger
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def note(self, exc: ContractError, topic: str) -> None:
+        """A message that broke the contract."""
+        self._emit(exc.reason, "dropped message on %s: %s", topic[:200], exc)
+
+    def unexpected(self, topic: str) -> None:
+        """Called in an `except` block: a message that hit a bug, logged with its traceback."""
+        self._emit("internal_error", "could not handle a message on %s", topic[:200], exc_info=True)
+
+    def _emit(self, reason: str, msg: str, *args: object, exc_info: bool = False) -> None:
+        now = self._clock()
+        last = self._last.get(reason)
+        if last is not None and now - last < self.interval_s:
+            self._suppressed[reason] += 1
+            return
+        self._last[reason] = now
+        dropped = self._suppressed.pop(reason, 0)
+        self._log.warning(
+            msg + " (%s more since last report)", *args, dropped, exc_info=exc_info, extra={"reason": reason}
+        )

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from contract.jsonlog import redact
 from contract.topics import DISTRICT_PATTERN, ID_PATTERN
@@ -36,10 +44,18 @@ PRIORITY_RANK: dict[Priority, int] = {"112": 0, "119": 1, "disaster": 2, "vulner
 class Message(BaseModel):
     """Fields every message has."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and Infinity are not JSON: no float field takes them (nor a number too large for a float).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     v: Literal[1] = VERSION
     district: DistrictSlug
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _integer_version(cls, value: object) -> object:
+        if type(value) is not int:  # Literal[1] alone takes true and 1.0
+            raise ValueError("v must be an integer")
+        return value
 
 
 class AgentState(Message):
@@ -57,7 +73,7 @@ class AgentState(Message):
 class StreamSummary(BaseModel):
     """One media profile of a camera, without its URI."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     token: Annotated[str, Field(max_length=64)]
     codec: Literal["h264", "h265", "mjpeg", "other"]
@@ -105,7 +121,7 @@ class CameraStatus(Message):
 class HealthEntry(BaseModel):
     """One camera's line in a health snapshot."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     camera_id: Ident
     state: CameraState

@@ -15,9 +15,6 @@ class ClipMetrics:
             ["outcome"],
             registry=r,
         )
-        self.command_errors = Counter(
-            "cctv_agent_clip_command_errors_total", "Commands that broke the contract", ["reason"], registry=r
-        )
         self.captures = Counter(
             "cctv_agent_clip_captures_total", "Captures by result (complete, partial, failed)", ["result"],
             registry=r,

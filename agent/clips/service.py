@@ -2,9 +2,10 @@
 
 Lifecycle: `start()` opens the outbox, resumes what the spool holds (partial captures from a crash are cut to
 their last complete fragment and delivered), then starts the workers. `handle()` is called on the event loop
-for every command. `stop(grace_s)` stops taking work, lets running captures finish within the grace period,
-cancels the rest (their partial clips stay in the spool and are delivered on the next start), and flushes
-the outbox briefly; what is not acknowledged stays on disk.
+for every valid command (agent/commands.py drops malformed ones unanswered). `stop(grace_s)` stops taking
+work, lets running captures finish within the grace period, cancels the rest (their partial clips stay in the
+spool and are delivered on the next start), and flushes the outbox briefly; what is not acknowledged stays on
+disk.
 
 Ordering: at most `max_concurrent_captures` captures run (that many workers); waiting requests are served by
 priority (112, 119, disaster, vulnerable, routine; FIFO within one). A window starting more than
@@ -22,10 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -41,10 +40,7 @@ from agent.clips.s3 import make_client
 from agent.clips.settings import ClipSettings, S3Settings
 from agent.clips.spool import Job, Spool
 from agent.clips.upload import ObjectLock, Uploader, UploadScheduler
-from contract.codec import decode
-from contract.errors import ContractError
 from contract.messages import PRIORITY_RANK, ArmRequest, ClipRequest
-from contract.topics import ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +51,6 @@ LIVE_TOLERANCE = timedelta(seconds=2)
 CAPTURE_LEAD_S = 5.0
 # Housekeeping of the spool and the seen request ids; retention is days, so minutes of slack do not matter.
 PRUNE_EVERY_S = 300.0
-_ID = re.compile(ID_PATTERN)
 
 __all__ = ["CameraTarget", "ClipService"]
 
@@ -154,27 +149,15 @@ class ClipService:
 
     # commands
 
-    def handle(self, topic: str, payload: bytes) -> None:
-        """One command from the broker (on the event loop). Never raises."""
+    def handle(self, command: ClipRequest | ArmRequest) -> None:
+        """One valid command (agent/commands.py admits them), on the event loop. Never raises."""
         try:
-            message = decode(topic, payload)
-        except ContractError as exc:
-            self._on_contract_error(exc, payload)
-            return
-        try:
-            if isinstance(message, ClipRequest):
-                self._on_clip(message)
-            elif isinstance(message, ArmRequest):
-                self._on_arm(message)
+            if isinstance(command, ClipRequest):
+                self._on_clip(command)
+            else:
+                self._on_arm(command)
         except Exception:  # a bug in one command must not stop the command loop
-            log.exception("command on %s failed", topic)
-
-    def _on_contract_error(self, exc: ContractError, payload: bytes) -> None:
-        self.metrics.command_errors.labels(exc.reason).inc()
-        log.warning("invalid command: %s", exc)
-        request_id, camera_id = _salvage_ids(payload)
-        if request_id and camera_id and self._reporter is not None:
-            self._reporter.failed(request_id, camera_id, f"invalid request: {exc.detail}")
+            log.exception("command %s failed", command.request_id)
 
     def _on_clip(self, request: ClipRequest) -> None:
         """The request id is recorded only once the request is answered (refused, or spooled): a request
@@ -398,19 +381,6 @@ def _default_recover() -> Recover:
     from agent.clips.writer import recover_partial
 
     return recover_partial
-
-
-def _salvage_ids(payload: bytes) -> tuple[str | None, str | None]:
-    """Request and camera ids of a payload that broke the contract, if they are readable and well formed."""
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None, None
-    if not isinstance(data, dict):
-        return None, None
-    ids = (data.get("request_id"), data.get("camera_id"))
-    valid = [i if isinstance(i, str) and _ID.fullmatch(i) else None for i in ids]
-    return valid[0], valid[1]
 
 
 def _size(path: Any) -> int:

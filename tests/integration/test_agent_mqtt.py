@@ -163,7 +163,7 @@ async def test_a_clip_request_during_shutdown_gets_a_failed_result(
     try:
         async with running(agent):
             await eventually(lambda: status_of(recorder, 1) is not None, 20, "the first status")
-            agent.accepting_commands = False  # what the agent does first when it is told to stop
+            agent.commands.stop_accepting()  # what the agent does first when it is told to stop
             now = datetime.now(UTC)
             request = ClipRequest(
                 district="gangnam",

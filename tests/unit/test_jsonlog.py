@@ -5,6 +5,7 @@ import json
 import logging
 
 from contract import jsonlog
+from contract.errors import ContractError
 
 
 def _log_line(message: str, *args: object, **extra: object) -> dict:
@@ -64,3 +65,22 @@ def test_structured_extras_and_common_secret_shapes_are_redacted():
 
 def test_a_password_with_an_at_sign_is_removed_whole():
     assert jsonlog.redact("rtsp://admin:p@ss@10.0.0.1/s") == "rtsp://***@[addr]/s"
+
+
+def test_a_flood_of_rejections_is_logged_once_per_reason_and_interval(caplog):
+    now = [0.0]
+    rejects = jsonlog.RejectLog(logging.getLogger("test.rejects"), interval_s=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="test.rejects"):
+        for _ in range(1000):
+            rejects.note(ContractError("invalid_json", "not JSON"), "cctv/v1/gangnam/health")
+            try:
+                raise TypeError("a bug")
+            except TypeError:
+                rejects.unexpected("cctv/v1/gangnam/health")
+        assert [(r.reason, bool(r.exc_info)) for r in caplog.records] == [  # type: ignore[attr-defined]
+            ("invalid_json", False),
+            ("internal_error", True),
+        ]
+        now[0] = 61.0
+        rejects.note(ContractError("invalid_json", "not JSON"), "cctv/v1/gangnam/health")
+    assert caplog.records[-1].getMessage().endswith("(999 more since last report)")

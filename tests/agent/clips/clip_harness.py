@@ -44,11 +44,6 @@ def clip_request(camera_id: str = "cam-1", *, start_in_s: float = 0.0, length_s:
     )  # fmt: skip
 
 
-def command(request: ClipRequest) -> tuple[str, bytes]:
-    delivery = encode(request)
-    return delivery.topic, delivery.payload
-
-
 @dataclass
 class FakePool:
     """Writes `rate_bps` of random bytes per second of window (real time, scaled by `speed`), in whole

@@ -20,7 +20,6 @@ from agent.clips.pipeline import CameraTarget
 from agent.clips.service import ClipService
 from agent.clips.session import SessionPool
 from agent.clips.settings import ClipSettings, S3Settings
-from contract.codec import encode
 from contract.messages import ClipRequest
 from tests.agent.clips.clip_harness import DISTRICT, MqttPublisher
 
@@ -37,8 +36,7 @@ async def main(config: dict[str, object], request: ClipRequest | None) -> None:
     )  # fmt: skip
     await service.start()
     if request is not None:
-        delivery = encode(request)
-        service.handle(delivery.topic, delivery.payload)
+        service.handle(request)
     print("ready", flush=True)
     await asyncio.Event().wait()  # until killed
 

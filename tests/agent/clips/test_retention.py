@@ -30,7 +30,6 @@ from tests.agent.clips.clip_harness import (
     UpdateCollector,
     cameras,
     clip_request,
-    command,
 )
 from tests.agent.clips.test_service import s3_settings
 from tests.services import CephS3, Mosquitto
@@ -218,7 +217,7 @@ async def test_service_prunes_failed_clips_and_old_request_ids_on_its_own(
         assert result.reason == "agent restarted before any video was captured"
         assert spool.clip_path(crashed.request_id).exists()  # kept for a person to look at
         first = clip_request()
-        service.handle(*command(first))
+        service.handle(first)
         assert (await asyncio.to_thread(collector.wait_final, first.request_id)).status == "succeeded"
 
         clock.offset_s = 8 * DAY
@@ -227,9 +226,9 @@ async def test_service_prunes_failed_clips_and_old_request_ids_on_its_own(
 
         clock.offset_s = 31 * DAY
         second = clip_request()
-        service.handle(*command(second))
+        service.handle(second)
         await eventually(lambda: seen_ids(spool.root) == {second.request_id})
-        service.handle(*command(second))  # a late QoS 1 redelivery of a recent command
+        service.handle(second)  # a late QoS 1 redelivery of a recent command
         assert (await asyncio.to_thread(collector.wait_final, second.request_id)).status == "succeeded"
         assert pool.calls == [first.request_id, second.request_id]
         sample = service.metrics.registry.get_sample_value

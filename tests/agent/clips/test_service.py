@@ -24,7 +24,6 @@ from agent.clips.manifest import load_or_create_key, public_key_pem, verify
 from agent.clips.s3 import clip_keys
 from agent.clips.service import ClipService
 from agent.clips.settings import ClipSettings, S3Settings
-from contract.codec import encode
 from contract.messages import ArmRequest
 from tests.agent.clips.clip_harness import (
     DISTRICT,
@@ -33,7 +32,6 @@ from tests.agent.clips.clip_harness import (
     UpdateCollector,
     cameras,
     clip_request,
-    command,
     utcnow,
 )
 from tests.services import CephS3, Mosquitto
@@ -92,7 +90,7 @@ async def test_clip_is_captured_uploaded_signed_and_reported(
 ) -> None:
     async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1]) as r:
         request = clip_request(length_s=2.0)
-        r.service.handle(*command(request))
+        r.service.handle(request)
         result = await final(r, request.request_id)
         assert result.status == "succeeded", result.reason
         assert r.collector.statuses(request.request_id)[:4] == [
@@ -138,18 +136,11 @@ async def test_each_invalid_request_gets_a_failed_result_with_its_reason(
             "spool full": clip_request(length_s=5, priority="routine"),  # 2.5 MB > 1 MiB
         }
         for request in cases.values():
-            r.service.handle(*command(request))
-        bad = json.loads(command(clip_request())[1])
-        bad["end"] = bad["start"]
-        r.service.handle(command(clip_request())[0], json.dumps(bad).encode())
+            r.service.handle(request)
         for reason, request in cases.items():
             result = await final(r, request.request_id)
             assert (result.status, result.reason) == ("failed", reason)
-        result = await final(r, bad["request_id"])
-        assert result.status == "failed"
-        assert "end must be after start" in (result.reason or "")
         assert r.sample("cctv_agent_spool_full") == 1
-        assert r.sample("cctv_agent_clip_command_errors_total", reason="invalid_payload") == 1
         assert r.pool.calls == []
 
 
@@ -167,12 +158,12 @@ async def test_an_unexpected_error_gets_a_failed_result_and_the_redelivery_is_se
 
     async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], camera_lookup=lookup) as r:
         request = clip_request()
-        r.service.handle(*command(request))
+        r.service.handle(request)
         result = await final(r, request.request_id)
         assert (result.status, result.reason) == ("failed", "internal error")
         assert r.sample("cctv_agent_clip_internal_errors_total", where="command") == 1
         broken.clear()
-        r.service.handle(*command(request))  # the broker redelivers it: not dropped as a duplicate
+        r.service.handle(request)  # the broker redelivers it: not dropped as a duplicate
         await asyncio.to_thread(r.collector.wait_status, request.request_id, "succeeded")
         assert r.sample("cctv_agent_clip_requests_total", outcome="duplicate") == 0
         assert r.pool.calls == [request.request_id]
@@ -188,10 +179,10 @@ async def test_a_window_in_the_future_does_not_hold_a_capture_worker(
 ) -> None:
     async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], max_concurrent_captures=1) as r:
         later = clip_request(start_in_s=120, priority="routine")
-        r.service.handle(*command(later))
+        r.service.handle(later)
         assert (await asyncio.to_thread(r.collector.wait_status, later.request_id, "accepted")) is not None
         urgent = clip_request(priority="112")
-        r.service.handle(*command(urgent))
+        r.service.handle(urgent)
         assert (await final(r, urgent.request_id, timeout_s=10)).status == "succeeded"
         assert r.pool.calls == [urgent.request_id]  # the later window waits on a timer, not in the worker
     job = json.loads((r.settings.spool_dir / f"{later.request_id}.job.json").read_text())
@@ -204,7 +195,7 @@ async def test_spool_full_still_takes_112_evidence(
     async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], spool_max_bytes=2**20,
                    estimated_bitrate_bps=4_000_000) as r:  # fmt: skip
         request = clip_request(length_s=3, priority="112")
-        r.service.handle(*command(request))
+        r.service.handle(request)
         assert (await final(r, request.request_id)).status == "succeeded"
         assert r.sample("cctv_agent_clip_requests_total", outcome="accepted") == 1
 
@@ -215,12 +206,12 @@ async def test_112_waiting_behind_routine_work_is_served_first(
     pool = FakePool(speed=20.0, release=threading.Event())
     async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], pool, max_concurrent_captures=1) as r:
         busy = clip_request(priority="routine")
-        r.service.handle(*command(busy))
+        r.service.handle(busy)
         await asyncio.to_thread(pool.started.wait, 5)  # the only capture slot is taken
         routine = [clip_request(priority="routine") for _ in range(2)]
         urgent = clip_request(priority="112")
         for request in [*routine, urgent]:
-            r.service.handle(*command(request))
+            r.service.handle(request)
         assert pool.release is not None
         pool.release.set()
         for request in [busy, *routine, urgent]:
@@ -234,12 +225,12 @@ async def test_duplicate_delivery_makes_one_clip_even_across_restarts(
 ) -> None:
     request = clip_request()
     async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1]) as r:
-        r.service.handle(*command(request))
-        r.service.handle(*command(request))
+        r.service.handle(request)
+        r.service.handle(request)
         assert (await final(r, request.request_id)).status == "succeeded"
         assert r.sample("cctv_agent_clip_requests_total", outcome="duplicate") == 1
     async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1]) as again:
-        again.service.handle(*command(request))
+        again.service.handle(request)
         await asyncio.sleep(0.3)  # nothing should happen; give it the chance to go wrong
         assert again.pool.calls == []
     listed = r.client.list_objects_v2(Bucket=r.bucket, Prefix=f"{DISTRICT}/cam-1/")
@@ -254,7 +245,7 @@ async def test_result_survives_a_broker_restart(
 ) -> None:
     async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], FakePool(release=threading.Event())) as r:
         request = clip_request()
-        r.service.handle(*command(request))
+        r.service.handle(request)
         await asyncio.to_thread(r.pool.started.wait, 5)
         await asyncio.to_thread(mosquitto.stop)  # the uplink to the broker is gone while the clip is made
         assert r.pool.release is not None
@@ -300,11 +291,10 @@ async def test_arm_command_keeps_a_preroll(
     async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1]) as r:
         arm = ArmRequest(district=DISTRICT, request_id="arm-1", camera_id="cam-2", duration_s=300,
                          agency="seoul-police", sent_at=utcnow())  # fmt: skip
-        delivery = encode(arm)
-        r.service.handle(delivery.topic, delivery.payload)
+        r.service.handle(arm)
         assert r.pool.armed == [("cam-2", 300)]
         # with a buffer that reaches back far enough, a past start is served
         r.pool.earliest = utcnow() - timedelta(seconds=60)
         request = clip_request(start_in_s=-30, length_s=1)
-        r.service.handle(*command(request))
+        r.service.handle(request)
         assert (await final(r, request.request_id)).status == "succeeded"

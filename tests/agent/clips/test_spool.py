@@ -35,7 +35,6 @@ from tests.agent.clips.clip_harness import (
     UpdateCollector,
     cameras,
     clip_request,
-    command,
     utcnow,
 )
 from tests.agent.clips.test_service import final, rig, s3_settings
@@ -249,7 +248,7 @@ async def test_missing_credentials_do_not_stop_the_upload_retries(
     client = BrokenCredentials(ceph_s3.client())
     async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], s3_client=client) as r:
         request = clip_request(length_s=1)
-        r.service.handle(*command(request))
+        r.service.handle(request)
         while r.sample("cctv_agent_clip_uploads_total", result="retry") < 3:  # noqa: ASYNC110 - a metric
             await asyncio.sleep(0.05)  # the capture's upload and at least two retries from the spool failed
         waits = [
@@ -308,7 +307,7 @@ async def test_clip_arrives_after_s3_gateway_stopped_mid_upload(tmp_path: Path, 
         pool = FakePool(rate_bps=40_000_000)  # 5 MB/s: parts go up while the capture runs
         async with rig(tmp_path, mosquitto, ceph, "outage", pool) as r:
             request = clip_request(length_s=4)
-            r.service.handle(*command(request))
+            r.service.handle(request)
             while r.sample("cctv_agent_clip_uploaded_bytes_total") == 0:  # noqa: ASYNC110 - a metric, no event
                 await asyncio.sleep(0.05)  # the first part is in S3
             await asyncio.to_thread(restart_gateway_later, ceph, 4.0)
