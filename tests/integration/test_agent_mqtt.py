@@ -6,6 +6,7 @@ loses it, nothing secret on the wire.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
@@ -158,36 +159,52 @@ async def test_discovery_is_reconciled_with_the_ledger(
     assert not leaked, "addresses stay out of the summary unless asked for"
 
 
+def clip_request(request_id: str, seconds: float) -> ClipRequest:
+    now = datetime.now(UTC)
+    return ClipRequest(
+        district="gangnam",
+        request_id=request_id,
+        camera_id="gangnam-00001",
+        start=now,
+        end=now + timedelta(seconds=seconds),
+        purpose="test",
+        agency="police-112",
+        priority="112",
+        sent_at=now,
+    )
+
+
+def clip_status(recorder: Recorder, request_id: str) -> object:
+    return (recorder.get(topics.clip("gangnam", request_id)) or {}).get("status")
+
+
 async def test_a_clip_request_during_shutdown_gets_a_failed_result(
     district: tuple[Fleet, Path], mosquitto: Mosquitto
 ) -> None:
     _, directory = district
     recorder = Recorder(mosquitto.port)
     agent = Agent(agent_settings(directory, mosquitto))
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
     try:
-        async with running(agent):
-            await eventually(lambda: status_of(recorder, 1) is not None, 20, "the first status")
-            agent.accepting_commands = False  # what the agent does first when it is told to stop
-            now = datetime.now(UTC)
-            request = ClipRequest(
-                district="gangnam",
-                request_id="req-shutdown-1",
-                camera_id="gangnam-00001",
-                start=now,
-                end=now + timedelta(seconds=5),
-                purpose="test",
-                agency="police-112",
-                priority="112",
-                sent_at=now,
-            )
-            delivery = encode(request)
-            recorder.client.publish(delivery.topic, delivery.payload, qos=1)
-            topic = topics.clip("gangnam", request.request_id)
-            await eventually(lambda: recorder.get(topic) is not None, 10, "the refusal")
-            result = recorder.get(topic)
-            assert result is not None and result["status"] == "failed"
-            assert "shutting down" in str(result["reason"])
+        await eventually(lambda: status_of(recorder, 1) is not None, 20, "the first status")
+        # A capture in flight keeps the agent in its shutdown grace period, connected, after SIGTERM.
+        in_flight = clip_request("req-in-flight", 5)
+        delivery = encode(in_flight)
+        recorder.client.publish(delivery.topic, delivery.payload, qos=1)
+        await eventually(lambda: clip_status(recorder, "req-in-flight") == "capturing", 10, "the capture")
+        stop.set()  # what SIGTERM does
+        await eventually(lambda: not agent.accepting_commands, 5, "the agent to stop taking commands")
+        late = clip_request("req-shutdown-1", 5)
+        delivery = encode(late)
+        recorder.client.publish(delivery.topic, delivery.payload, qos=1)
+        await eventually(lambda: clip_status(recorder, "req-shutdown-1") is not None, 10, "the refusal")
+        result = recorder.get(topics.clip("gangnam", late.request_id))
+        assert result is not None and result["status"] == "failed"
+        assert "shutting down" in str(result["reason"])
     finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
         recorder.close()
 
 
