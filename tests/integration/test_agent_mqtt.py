@@ -36,6 +36,16 @@ from tests.services import Mosquitto
 pytestmark = pytest.mark.integration
 
 
+GOLDEN = Path(__file__).parents[1] / "contract" / "golden"
+
+
+def assert_documented(kind: str, payload: dict[str, object] | None) -> None:
+    """The golden example other teams build against shows every field the real agent sends."""
+    assert payload is not None
+    example = json.loads((GOLDEN / f"{kind}.json").read_text(encoding="utf-8"))["payload"]
+    assert set(payload) <= set(example), f"{kind}: {set(payload) - set(example)} missing from the golden"
+
+
 def status_of(recorder: Recorder, number: int) -> dict[str, object] | None:
     return recorder.get(topics.camera_status("gangnam", f"gangnam-{number:05d}"))
 
@@ -85,6 +95,13 @@ async def test_every_health_state_reaches_the_broker_and_no_secret_does(
             await eventually(lambda: recorder.get(health) is not None, 5, "a health snapshot")
             snapshot = recorder.get(health)
             assert snapshot is not None and len(snapshot["cameras"]) == len(EXPECTED)  # type: ignore[arg-type]
+            for kind, payload in [
+                ("agent_state", presence),
+                ("camera_meta", meta),
+                ("camera_status", status_of(recorder, 2)),
+                ("health_snapshot", snapshot),
+            ]:
+                assert_documented(kind, payload)
     finally:
         recorder.close()
     offline = Recorder(mosquitto.port)  # the retained presence says the agent left cleanly
