@@ -28,22 +28,13 @@ from tests.integration.conftest import (
     WSD_PORT,
     Recorder,
     agent_settings,
+    assert_documented,
     eventually,
     running,
 )
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.integration
-
-
-GOLDEN = Path(__file__).parents[1] / "contract" / "golden"
-
-
-def assert_documented(kind: str, payload: dict[str, object] | None) -> None:
-    """The golden example other teams build against shows every field the real agent sends."""
-    assert payload is not None
-    example = json.loads((GOLDEN / f"{kind}.json").read_text(encoding="utf-8"))["payload"]
-    assert set(payload) <= set(example), f"{kind}: {set(payload) - set(example)} missing from the golden"
 
 
 def status_of(recorder: Recorder, number: int) -> dict[str, object] | None:
