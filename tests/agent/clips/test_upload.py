@@ -26,6 +26,7 @@ def grow(
     data: bytes,
     finished: threading.Event,
     finished_at: list[float],
+    *,
     chunk: int = MIB,
     pause_s: float = 0.05,
 ) -> None:
