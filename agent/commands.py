@@ -54,6 +54,10 @@ class CommandAdmission:
     def stop_accepting(self) -> None:
         self._accepting = False
 
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
     def receive(self, topic: str, payload: bytes) -> None:
         """One message from the broker, on paho's thread: reject it here, or hand it to the loop."""
         try:

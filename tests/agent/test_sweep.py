@@ -53,8 +53,9 @@ def test_retry_book_backs_off_resets_and_blocks_bad_credentials() -> None:
     book = RetryBook(base_s=2.0, cap_s=60.0, clock=lambda: now[0], rng=random.Random(3))
     assert book.may_try("cam-1")
     delay = book.failure("cam-1", CameraError("timeout", "x"))
-    assert 0 <= delay <= 2.0
-    assert book.not_before("cam-1") in (None, 1000.0 + delay)
+    assert 0 < delay <= 2.0  # seeded: a real wait, so the camera is refused until it has passed
+    assert not book.may_try("cam-1")
+    assert book.not_before("cam-1") == 1000.0 + delay
     now[0] += delay + 0.001
     assert book.may_try("cam-1") and book.not_before("cam-1") is None
     second = book.failure("cam-1", CameraError("unreachable", "x"))

@@ -536,7 +536,9 @@ def test_firmware_configs_follow_the_schema() -> None:
     assert {"hikvision", "dahua", "hanwha", "axis", "idis", "generic"} <= set(personalities)
     assert personalities["hikvision"].auth == "http-digest"
     assert personalities["hanwha"].h265_only
-    for path in CONFIG_DIR.glob("*.toml"):
+    paths = sorted(CONFIG_DIR.glob("*.toml"))
+    assert {p.stem for p in paths} == set(personalities)  # the folder the agent reads is the one camsim plays
+    for path in paths:
         doc = tomllib.loads(path.read_text())
         assert doc["name"] == path.stem
         assert re.search(doc["match"]["manufacturer"], doc["camsim"]["manufacturer"]), path.name

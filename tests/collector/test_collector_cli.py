@@ -109,7 +109,8 @@ def test_migrate_reports_the_schema_version(
 async def test_http_api_lists_cameras(config: Path) -> None:
     url = f"sqlite://{config.parent / 'index.db'}"
     reader = StoreThread(lambda: open_store(url))
-    app = make_app(reader, lambda: {"ok": True})
+    health: dict[str, Any] = {"ok": True}
+    app = make_app(reader, lambda: health)
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/cameras", params={"district": "gangnam", "state": "online"})
         assert resp.status == 200
@@ -117,6 +118,9 @@ async def test_http_api_lists_cameras(config: Path) -> None:
         assert [c["camera_id"] for c in body["cameras"]] == ["cam-1"]
         assert (await client.get("/cameras", params={"state": "sleepy"})).status == 400
         assert (await client.get("/healthz")).status == 200
+        health.update(ok=False, writer="stopped")  # what a load balancer or Kubernetes probe must see
+        resp = await client.get("/healthz")
+        assert resp.status == 503 and (await resp.json())["writer"] == "stopped"
     reader.close()
 
 

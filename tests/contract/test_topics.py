@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from paho.mqtt.client import topic_matches_sub
 
 from contract import ContractError, topics
 
@@ -36,9 +37,21 @@ def test_foreign_topics_are_unknown(topic: str):
     assert err.value.reason == "unknown_topic"
 
 
+AGENT_TOPICS = [
+    topics.agent_state("mapo"),
+    topics.camera_meta("mapo", "c1"),
+    topics.camera_status("mapo", "c1"),
+    topics.health("mapo"),
+    topics.clip("mapo", "req-1"),
+]
+
+
 def test_collector_filters_cover_every_agent_topic():
     filters = topics.telemetry_filters()
-    assert "cctv/v1/+/camera/+/status" in filters
+    for topic in AGENT_TOPICS:
+        assert any(topic_matches_sub(f, topic) for f in filters), topic
+    assert not any(topic_matches_sub(f, topics.command("mapo", "clip")) for f in filters)  # agents' inbox
+    assert not any(topic_matches_sub(f, t) for f in topics.telemetry_filters("jongno") for t in AGENT_TOPICS)
     assert topics.shared("collectors", filters[0]) == "$share/collectors/cctv/v1/+/agent/state"
 
 

@@ -24,6 +24,7 @@ from camsim.personalities import load_personalities
 from tests.services import Mosquitto
 
 BASE_IP, ONVIF_PORT, RTSP_PORT, WSD_PORT = "127.51.0.1", 18180, 18654, 13802
+GOLDEN = Path(__file__).parents[1] / "contract" / "golden"
 
 # camera number -> (fault fields, expected state, expected reasons)
 EXPECTED = {
@@ -67,6 +68,13 @@ class Recorder:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def assert_documented(kind: str, payload: dict[str, object] | None) -> None:
+    """The golden example other teams build against shows every field the real agent sends."""
+    assert payload is not None
+    example = json.loads((GOLDEN / f"{kind}.json").read_text(encoding="utf-8"))["payload"]
+    assert set(payload) <= set(example), f"{kind}: {set(payload) - set(example)} missing from the golden"
 
 
 @asynccontextmanager

@@ -6,6 +6,7 @@ loses it, nothing secret on the wire.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
@@ -27,6 +28,7 @@ from tests.integration.conftest import (
     WSD_PORT,
     Recorder,
     agent_settings,
+    assert_documented,
     eventually,
     running,
 )
@@ -84,6 +86,13 @@ async def test_every_health_state_reaches_the_broker_and_no_secret_does(
             await eventually(lambda: recorder.get(health) is not None, 5, "a health snapshot")
             snapshot = recorder.get(health)
             assert snapshot is not None and len(snapshot["cameras"]) == len(EXPECTED)  # type: ignore[arg-type]
+            for kind, payload in [
+                ("agent_state", presence),
+                ("camera_meta", meta),
+                ("camera_status", status_of(recorder, 2)),
+                ("health_snapshot", snapshot),
+            ]:
+                assert_documented(kind, payload)
     finally:
         recorder.close()
     offline = Recorder(mosquitto.port)  # the retained presence says the agent left cleanly
@@ -151,7 +160,30 @@ async def test_discovery_is_reconciled_with_the_ledger(
     assert "gangnam-00006" in summary["in_ledger_not_found"]  # hung: accepts nothing useful
     assert {m.camera_id for m in outcome.matched} >= {"gangnam-00001", "gangnam-00002", "gangnam-00003"}
     assert len(outcome.found_not_in_ledger) == 1
-    assert "127.51.0.30" not in json.dumps(summary), "addresses stay out of the summary unless asked for"
+    stranger_address = outcome.found_not_in_ledger[0].address
+    assert stranger_address in json.dumps(outcome.summary(include_addresses=True))
+    addresses = {stranger_address} | {spec.host for spec in fleet.specs}
+    leaked = [a for a in addresses if a in json.dumps(summary)]
+    assert not leaked, "addresses stay out of the summary unless asked for"
+
+
+def clip_request(request_id: str, seconds: float) -> ClipRequest:
+    now = datetime.now(UTC)
+    return ClipRequest(
+        district="gangnam",
+        request_id=request_id,
+        camera_id="gangnam-00001",
+        start=now,
+        end=now + timedelta(seconds=seconds),
+        purpose="test",
+        agency="police-112",
+        priority="112",
+        sent_at=now,
+    )
+
+
+def clip_status(recorder: Recorder, request_id: str) -> object:
+    return (recorder.get(topics.clip("gangnam", request_id)) or {}).get("status")
 
 
 async def test_a_clip_request_during_shutdown_gets_a_failed_result(
@@ -160,30 +192,27 @@ async def test_a_clip_request_during_shutdown_gets_a_failed_result(
     _, directory = district
     recorder = Recorder(mosquitto.port)
     agent = Agent(agent_settings(directory, mosquitto))
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
     try:
-        async with running(agent):
-            await eventually(lambda: status_of(recorder, 1) is not None, 20, "the first status")
-            agent.commands.stop_accepting()  # what the agent does first when it is told to stop
-            now = datetime.now(UTC)
-            request = ClipRequest(
-                district="gangnam",
-                request_id="req-shutdown-1",
-                camera_id="gangnam-00001",
-                start=now,
-                end=now + timedelta(seconds=5),
-                purpose="test",
-                agency="police-112",
-                priority="112",
-                sent_at=now,
-            )
-            delivery = encode(request)
-            recorder.client.publish(delivery.topic, delivery.payload, qos=1)
-            topic = topics.clip("gangnam", request.request_id)
-            await eventually(lambda: recorder.get(topic) is not None, 10, "the refusal")
-            result = recorder.get(topic)
-            assert result is not None and result["status"] == "failed"
-            assert "shutting down" in str(result["reason"])
+        await eventually(lambda: status_of(recorder, 1) is not None, 20, "the first status")
+        # A capture in flight keeps the agent in its shutdown grace period, connected, after SIGTERM.
+        in_flight = clip_request("req-in-flight", 5)
+        delivery = encode(in_flight)
+        recorder.client.publish(delivery.topic, delivery.payload, qos=1)
+        await eventually(lambda: clip_status(recorder, "req-in-flight") == "capturing", 10, "the capture")
+        stop.set()  # what SIGTERM does
+        await eventually(lambda: not agent.commands.accepting, 5, "the agent to stop taking commands")
+        late = clip_request("req-shutdown-1", 5)
+        delivery = encode(late)
+        recorder.client.publish(delivery.topic, delivery.payload, qos=1)
+        await eventually(lambda: clip_status(recorder, "req-shutdown-1") is not None, 10, "the refusal")
+        result = recorder.get(topics.clip("gangnam", late.request_id))
+        assert result is not None and result["status"] == "failed"
+        assert "shutting down" in str(result["reason"])
     finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
         recorder.close()
 
 

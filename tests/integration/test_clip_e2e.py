@@ -24,7 +24,7 @@ from camsim.media import MediaLibrary
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest
-from tests.integration.conftest import Recorder, eventually, running
+from tests.integration.conftest import Recorder, assert_documented, eventually, running
 from tests.services import CephS3, Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -98,6 +98,7 @@ async def test_a_112_request_becomes_a_verified_clip_in_s3(
             )
             result = recorder.get(result_topic)
             assert result is not None and result["status"] == "succeeded", result
+            assert_documented("clip_update", result)
     finally:
         recorder.close()
 
