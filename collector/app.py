@@ -65,11 +65,14 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
 def _health(ingest: Ingest) -> dict[str, Any]:
     connected = ingest.subscriber.subscribed.is_set()
     writer_alive = ingest.writer_alive()
+    queued = ingest.queue_depth()
+    store = ingest.health.status(queued)
     return {
-        "ok": connected and writer_alive,
+        "ok": connected and writer_alive and store["store_ok"] and not store["ingest_stalled"],
         "mqtt_subscribed": connected,
         "writer_alive": writer_alive,
-        "queue_depth": ingest.queue_depth(),
+        **store,
+        "queue_depth": queued,
         "committed_messages": ingest.committed,
         "time": time.time(),
     }
