@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from collector.store import Store, open_store
 from contract.messages import AgentState, CameraMeta, CameraStatus, ClipUpdate, HealthEntry, HealthSnapshot
@@ -67,6 +68,11 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.02)
+
+
+def forced(message: BaseModel, **fields: object) -> BaseModel:
+    """`message` with values the contract refuses, built without validation (only the index can refuse it)."""
+    return type(message).model_construct(**{**dict(message), **fields})
 
 
 def at(minutes: float) -> datetime:

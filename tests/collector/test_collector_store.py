@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from collector.store import Batch, DeadLetter, Store, StoreRejectedError, StoreUnavailableError, open_store
 from collector.store_postgres import BULK_MIN_ROWS
-from tests.collector.conftest import agent, at, clip, health, meta, status
+from tests.collector.conftest import agent, at, clip, forced, health, meta, status
 from tests.collector.pg import PgService
 
 
@@ -207,11 +207,6 @@ def test_a_camera_never_changes_district(store: Store) -> None:
     assert [(t.district, t.state) for t in store.history("gangnam", 0, 2e9)] == [("gangnam", "online")]
     assert store.history("mapo", 0, 2e9) == []
     assert [(c.district, c.status) for c in store.clips()] == [("gangnam", "accepted")]
-
-
-def forced(message: BaseModel, **fields: object) -> BaseModel:
-    """`message` with `fields` the contract would refuse, built without validation."""
-    return type(message).model_construct(**{**dict(message), **fields})
 
 
 @pytest.mark.parametrize(
