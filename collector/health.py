@@ -1,7 +1,7 @@
 """What /healthz says about the path from the MQTT queue to the index, from the writer's reports.
 
 Failing: the last attempt to commit failed (the store is unavailable) and none succeeded since. Stalled:
-messages wait and nothing was committed or dead-lettered for `ingest.stall_after_s`, whatever the reason.
+messages waited and nothing was committed or dead-lettered for `ingest.stall_after_s`, whatever the reason.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ class IngestHealth:
         self._clock = clock
         self._lock = threading.Lock()
         self._last_progress = clock()
+        self._waiting_since: float | None = None
         self._failing_since: float | None = None
         self._store_error: str | None = None
         self._held = 0
@@ -42,13 +43,20 @@ class IngestHealth:
             return self._held
 
     def status(self, queued: int) -> dict[str, Any]:
-        """`store_ok` and `ingest_stalled` for /healthz, with the last store error while failing."""
+        """`store_ok` and `ingest_stalled` for /healthz, with the last store error while failing. Stalled:
+        every call for `stall_after_s` saw messages waiting, and nothing was committed meanwhile."""
         with self._lock:
             now = self._clock()
-            idle, failing = now - self._last_progress, self._failing_since
+            if queued == 0:
+                self._waiting_since = None
+            elif self._waiting_since is None:
+                self._waiting_since = now
+            waiting = self._waiting_since
+            idle = 0.0 if waiting is None else now - max(waiting, self._last_progress)
+            failing = self._failing_since
             return {
                 "store_ok": failing is None,
                 "store_error": self._store_error,
                 "store_failing_s": None if failing is None else round(now - failing, 1),
-                "ingest_stalled": queued > 0 and idle > self.stall_after_s,
+                "ingest_stalled": idle > self.stall_after_s,
             }

@@ -11,6 +11,7 @@ health. The `stop` event asks a writer stuck on an unavailable store to give up.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import threading
@@ -55,7 +56,6 @@ class WriterStats:
     store_errors: int = 0
     store_error: str | None = None
     held: int = 0
-    abandoned: int = 0
     final: bool = False
 
 
@@ -164,6 +164,7 @@ class BatchWriter:
         self.store = store
         self.report = report
         self.stop = stop or threading.Event()
+        self.parent = os.getppid()
         self.gate = AgentGate(
             store.known_agents(), store.camera_districts(), settings.ingest.require_known_agent
         )
@@ -231,13 +232,17 @@ class BatchWriter:
                 return True
             except StoreUnavailableError as exc:
                 self.report(WriterStats(store_errors=1, store_error=str(exc), held=held))
-                if self.stop.is_set():
+                if self.stop.is_set() or self.orphaned():
                     log.error("stopping with %s messages not committed: store unavailable (%s)", held, exc)
                     return False
                 log.warning("the store is unavailable (%s); retrying %s messages in %.1f s", exc, held, delay)
                 if self.stop.wait(delay):
                     continue  # one last attempt before giving up
                 delay = min(delay * 2, 10.0)
+
+    def orphaned(self) -> bool:
+        """True once the collector process that started this writer is gone (killed): stop too."""
+        return os.getppid() != self.parent
 
 
 def run(
@@ -252,17 +257,19 @@ def run(
     store = open_store(settings.store.url)
     try:
         writer = BatchWriter(settings, store, reports.put, stop)
-        committing, ended = True, False
-        while not ended:
+        committing, ended, left = True, False, 0
+        while not ended and not writer.orphaned():
             pending: list[Received] = []
             stats = WriterStats()
             ended = _collect(writer, chunks, pending, stats)
             if pending and committing:
                 committing = writer.commit(pending, stats)
             if not committing:
-                stats.abandoned = len(pending) - stats.written - stats.dead_letters.total()
+                left += len(pending) - stats.written - stats.dead_letters.total()
             if pending or stats.rejected:
                 reports.put(stats)
+        if left:
+            log.error("stopped with %s messages not committed (the store was unavailable)", left)
     finally:
         store.close()
         reports.put(WriterStats(final=True))
