@@ -233,3 +233,15 @@ def test_dead_letters_are_kept_newest_first_within_the_bound(store: Store) -> No
     kept = store.dead_letters()
     assert [d.topic for d in kept] == [f"cctv/v1/gangnam/clip/r{i}" for i in (2, 3, 4)]
     assert kept[0].payload == b"{\x00}" and kept[0].error == "bad value"
+
+
+@pytest.mark.integration
+def test_text_postgresql_cannot_hold_is_rejected_not_unavailable(pg_service: PgService) -> None:
+    store = open_store(pg_service.new_database(f"t_{uuid.uuid4().hex[:12]}"))
+    try:
+        store.migrate()
+        with pytest.raises(StoreRejectedError) as err:
+            write(store, forced(meta("cam-1"), name="a\x00b"))
+        assert err.value.reason == "invalid_value"
+    finally:
+        store.close()
