@@ -1,8 +1,9 @@
 """Composition root of `cctv-collector run`: metrics, store, writer, subscriber, HTTP API.
 
 Start order is sinks first, sources last (metrics and store, writer, HTTP API, then the MQTT subscriber);
-SIGTERM or SIGINT stops the subscriber first, lets the writer drain and commit what is queued, then stops the
-API. The MQTT session is persistent, so what agents publish meanwhile waits at the broker.
+SIGTERM or SIGINT stops the subscriber first, lets the writer drain and commit what is queued (unless the
+store is unavailable: then it gives up at once), then stops the API. The MQTT session is persistent, so what
+agents publish meanwhile waits at the broker.
 """
 
 from __future__ import annotations

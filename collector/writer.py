@@ -233,7 +233,6 @@ class BatchWriter:
             except StoreUnavailableError as exc:
                 self.report(WriterStats(store_errors=1, store_error=str(exc), held=held))
                 if self.stop.is_set() or self.orphaned():
-                    log.error("stopping with %s messages not committed: store unavailable (%s)", held, exc)
                     return False
                 log.warning("the store is unavailable (%s); retrying %s messages in %.1f s", exc, held, delay)
                 if self.stop.wait(delay):
