@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import time
 import urllib.error
@@ -119,8 +120,6 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
 
 def refuse_poison(url: str, script: str) -> None:
     if url.startswith("sqlite://"):
-        import sqlite3
-
         with sqlite3.connect(url[len("sqlite://") :]) as conn:
             conn.executescript(script)
         return
@@ -248,3 +247,36 @@ def test_sigterm_stops_the_collector_while_its_store_is_down(
             assert time.monotonic() - began < grace_s
         finally:
             stopped(c)
+
+
+def test_a_locked_sqlite_index_is_waited_for_and_nothing_is_dead_lettered(
+    tmp_path: Path, mosquitto: Mosquitto, publisher: mqtt.Client
+) -> None:
+    """Another process holds the index's write lock: the writer's commits fail as unavailable (after SQLite's
+    busy timeout), /healthz says so, and once the lock is gone every message is committed, none
+    dead-lettered."""
+    c = Collector(*start_collector_process(tmp_path, mosquitto))
+    try:
+        c.wait_healthy()
+        publish(publisher, agent())
+        wait_until(lambda: c.metric("collector_written_messages_total") == 1, what="the agent committed")
+        locker = sqlite3.connect(tmp_path / "run.db", isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        publish(publisher, *(status(f"cam-{i}", "online", 1) for i in range(20)))
+        wait_until(
+            lambda: c.metric("collector_store_errors_total") >= 1, timeout_s=20, what="a failed commit"
+        )
+        code, body = c.healthz() or (0, {})
+        assert code == 503 and "locked" in body["store_error"], body
+        locker.execute("ROLLBACK")
+        locker.close()
+        wait_until(lambda: len(c.cameras()) == 20, timeout_s=20, what="every status committed")
+        c.wait_healthy()
+        assert c.metric("collector_written_messages_total") == 21
+        store = open_store(f"sqlite://{tmp_path / 'run.db'}")
+        try:
+            assert store.dead_letters() == []
+        finally:
+            store.close()
+    finally:
+        stopped(c)
