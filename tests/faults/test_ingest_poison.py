@@ -143,12 +143,8 @@ def test_poison_of_every_kind_is_dead_lettered_and_ingest_goes_on(
             health({"poison-health": "online", "cam-h": "online"}, 2),
             clip("poison-clip", "succeeded", 3),
         ]
-        good = 0
         for i, bad in enumerate(poison):
-            for j in range(20):
-                publish(publisher, status(f"cam-{i}-{j}", "online", 1))
-                good += 1
-            publish(publisher, bad)
+            publish(publisher, *(status(f"cam-{i}-{j}", "online", 1) for j in range(20)), bad)
         publish(publisher, clip("req-good", "succeeded", 4, camera_id="cam-0-0", object_key="k"))
         # What the contract refuses before it reaches the index: integers beyond the index's columns.
         body = json.loads(encode(agent(minutes=5)).payload)
@@ -159,8 +155,7 @@ def test_poison_of_every_kind_is_dead_lettered_and_ingest_goes_on(
 
         wait_until(lambda: "cam-last" in c.cameras(), timeout_s=20, what="the last good status")
         cams = c.cameras()
-        assert {f"cam-{i}-{j}" for i in range(5) for j in range(20)} <= set(cams)
-        assert not [cam for cam in cams if cam.startswith("poison")]
+        assert set(cams) == {f"cam-{i}-{j}" for i in range(5) for j in range(20)} | {"cam-last"}
         wait_until(
             lambda: c.metric("collector_dead_letters_total", reason="constraint") == len(poison),
             what="every poison message dead-lettered",
@@ -175,7 +170,6 @@ def test_poison_of_every_kind_is_dead_lettered_and_ingest_goes_on(
             assert sorted(d.topic for d in letters) == sorted(encode(m).topic for m in poison)
             assert {d.reason for d in letters} == {"constraint"}
             assert [r.request_id for r in store.clips()] == ["req-good"]
-            assert "cam-h" not in cams  # a refused snapshot is refused whole, not in part
         finally:
             store.close()
     finally:
