@@ -11,6 +11,7 @@ from agent.ledger import LedgerCamera
 from agent.onvif_reader import CameraInfo, StreamInfo
 from agent.status import Observation, evaluate
 from contract.messages import (
+    INT32_MAX,
     CameraMeta,
     CameraState,
     CameraStatus,
@@ -130,8 +131,8 @@ MAX_TEXT, MAX_TOKEN, MAX_STREAMS, MAX_SIDE = 500, 64, 16, 16384
 
 
 def _text(value: str, limit: int = MAX_TEXT) -> str:
-    """Camera-provided text, cut to what the contract carries (a camera may send anything)."""
-    return value[:limit]
+    """Camera-provided text, cut to what the contract carries (a camera may send anything, even NUL)."""
+    return value.replace("\x00", "")[:limit]
 
 
 def _summary(stream: StreamInfo) -> StreamSummary:
@@ -142,7 +143,7 @@ def _summary(stream: StreamInfo) -> StreamSummary:
         width=min(max(stream.width, 0), MAX_SIDE),
         height=min(max(stream.height, 0), MAX_SIDE),
         fps=min(max(stream.fps, 0.0), 1000.0),
-        bitrate_kbps=stream.bitrate_kbps
+        bitrate_kbps=min(stream.bitrate_kbps, INT32_MAX)
         if stream.bitrate_kbps is not None and stream.bitrate_kbps >= 0
         else None,
     )

@@ -55,8 +55,8 @@ from collector.buffered_client import BufferedClient
 from collector.config import CollectorSettings
 from collector.ingest import Ingest, Subscriber
 from collector.metrics import CollectorMetrics
-from collector.store import Batch, open_store
-from collector.writer import BatchWriter, WriterStats
+from collector.store import open_store
+from collector.writer import BatchWriter, Received, WriterStats
 from contract import topics
 from contract.codec import encode
 from contract.districts import DISTRICTS
@@ -113,10 +113,10 @@ def prime(url: str, items: list[tuple[str, bytes]]) -> None:
     stats = WriterStats()
     messages = [(encode(a).topic, encode(a).payload) for a in agent_states()] + items
     for start in range(0, len(messages), 5000):
-        batch = Batch()
+        pending: list[Received] = []
         for topic, payload in messages[start : start + 5000]:
-            writer.add(batch, stats, topic, payload)
-        writer.commit(batch, stats)
+            writer.add(pending, stats, topic, payload)
+        writer.commit(pending, stats)
     store.close()
 
 

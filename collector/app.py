@@ -1,8 +1,9 @@
 """Composition root of `cctv-collector run`: metrics, store, writer, subscriber, HTTP API.
 
 Start order is sinks first, sources last (metrics and store, writer, HTTP API, then the MQTT subscriber);
-SIGTERM or SIGINT stops the subscriber first, lets the writer drain and commit what is queued, then stops the
-API. The MQTT session is persistent, so what agents publish meanwhile waits at the broker.
+SIGTERM or SIGINT stops the subscriber first, lets the writer drain and commit what is queued (unless the
+store is unavailable: then it gives up at once), then stops the API. The MQTT session is persistent, so what
+agents publish meanwhile waits at the broker.
 """
 
 from __future__ import annotations
@@ -65,11 +66,14 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
 def _health(ingest: Ingest) -> dict[str, Any]:
     connected = ingest.subscriber.subscribed.is_set()
     writer_alive = ingest.writer_alive()
+    queued = ingest.queue_depth()
+    store = ingest.health.status(queued)
     return {
-        "ok": connected and writer_alive,
+        "ok": connected and writer_alive and store["store_ok"] and not store["ingest_stalled"],
         "mqtt_subscribed": connected,
         "writer_alive": writer_alive,
-        "queue_depth": ingest.queue_depth(),
+        **store,
+        "queue_depth": queued,
         "committed_messages": ingest.committed,
         "unacknowledged_messages": ingest.subscriber.acks.waiting(),
         "time": time.time(),

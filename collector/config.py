@@ -38,6 +38,12 @@ class IngestSettings(BaseModel):
     # Accept camera, health and clip messages only from the agent that announced itself for the district.
     require_known_agent: bool = True
     reject_log_interval_s: float = Field(default=60.0, ge=0)
+    # Messages the index refused, kept in its dead_letters table (the oldest beyond this are deleted).
+    dead_letters_keep: int = Field(default=1000, ge=1)
+    # /healthz fails when messages wait and nothing was committed for this long.
+    stall_after_s: float = Field(default=30.0, gt=0)
+    # On SIGTERM, how long the writer may take to commit what is queued before it is killed.
+    stop_grace_s: float = Field(default=30.0, gt=0)
 
 
 class HttpSettings(BaseModel):

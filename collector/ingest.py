@@ -14,8 +14,10 @@ session, and the idempotent upserts absorb what was committed twice. The broker 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
+import queue
 import threading
 import time
 from multiprocessing.queues import Queue
@@ -28,6 +30,7 @@ from collector import writer
 from collector.acks import AckLedger
 from collector.buffered_client import BufferedClient
 from collector.config import CollectorSettings
+from collector.health import IngestHealth
 from collector.metrics import CollectorMetrics
 from contract import topics
 from contract.mqtt_client import connect_persistent, new_client
@@ -197,14 +200,18 @@ class Ingest:
             maxsize=max(2, settings.ingest.queue_max // CHUNK)
         )
         self.reports: Queue[writer.WriterStats] = ctx.Queue()
+        self.stop_requested = ctx.Event()
         self.process = ctx.Process(
             target=writer.run,
-            args=(settings, self.chunks, self.reports),
+            args=(settings, self.chunks, self.reports, self.stop_requested),
             name="collector-writer",
             daemon=True,
         )
         self.subscriber = Subscriber(settings, self.chunks, metrics)
         self.committed = 0
+        self.health = IngestHealth(settings.ingest.stall_after_s)
+        # Read at every scrape, so it is right even while the writer waits for the store.
+        metrics.queue_depth.set_function(self.queue_depth)
         self._reader = threading.Thread(target=self._read_reports, name="collector-reports", daemon=True)
 
     def start_writer(self) -> None:
@@ -215,22 +222,35 @@ class Ingest:
         self.start_writer()
         self.subscriber.start()
 
-    def stop(self, timeout_s: float = 60) -> None:
+    def stop(self) -> None:
+        """Stop within `ingest.stop_grace_s`: the subscriber takes no more messages, the writer commits what
+        is queued (unless the store is unavailable: then it gives up at once and commits nothing more), the
+        acknowledgements of what was committed are sent, then the subscriber disconnects."""
+        grace = self.settings.ingest.stop_grace_s
+        deadline = time.monotonic() + grace
+        self.stop_requested.set()  # first: a writer stuck on the store keeps reading, so pause() never blocks
         self.subscriber.pause()
-        self.chunks.put(None)
-        self.process.join(timeout_s)
-        self._reader.join(timeout_s)  # every commit reported, so every acknowledgement due
+        with contextlib.suppress(queue.Full):
+            self.chunks.put(None, timeout=grace)
+        self.process.join(max(0.0, deadline - time.monotonic()))
+        if self.process.is_alive():
+            log.error("the writer did not stop within %s s; killing it", grace)
+            self.process.kill()
+            self.process.join()
+        self.chunks.cancel_join_thread()  # what is still queued was not committed; do not wait to feed it
+        self._reader.join(max(1.0, deadline - time.monotonic()))  # every commit reported: every ack is due
         self.subscriber.stop()
 
     def writer_alive(self) -> bool:
         return self.process.is_alive()
 
     def queue_depth(self) -> int:
-        """Approximate number of messages waiting for the writer."""
+        """Approximate number of messages waiting for the writer, and held by it while the store is down."""
         try:
-            return self.chunks.qsize() * CHUNK
+            queued = self.chunks.qsize() * CHUNK
         except NotImplementedError:  # macOS
-            return 0
+            queued = 0
+        return queued + self.health.held()
 
     def _read_reports(self) -> None:
         while True:
@@ -245,6 +265,8 @@ class Ingest:
             m.received.labels(kind=kind).inc(n)
         for reason, n in stats.rejected.items():
             m.rejected.labels(reason=reason).inc(n)
+        for reason, n in stats.dead_letters.items():
+            m.dead_letters.labels(reason=reason).inc(n)
         if stats.store_errors:
             m.store_errors.inc(stats.store_errors)
         if stats.written:
@@ -254,6 +276,6 @@ class Ingest:
             self.committed += stats.written
         if stats.batch_seconds is not None:
             m.batch_seconds.observe(stats.batch_seconds)
-        m.queue_depth.set(self.queue_depth())
+        self.health.note(stats)
         if stats.committed_through is not None:
             self.subscriber.committed(stats.committed_through)

@@ -41,7 +41,15 @@ class CollectorMetrics:
             buckets=(1, 10, 50, 100, 500, 1000, 5000, 10000, 50000),
         )
         self.store_errors = Counter(
-            "collector_store_errors_total", "Failed batch commits (retried)", registry=r
+            "collector_store_errors_total",
+            "Failed attempts to commit because the store was unavailable (each retry counts)",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "collector_dead_letters_total",
+            "Messages the index refused, kept in its dead_letters table, by reason",
+            ["reason"],
+            registry=r,
         )
         self.last_commit = Gauge(
             "collector_last_commit_timestamp_seconds", "Unix time of the last committed batch", registry=r

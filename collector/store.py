@@ -5,6 +5,10 @@ Times are epoch seconds (float) in both engines, so every query is the same arit
 
 Lifecycle: a Store belongs to the thread that opened it (SQLite connections are not shared between threads);
 the writer, the API and the CLI each open their own. `apply` writes one batch in one transaction.
+
+Errors: a failed write raises `StoreUnavailableError` (the database is down, unreachable or locked: retry the
+same batch) or `StoreRejectedError` (the database refused a value: the same batch can never succeed). Each
+engine converts its driver's exceptions into these two, in one place (`SqlStore._classify`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,22 @@ CLIP_STATUS_RANK: dict[str, int] = {
     "failed": 3,
 }
 AVAILABLE_STATES: frozenset[str] = frozenset({"online", "degraded"})
+
+
+class StoreError(Exception):
+    """A write the index did not take (nothing of the batch is kept)."""
+
+
+class StoreUnavailableError(StoreError):
+    """Transient: retrying the same batch later can succeed."""
+
+
+class StoreRejectedError(StoreError):
+    """The database refused a value of the batch; `reason` is a slug for metrics (out_of_range, ...)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
 
 
 def epoch(ts: datetime | None) -> float | None:
@@ -107,6 +127,17 @@ class ClipRow:
     updated_at: float = 0.0
     missing_object: bool = False
     source: str = "mqtt"  # or "manifest" when reconciliation indexed it from the bucket
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message the index refused, kept as received for a person to look at (`at`: epoch seconds)."""
+
+    topic: str
+    payload: bytes
+    reason: str
+    error: str
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +290,18 @@ class Store(Protocol):
 
     def known_agents(self) -> dict[str, str]:
         """District -> the agent id last seen presenting itself for that district."""
+        ...
+
+    def camera_districts(self) -> dict[str, str]:
+        """Camera id -> the district it belongs to (a camera never changes district)."""
+        ...
+
+    def dead_letter(self, letters: list[DeadLetter], keep: int) -> None:
+        """Record refused messages in their own transaction, keeping only the newest `keep`."""
+        ...
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The recorded dead letters, oldest first."""
         ...
 
     def cameras(self, district: str | None = None, state: str | None = None) -> list[CameraView]: ...

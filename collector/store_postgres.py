@@ -32,9 +32,10 @@ BULK_TRANSITIONS = f"""
 INSERT INTO status_history (camera_id, district, state, reasons, at)
 SELECT i.camera_id, i.district, i.state, i.reasons, i.since FROM incoming_status i
 LEFT JOIN LATERAL (
-  SELECT c.state, c.reasons, c.checked_at FROM cameras c WHERE c.camera_id = i.camera_id LIMIT 1
+  SELECT c.state, c.reasons, c.checked_at, c.district FROM cameras c WHERE c.camera_id = i.camera_id LIMIT 1
 ) c ON TRUE
-WHERE NOT COALESCE((c.state = i.state AND c.reasons = i.reasons) OR c.checked_at > i.checked_at, FALSE)
+WHERE NOT COALESCE((c.state = i.state AND c.reasons = i.reasons) OR c.checked_at > i.checked_at
+  OR c.district <> i.district, FALSE)
 {HISTORY_ON_CONFLICT}
 """  # noqa: S608 - constants only
 BULK_UPSERT = f"""
@@ -67,6 +68,16 @@ class PostgresStore(SqlStore):
         finally:
             self._conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
             self._conn.commit()
+
+    def _rejection_reason(self, exc: Exception) -> str | None:
+        # SQLSTATE class 22 (data exception: out of range, NUL in text, bad encoding) and 23 (a constraint).
+        if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
+            return "out_of_range"
+        if isinstance(exc, psycopg.IntegrityError):
+            return "constraint"
+        if isinstance(exc, psycopg.DataError):
+            return "invalid_value"
+        return super()._rejection_reason(exc)
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s")

@@ -21,7 +21,11 @@ from collector.store import (
     Batch,
     CameraView,
     ClipRow,
+    DeadLetter,
     StatusRow,
+    StoreError,
+    StoreRejectedError,
+    StoreUnavailableError,
     Transition,
 )
 
@@ -40,44 +44,49 @@ UPSERT_META = """
 INSERT INTO cameras (camera_id, district, agent_id, name, address_text, lat, lon, manufacturer, model,
   firmware, serial, identity, identity_kind, meta_updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (camera_id) DO UPDATE SET district = excluded.district, agent_id = excluded.agent_id,
-  name = excluded.name, address_text = excluded.address_text, lat = excluded.lat, lon = excluded.lon,
+ON CONFLICT (camera_id) DO UPDATE SET agent_id = excluded.agent_id, name = excluded.name,
+  address_text = excluded.address_text, lat = excluded.lat, lon = excluded.lon,
   manufacturer = excluded.manufacturer, model = excluded.model, firmware = excluded.firmware,
   serial = excluded.serial, identity = excluded.identity, identity_kind = excluded.identity_kind,
   meta_updated_at = excluded.meta_updated_at
-WHERE cameras.meta_updated_at IS NULL OR excluded.meta_updated_at >= cameras.meta_updated_at
+WHERE cameras.district = excluded.district
+  AND (cameras.meta_updated_at IS NULL OR excluded.meta_updated_at >= cameras.meta_updated_at)
 """
 
+# A camera never changes district: no statement below moves one, even when the writer's gate let it through.
 HISTORY_ON_CONFLICT = (
-    "ON CONFLICT (camera_id, at) DO UPDATE SET state = excluded.state, reasons = excluded.reasons"
+    "ON CONFLICT (camera_id, at) DO UPDATE SET state = excluded.state, reasons = excluded.reasons "
+    "WHERE status_history.district = excluded.district"
 )
 
-# A history row only when state or reasons change, and never from a report older than the current one.
+# A history row only when state or reasons change, never from a report older than the current one, and never
+# for a camera of another district.
 INSERT_TRANSITION = f"""
 INSERT INTO status_history (camera_id, district, state, reasons, at)
 SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION)
 WHERE NOT EXISTS (SELECT 1 FROM cameras c WHERE c.camera_id = ?
-  AND ((c.state = ? AND c.reasons = ?) OR c.checked_at > ?))
+  AND ((c.state = ? AND c.reasons = ?) OR c.checked_at > ? OR c.district <> ?))
 {HISTORY_ON_CONFLICT}
 """  # noqa: S608 - constants only
 
 INSERT_LATER_TRANSITION = f"""
 INSERT INTO status_history (camera_id, district, state, reasons, at)
 SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION)
-WHERE NOT EXISTS (SELECT 1 FROM cameras c WHERE c.camera_id = ? AND c.checked_at > ?)
+WHERE NOT EXISTS (SELECT 1 FROM cameras c WHERE c.camera_id = ? AND (c.checked_at > ? OR c.district <> ?))
 {HISTORY_ON_CONFLICT}
 """  # noqa: S608 - constants only
 
 STATUS_COLUMNS = "camera_id, district, agent_id, state, reasons, last_error, since, checked_at, last_seen"
 # The same camera state never resets `since`; an older report changes nothing.
 STATUS_ON_CONFLICT = """
-ON CONFLICT (camera_id) DO UPDATE SET district = excluded.district, agent_id = excluded.agent_id,
+ON CONFLICT (camera_id) DO UPDATE SET agent_id = excluded.agent_id,
   since = CASE WHEN cameras.state = excluded.state AND cameras.since IS NOT NULL
                THEN cameras.since ELSE excluded.since END,
   state = excluded.state, reasons = excluded.reasons,
   last_error = COALESCE(excluded.last_error, cameras.last_error),
   checked_at = excluded.checked_at, last_seen = excluded.last_seen
-WHERE cameras.checked_at IS NULL OR excluded.checked_at >= cameras.checked_at
+WHERE cameras.district = excluded.district
+  AND (cameras.checked_at IS NULL OR excluded.checked_at >= cameras.checked_at)
 """
 UPSERT_STATUS = f"""
 INSERT INTO cameras ({STATUS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -112,8 +121,8 @@ ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, status_rank = e
   agent_id = COALESCE(excluded.agent_id, clips.agent_id),
   {", ".join(f"{c} = COALESCE(excluded.{c}, clips.{c})" for c in _CLIP_KEEP)},
   updated_at = excluded.updated_at, missing_object = excluded.missing_object
-WHERE excluded.status_rank > clips.status_rank
-   OR (excluded.status_rank = clips.status_rank AND excluded.updated_at >= clips.updated_at)
+WHERE clips.district = excluded.district AND (excluded.status_rank > clips.status_rank
+   OR (excluded.status_rank = clips.status_rank AND excluded.updated_at >= clips.updated_at))
 """  # noqa: S608 - column names are constants, values are parameters
 
 
@@ -197,14 +206,46 @@ class SqlStore(ABC):
 
     # -- writes -------------------------------------------------------------------------------------------
     def apply(self, batch: Batch) -> None:
-        """Write a batch in one transaction. On failure nothing of it is kept and the exception propagates
-        (the writer retries); a lost connection is replaced first, so the retry can succeed."""
+        """Write a batch in one transaction. On failure nothing of it is kept and a StoreError says whether a
+        retry can succeed; a lost connection is replaced first, so that it can."""
         try:
             self._write(batch)
             self._conn.commit()
-        except Exception:
+        except Exception as exc:
             self._recover()
-            raise
+            raise self._classify(exc) from exc
+
+    def _classify(self, exc: Exception) -> StoreError:
+        """The one place a driver's exception becomes StoreRejectedError (a value the database cannot hold) or
+        StoreUnavailableError (anything else: a good message must never be dead-lettered for an outage)."""
+        reason = self._rejection_reason(exc)
+        detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        if reason is None:
+            return StoreUnavailableError(detail)
+        return StoreRejectedError(reason, detail)
+
+    def _rejection_reason(self, exc: Exception) -> str | None:
+        """The slug of a data error of this engine, None for a transient one."""
+        if isinstance(exc, OverflowError):  # a Python int the driver cannot bind
+            return "out_of_range"
+        if isinstance(exc, UnicodeError):  # text the driver cannot encode
+            return "invalid_text"
+        return None
+
+    def dead_letter(self, letters: list[DeadLetter], keep: int) -> None:
+        try:
+            self._executemany(
+                "INSERT INTO dead_letters (topic, payload, reason, error, at) VALUES (?, ?, ?, ?, ?)",
+                [(_clean(d.topic), d.payload, d.reason, _clean(d.error), d.at) for d in letters],
+            )
+            self._conn.cursor().execute(
+                self._sql("DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?"),
+                (keep,),
+            )
+            self._conn.commit()
+        except Exception as exc:
+            self._recover()
+            raise self._classify(exc) from exc
 
     def _connection_lost(self) -> bool:
         return False  # an embedded database has no connection to lose
@@ -244,6 +285,7 @@ class SqlStore(ABC):
                     s.state,
                     s.reasons,
                     s.checked_at,
+                    s.district,
                 )
                 for s in first
             ],
@@ -251,7 +293,7 @@ class SqlStore(ABC):
         self._executemany(
             INSERT_LATER_TRANSITION,
             [
-                (s.camera_id, s.district, s.state, s.reasons, s.since, s.camera_id, s.checked_at)
+                (s.camera_id, s.district, s.state, s.reasons, s.since, s.camera_id, s.checked_at, s.district)
                 for s in later
             ],
         )
@@ -292,6 +334,13 @@ class SqlStore(ABC):
     # -- reads --------------------------------------------------------------------------------------------
     def known_agents(self) -> dict[str, str]:
         return {d: a for d, a in self._query("SELECT district, agent_id FROM agents")}
+
+    def camera_districts(self) -> dict[str, str]:
+        return {c: d for c, d in self._query("SELECT camera_id, district FROM cameras")}
+
+    def dead_letters(self) -> list[DeadLetter]:
+        rows = self._query("SELECT topic, payload, reason, error, at FROM dead_letters ORDER BY id")
+        return [DeadLetter(t, bytes(p), r, e, float(a)) for t, p, r, e, a in rows]
 
     def camera_counts(self) -> dict[tuple[str, str], int]:
         rows = self._query(
@@ -368,6 +417,11 @@ def _transitions(statuses: list[StatusRow]) -> tuple[list[StatusRow], list[Statu
             later.append(row)
         previous[row.camera_id] = row
     return first, later
+
+
+def _clean(text: str) -> str:
+    """Text any engine can store: no NUL, no lone surrogate."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 def _clip_from_row(row: tuple[Any, ...]) -> ClipRow:

@@ -39,6 +39,14 @@ class SqliteStore(SqlStore):
         conn.execute("PRAGMA busy_timeout=10000")
         return conn
 
+    def _rejection_reason(self, exc: Exception) -> str | None:
+        # OperationalError (locked, disk I/O) is transient; these are about the values of the batch.
+        if isinstance(exc, sqlite3.IntegrityError):
+            return "constraint"
+        if isinstance(exc, sqlite3.DataError):
+            return "invalid_value"
+        return super()._rejection_reason(exc)
+
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
         # executescript() commits any open transaction, so a SQL lock cannot span a migration: lock a file.

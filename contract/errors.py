@@ -13,6 +13,8 @@ ContractErrorReason = Literal[
     "district_mismatch",
     "topic_mismatch",
     "unknown_agent",
+    "agent_of_other_district",
+    "camera_of_other_district",
 ]
 
 

@@ -27,9 +27,17 @@ SUPPORTED_VERSIONS: frozenset[int] = frozenset({VERSION})
 
 DistrictSlug = Annotated[str, Field(pattern=DISTRICT_PATTERN, description="ASCII district slug: gangnam")]
 Ident = Annotated[str, Field(pattern=ID_PATTERN, description="topic-safe id: letters, digits, . _ : -")]
-Text = Annotated[str, Field(max_length=500)]
+# Every value must fit the index's columns, or one message would fail the writer's whole batch: text without
+# NUL (PostgreSQL's text cannot hold it), integers within a signed 32-bit column (counts) or 64-bit (sizes),
+# floats finite.
+_NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, Field(max_length=500, pattern=_NO_NUL)]
 # Free text that may quote a camera's error: addresses and credentials are stripped on the way in.
-ErrorText = Annotated[str, Field(max_length=500), AfterValidator(redact)]
+ErrorText = Annotated[str, Field(max_length=500, pattern=_NO_NUL), AfterValidator(redact)]
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 Reason = Annotated[str, Field(pattern=r"^[a-z0-9_:.-]{1,64}$")]
 Timestamp = AwareDatetime
 
@@ -66,7 +74,7 @@ class AgentState(Message):
     district_name: Text = ""
     version: Text = ""
     started_at: Timestamp | None = None
-    cameras: int = Field(default=0, ge=0)
+    cameras: Count = 0
     sent_at: Timestamp
 
 
@@ -75,12 +83,12 @@ class StreamSummary(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    token: Annotated[str, Field(max_length=64)]
+    token: Annotated[str, Field(max_length=64, pattern=_NO_NUL)]
     codec: Literal["h264", "h265", "mjpeg", "other"]
     width: int = Field(ge=0, le=16384)
     height: int = Field(ge=0, le=16384)
     fps: float = Field(ge=0, le=1000)
-    bitrate_kbps: int | None = Field(default=None, ge=0)
+    bitrate_kbps: Count | None = None
 
 
 class CameraMeta(Message):
@@ -113,7 +121,7 @@ class CameraStatus(Message):
     state: CameraState
     reasons: list[Reason] = Field(default_factory=list, max_length=16)
     last_error: ErrorText | None = None
-    clock_offset_s: float | None = None
+    clock_offset_s: Finite | None = None
     since: Timestamp
     checked_at: Timestamp
 
@@ -126,7 +134,7 @@ class HealthEntry(BaseModel):
     camera_id: Ident
     state: CameraState
     reasons: list[Reason] = Field(default_factory=list, max_length=16)
-    clock_offset_s: float | None = None
+    clock_offset_s: Finite | None = None
     checked_at: Timestamp | None = None
 
 
@@ -146,10 +154,10 @@ class ClipRequest(Message):
     start: Timestamp
     end: Timestamp
     purpose: Text
-    agency: Annotated[str, Field(min_length=1, max_length=64)]
-    incident: Annotated[str, Field(max_length=64)] = ""
+    agency: Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_NUL)]
+    incident: Annotated[str, Field(max_length=64, pattern=_NO_NUL)] = ""
     priority: Priority = "routine"
-    requested_by: Annotated[str, Field(max_length=128)] = ""
+    requested_by: Annotated[str, Field(max_length=128, pattern=_NO_NUL)] = ""
     sent_at: Timestamp
 
     @model_validator(mode="after")
@@ -166,7 +174,7 @@ class ArmRequest(Message):
     camera_id: Ident
     duration_s: float = Field(gt=0, le=24 * 3600)
     priority: Priority = "routine"
-    agency: Annotated[str, Field(min_length=1, max_length=64)]
+    agency: Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_NUL)]
     sent_at: Timestamp
 
 
@@ -184,7 +192,7 @@ class ClipUpdate(Message):
     object_key: Text | None = None
     thumbnail_key: Text | None = None
     manifest_key: Text | None = None
-    size_bytes: int | None = Field(default=None, ge=0)
+    size_bytes: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     covered_start: Timestamp | None = None
     covered_end: Timestamp | None = None

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from collector.store import Store, open_store
 from contract.messages import AgentState, CameraMeta, CameraStatus, ClipUpdate, HealthEntry, HealthSnapshot
@@ -45,15 +46,21 @@ def store(store_url: str) -> Iterator[Store]:
 
 
 def start_collector_process(
-    tmp_path: Path, broker: Mosquitto, stderr: int | None = None
+    tmp_path: Path,
+    broker: Mosquitto,
+    stderr: int | None = None,
+    store_url: str | None = None,
+    ingest: str = "",
 ) -> tuple[subprocess.Popen[bytes], int, int]:
-    """`cctv-collector run` in its own process, on a SQLite index in `tmp_path`, with a config written there;
-    returns the process, its HTTP API port and its metrics port (the caller waits for what it needs)."""
+    """`cctv-collector run` in its own process, on `store_url` (default: a SQLite index in `tmp_path`), with a
+    config written there (`ingest`: lines of its [ingest] section); returns the process, its HTTP API port and
+    its metrics port (the caller waits for what it needs)."""
     http_port, metrics_port = free_port(), free_port()
     cfg = tmp_path / "collector.toml"
+    url = store_url or f"sqlite://{tmp_path / 'run.db'}"
     cfg.write_text(
         f"metrics_port = {metrics_port}\n[mqtt]\nport = {broker.port}\n"
-        f'[store]\nurl = "sqlite://{tmp_path / "run.db"}"\n[http]\nport = {http_port}\n'
+        f'[store]\nurl = "{url}"\n[http]\nport = {http_port}\n[ingest]\n{ingest}\n'
     )
     code = "import sys; from collector.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, "run", "--config", str(cfg)], stderr=stderr)
@@ -67,6 +74,11 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.02)
+
+
+def forced(message: BaseModel, **fields: object) -> BaseModel:
+    """`message` with values the contract refuses, built without validation (only the index can refuse it)."""
+    return type(message).model_construct(**{**dict(message), **fields})
 
 
 def at(minutes: float) -> datetime:

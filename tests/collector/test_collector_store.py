@@ -8,10 +8,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pydantic import BaseModel
 
-from collector.store import Batch, Store, open_store
+from collector.store import Batch, DeadLetter, Store, StoreRejectedError, StoreUnavailableError, open_store
 from collector.store_postgres import BULK_MIN_ROWS
-from tests.collector.conftest import agent, at, clip, health, meta, status
+from tests.collector.conftest import agent, at, clip, forced, health, meta, status
 from tests.collector.pg import PgService
 
 
@@ -26,8 +27,8 @@ def test_migrations_are_recorded_and_applied_once(store_url: str) -> None:
     s = open_store(store_url)
     try:
         assert s.schema_version() == 0
-        assert s.migrate() == [1, 2]
-        assert s.schema_version() == 2
+        assert s.migrate() == [1, 2, 3]
+        assert s.schema_version() == 3
         assert s.migrate() == []
     finally:
         s.close()
@@ -161,7 +162,7 @@ def test_postgres_store_reconnects_after_losing_its_connection(pg_service: PgSer
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
             )
-        with pytest.raises(psycopg.OperationalError):
+        with pytest.raises(StoreUnavailableError):  # transient: never dead-lettered
             write(store, status("cam-1", "offline", 1))
         write(store, status("cam-1", "offline", 1))  # the writer's retry
         assert [(c.camera_id, c.state) for c in store.cameras()] == [("cam-1", "offline")]
@@ -185,3 +186,62 @@ def test_camera_counts_and_agent_states_for_dashboards(store: Store) -> None:
         ("jongno", "degraded"): 1,
     }
     assert store.agent_states() == {"gangnam": "online", "jongno": "online"}
+
+
+def test_a_camera_never_changes_district(store: Store) -> None:
+    """Even past the writer's gate, meta, status, health and clips of another district leave a camera where it
+    is: its district, agent, state and history stay those of its own district."""
+    write(store, meta("cam-1"), status("cam-1", "online", 1), clip("req-1", "accepted", 1))
+    intruder = {"district": "mapo", "agent_id": "agent-mapo"}
+    write(store, meta("cam-1", name="moved", **intruder, updated_at=at(5)))
+    write(store, status("cam-1", "offline", 6, **intruder))
+    write(store, health({"cam-1": "unauthorized"}, 7, **intruder))
+    write(store, clip("req-1", "failed", 8).model_copy(update=intruder))
+    [cam] = store.cameras()
+    assert (cam.district, cam.agent_id, cam.name, cam.state) == (
+        "gangnam",
+        "agent-gangnam",
+        "cam-1 crossing",
+        "online",
+    )
+    assert [(t.district, t.state) for t in store.history("gangnam", 0, 2e9)] == [("gangnam", "online")]
+    assert store.history("mapo", 0, 2e9) == []
+    assert [(c.district, c.status) for c in store.clips()] == [("gangnam", "accepted")]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [forced(agent(), cameras=2**64), forced(clip("req-1", "succeeded", 1), size_bytes=2**70)],
+    ids=["cameras beyond 64 bits", "size beyond 64 bits"],
+)
+def test_a_value_the_database_cannot_hold_is_rejected_not_unavailable(store: Store, bad: BaseModel) -> None:
+    """What the contract would refuse, forced past it: the store says the batch can never succeed."""
+    with pytest.raises(StoreRejectedError) as err:
+        write(store, meta("cam-1"), bad)
+    assert err.value.reason == "out_of_range"
+    write(store, meta("cam-1"))  # the connection is usable afterwards
+    assert [c.camera_id for c in store.cameras()] == ["cam-1"]
+
+
+def test_dead_letters_are_kept_newest_first_within_the_bound(store: Store) -> None:
+    letters = [
+        DeadLetter(f"cctv/v1/gangnam/clip/r{i}", b"{\x00}", "out_of_range", "bad\x00 value", i)
+        for i in range(5)
+    ]
+    store.dead_letter(letters[:3], keep=10)
+    store.dead_letter(letters[3:], keep=3)
+    kept = store.dead_letters()
+    assert [d.topic for d in kept] == [f"cctv/v1/gangnam/clip/r{i}" for i in (2, 3, 4)]
+    assert kept[0].payload == b"{\x00}" and kept[0].error == "bad value"
+
+
+@pytest.mark.integration
+def test_text_postgresql_cannot_hold_is_rejected_not_unavailable(pg_service: PgService) -> None:
+    store = open_store(pg_service.new_database(f"t_{uuid.uuid4().hex[:12]}"))
+    try:
+        store.migrate()
+        with pytest.raises(StoreRejectedError) as err:
+            write(store, forced(meta("cam-1"), name="a\x00b"))
+        assert err.value.reason == "invalid_value"
+    finally:
+        store.close()
