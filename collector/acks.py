@@ -40,8 +40,7 @@ class AckLedger:
                 _chunk, conn, chunk_mids = self._waiting.popleft()
                 if conn == connection:
                     mids.extend(chunk_mids)
-            if not self._waiting:
-                self._changed.notify_all()
+            self._changed.notify_all()
             return mids
 
     def waiting(self) -> int:
@@ -49,7 +48,11 @@ class AckLedger:
         with self._changed:
             return sum(len(mids) for _chunk, _conn, mids in self._waiting)
 
-    def wait_empty(self, timeout_s: float) -> bool:
-        """Wait until every recorded id was taken by `due`; False on timeout."""
+    def wait_sent(self, timeout_s: float) -> bool:
+        """Wait until every id that is due was taken by `due`; False on timeout. Ids of chunks never committed
+        (a stop that found the store unavailable) are not waited for: the broker sends them again."""
         with self._changed:
-            return self._changed.wait_for(lambda: not self._waiting, timeout_s)
+            return self._changed.wait_for(self._nothing_due, timeout_s)
+
+    def _nothing_due(self) -> bool:
+        return not self._waiting or self._waiting[0][0] > self._committed

@@ -101,7 +101,7 @@ class Subscriber:
         session stays at the broker)."""
         self.pause()
         self.client.wake()
-        if self.client.is_connected() and not self.acks.wait_empty(_ACK_WAIT_S):
+        if self.client.is_connected() and not self.acks.wait_sent(_ACK_WAIT_S):
             log.warning("stopping with acknowledgements unsent: the broker will deliver those messages again")
         self._stopping.set()
         self.client.disconnect()
