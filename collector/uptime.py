@@ -70,8 +70,8 @@ def camera_availability(
 
 
 def as_seen(history: list[Transition], presence: list[tuple[float, str]]) -> list[Transition]:
-    """A camera's transitions with its agent's presence laid over them: while the agent was offline the state is
-    `unknown` (nobody reported it); once the agent is back, the last reported state holds again."""
+    """A camera's transitions with its agent's presence laid over them: while the agent was offline the state
+    is `unknown` (nobody reported it); once the agent is back, the last reported state holds again."""
     if not history:
         return []
     camera_id, district = history[0].camera_id, history[0].district
