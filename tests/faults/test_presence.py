@@ -190,13 +190,21 @@ async def test_state_is_restored_after_the_broker_loses_its_data(
     fleet, directory = district
     agent = Agent(agent_settings(directory, mosquitto))
 
-    def agent_view() -> dict[str, tuple[str, list[str]]]:
-        statuses = (agent.registry.status(r) for r in agent.registry.records.values())
-        return {s.camera_id: (s.state, list(s.reasons)) for s in statuses}
+    def agent_view() -> dict[str, tuple[object, ...]]:
+        """Each camera's state and reasons, and what its meta says (health snapshots do not carry meta)."""
+        view: dict[str, tuple[object, ...]] = {}
+        for record in agent.registry.records.values():
+            s, m = agent.registry.status(record), agent.registry.meta(record)
+            names = (m.name, m.manufacturer, m.model) if m else ("", "", "")
+            view[s.camera_id] = (s.state, list(s.reasons), *names)
+        return view
 
     async def matches(c: Collector) -> bool:
         cams = await c.cameras()
-        shown = {cid: (cam["state"], cam["reasons"]) for cid, cam in cams.items()}
+        shown = {
+            cid: (cam["state"], cam["reasons"], cam["name"], cam["manufacturer"], cam["model"])
+            for cid, cam in cams.items()
+        }
         return shown == agent_view() and all(cam["agent_online"] for cam in cams.values())
 
     async with running(agent):
