@@ -8,8 +8,8 @@ Presence sessions: the last will travels in CONNECT and paho resends the stored 
 before each connection attempt (paho's `on_pre_connect`) the link starts a new session and sets the will for
 it. The `online` presence of that connection carries the same session (`session`): the collector orders
 presence by session, so a will always wins over the `online` of its own connection and loses to every later
-connection. The broker publishes the will when the connection drops without a DISCONNECT, at the latest
-1.5 x `keepalive_s` after the agent last sent anything.
+connection. The broker publishes the will when the connection drops without a DISCONNECT, or 1.5 x
+`keepalive_s` after the agent last sent anything (Mosquitto 2.0: up to 7 s later, it checks every 6 s).
 """
 
 from __future__ import annotations
