@@ -79,6 +79,7 @@ def test_cameras_json_filters_by_district_and_state(config: Path, capsys: pytest
     )
     assert (cam["manufacturer"], cam["model"]) == ("Hanwha", "XNO-6080R")
     assert cam["last_seen"].startswith("2026-03-02T09:00:00")
+    assert cam["agent_online"] is True
 
 
 def test_cameras_table(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
