@@ -88,7 +88,7 @@ class Agent:
         self.link = MqttLink(
             settings.mqtt,
             f"agent-{settings.agent_id}",
-            will=self._presence("offline"),
+            will=lambda session: self._presence("offline", session),
             metrics=self.metrics,
             on_connected=self._retained_state,
             command_filter=topics.commands_filter(settings.district),
@@ -115,7 +115,7 @@ class Agent:
             await self.clips.stop(grace_s=30.0)
             self.clip_pool.close()
             self.streams.close()
-            await self.link.stop(self._presence("offline"))
+            await self.link.stop(self._presence("offline", self.link.session))
 
     async def _sweep_and_discover(self, progress: Progress | None) -> None:
         await self.sweep(progress)
@@ -235,7 +235,7 @@ class Agent:
 
     def _retained_state(self) -> list[Delivery]:
         """What the broker must hold after any (re)connect: presence, then every camera's meta and status."""
-        deliveries = [self._presence("online")]
+        deliveries = [self._presence("online", self.link.session)]
         for record in self.registry.records.values():
             meta = self.registry.meta(record)
             if meta is not None:
@@ -244,11 +244,13 @@ class Agent:
                 deliveries.append(encode(self.registry.status(record)))
         return deliveries
 
-    def _presence(self, state: AgentPresence) -> Delivery:
+    def _presence(self, state: AgentPresence, session: int) -> Delivery:
+        """The retained presence of `session`. Also runs on paho's thread (the will of each connection)."""
         message = AgentState(
             district=self.settings.district,
             agent_id=self.settings.agent_id,
             state=state,
+            session=session,
             district_name=korean_name(self.settings.district),
             version=__version__,
             started_at=self.started_at,

@@ -3,12 +3,20 @@
 paho runs its network loop in its own thread; callbacks hand work to the asyncio loop and never raise.
 On every (re)connect the agent publishes its presence and its retained camera state again, so a broker that
 restarted without persistence is restored.
+
+Presence sessions: the last will travels in CONNECT and paho resends the stored one on every reconnect, so
+before each connection attempt (paho's `on_pre_connect`) the link starts a new session and sets the will for
+it. The `online` presence of that connection carries the same session (`session`): the collector orders
+presence by session, so a will always wins over the `online` of its own connection and loses to every later
+connection. The broker publishes the will when the connection drops without a DISCONNECT, or 1.5 x
+`keepalive_s` after the agent last sent anything (Mosquitto 2.0: up to 7 s later, it checks every 6 s).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +42,7 @@ class MqttLink:
         settings: MqttSettings,
         client_id: str,
         *,
-        will: Delivery,
+        will: Callable[[int], Delivery],
         metrics: AgentMetrics,
         on_connected: Callable[[], list[Delivery]],
         command_filter: str | None = None,
@@ -45,12 +53,14 @@ class MqttLink:
         self._on_connected = on_connected
         self._command_filter = command_filter
         self._on_command = on_command
+        self._will = will
+        self._session = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = asyncio.Event()
         self._client = new_client(settings, client_id)
-        self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         self._client.max_inflight_messages_set(MAX_INFLIGHT)
         self._client.max_queued_messages_set(MAX_QUEUED)
+        self._client.on_pre_connect = self._handle_pre_connect
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
@@ -58,6 +68,11 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def session(self) -> int:
+        """The presence session of the current (or last attempted) connection; 0 before the first."""
+        return self._session
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -103,6 +118,18 @@ class MqttLink:
         self._metrics.mqtt_connected.set(0)
 
     # paho callbacks: run on paho's thread; they must never raise.
+
+    def _handle_pre_connect(self, client: mqtt.Client, _u: Any) -> None:
+        # Milliseconds since the epoch, so that a restarted agent starts above its previous run; strictly
+        # increasing within a run, whatever the clock does.
+        session = max(time.time_ns() // 1_000_000, self._session + 1)
+        try:
+            will = self._will(session)
+        except Exception:  # keep the previous session and its will: they still match each other
+            log.exception("could not build the last will")
+            return
+        client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        self._session = session
 
     def _handle_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
         if reason.is_failure:

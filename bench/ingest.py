@@ -74,7 +74,13 @@ Counter = Any  # multiprocessing.Value
 def agent_states() -> list[AgentState]:
     return [
         AgentState(
-            district=d, agent_id=f"agent-{d}", state="online", version="1.0.0", cameras=2720, sent_at=NOW
+            district=d,
+            agent_id=f"agent-{d}",
+            state="online",
+            session=int(NOW.timestamp() * 1000),
+            version="1.0.0",
+            cameras=2720,
+            sent_at=NOW,
         )
         for d in DISTRICT_SLUGS
     ]

@@ -148,6 +148,7 @@ def _camera_dict(r: CameraView) -> dict[str, object]:
         "model": r.model,
         "last_seen": _iso(r.last_seen),
         "agent_id": r.agent_id,
+        "agent_online": r.agent_online,
     }
 
 

@@ -39,7 +39,7 @@ class IndexGauges(Collector):
         yield readable
         cameras = GaugeMetricFamily(
             "collector_cameras",
-            "Cameras in the index by district and current state",
+            "Cameras in the index by district and current state (unknown while their agent is offline)",
             labels=["district", "state"],
         )
         for (district, state), n in sorted(counts.items()):
@@ -47,7 +47,7 @@ class IndexGauges(Collector):
         yield cameras
         online = GaugeMetricFamily(
             "collector_agent_online",
-            "1 when the district's agent last announced itself online",
+            "1 when the district's agent is online, 0 after its goodbye or its last will",
             labels=["district"],
         )
         for district, state in sorted(agents.items()):

@@ -13,6 +13,7 @@ engine converts its driver's exceptions into these two, in one place (`SqlStore.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -59,12 +60,16 @@ def epoch(ts: datetime | None) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class AgentRow:
+    """A district agent's presence; `received_at` is the collector's clock when it took the message in."""
+
     district: str
     agent_id: str
     state: str
     version: str
     cameras: int
     sent_at: float
+    session: int
+    received_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +147,9 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class CameraView:
-    """A camera as the API and `cameras` command show it."""
+    """A camera as the API and `cameras` command show it. While its district's agent is offline, its state is
+    `unknown` with the reason `agent_offline` (nobody vouches for the last report); `agent_online` is None
+    when no agent has announced itself for the district."""
 
     camera_id: str
     district: str
@@ -153,6 +160,7 @@ class CameraView:
     manufacturer: str
     model: str
     last_seen: float | None
+    agent_online: bool | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +175,10 @@ class Transition:
 
 @dataclass
 class Batch:
-    """Rows of one writer transaction, in arrival order within each kind."""
+    """Rows of one writer transaction, in arrival order within each kind. `received_at` times the presence
+    changes (the collector's clock; None: the time each is added)."""
 
+    received_at: float | None = None
     agents: list[AgentRow] = field(default_factory=list)
     metas: list[CameraMetaRow] = field(default_factory=list)
     statuses: list[StatusRow] = field(default_factory=list)
@@ -181,7 +191,8 @@ class Batch:
         self.messages += 1
         match message:
             case AgentState():
-                self.agents.append(_agent_row(message))
+                now = time.time() if self.received_at is None else self.received_at
+                self.agents.append(_agent_row(message, now))
             case CameraMeta():
                 self.metas.append(_meta_row(message))
             case CameraStatus():
@@ -220,8 +231,10 @@ class Batch:
         return self.messages
 
 
-def _agent_row(m: AgentState) -> AgentRow:
-    return AgentRow(m.district, m.agent_id, m.state, m.version, m.cameras, m.sent_at.timestamp())
+def _agent_row(m: AgentState, received_at: float) -> AgentRow:
+    return AgentRow(
+        m.district, m.agent_id, m.state, m.version, m.cameras, m.sent_at.timestamp(), m.session, received_at
+    )
 
 
 def _meta_row(m: CameraMeta) -> CameraMetaRow:
@@ -312,12 +325,18 @@ class Store(Protocol):
         """Transitions inside [since, until] plus, per camera, the last one before `since`."""
         ...
 
+    def presence(self, district: str, since: float, until: float) -> list[tuple[float, str]]:
+        """(at, state) of the district agent's accepted presence inside [since, until], plus the last one
+        before `since`, in time order (a repeated state may appear twice)."""
+        ...
+
     def health_counts(self, district: str) -> dict[str, int]:
         """Cameras by state in the district's latest health snapshot."""
         ...
 
     def camera_counts(self) -> dict[tuple[str, str], int]:
-        """Cameras in the index by (district, current state); "unknown" before a camera's first report."""
+        """Cameras in the index by (district, current state) as `cameras` shows it: "unknown" before a
+        camera's first report and while its district's agent is offline."""
         ...
 
     def agent_states(self) -> dict[str, str]:

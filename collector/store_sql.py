@@ -18,6 +18,7 @@ from typing import Any
 
 from collector.store import (
     CLIP_STATUS_RANK,
+    AgentRow,
     Batch,
     CameraView,
     ClipRow,
@@ -33,11 +34,31 @@ log = logging.getLogger(__name__)
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
+# Presence is ordered by the agent's connection session: a later session wins, and within one session
+# `offline` (its last will or its goodbye) wins over `online`, so an old session's `online` never overrides.
+# The row comes back only when it was written: that is when the presence history gets a row.
 UPSERT_AGENT = """
-INSERT INTO agents (district, agent_id, state, version, cameras, sent_at) VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO agents (district, agent_id, state, version, cameras, sent_at, session)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (district) DO UPDATE SET agent_id = excluded.agent_id, state = excluded.state,
-  version = excluded.version, cameras = excluded.cameras, sent_at = excluded.sent_at
-WHERE excluded.sent_at >= agents.sent_at
+  version = excluded.version, cameras = excluded.cameras, sent_at = excluded.sent_at,
+  session = excluded.session
+WHERE excluded.session > agents.session OR (excluded.session = agents.session AND excluded.state = 'offline')
+RETURNING state
+"""
+INSERT_PRESENCE = """
+INSERT INTO agent_history (district, state, at) VALUES (?, ?, ?)
+ON CONFLICT (district, at) DO UPDATE SET state = excluded.state
+"""
+
+# A camera as users see it: while its district's agent is offline, nobody vouches for its last report.
+CAMERA_VIEW = """
+SELECT c.camera_id, c.district, c.agent_id, COALESCE(c.name, '') AS name,
+  CASE WHEN a.state = 'offline' THEN 'unknown' ELSE COALESCE(c.state, 'unknown') END AS state,
+  CASE WHEN a.state = 'offline' THEN 'agent_offline' ELSE c.reasons END AS reasons,
+  COALESCE(c.manufacturer, '') AS manufacturer, COALESCE(c.model, '') AS model, c.last_seen,
+  a.state AS agent_state
+FROM cameras c LEFT JOIN agents a ON a.district = c.district
 """
 
 UPSERT_META = """
@@ -262,11 +283,20 @@ class SqlStore(ABC):
             log.warning("reconnecting to %s failed: %s", self.engine, exc)
 
     def _write(self, batch: Batch) -> None:
-        self._executemany(UPSERT_AGENT, [astuple(a) for a in batch.agents])
+        self._write_presence(batch.agents)
         self._executemany(UPSERT_META, [astuple(m) for m in batch.metas])
         self._write_statuses(batch)
         self._executemany(UPSERT_HEALTH_COUNT, [astuple(h) for h in batch.health_counts])
         self._executemany(UPSERT_CLIP, [_clip_params(c) for c in batch.clips])
+
+    def _write_presence(self, rows: list[AgentRow]) -> None:
+        # Row by row (presence is rare): each one meets the one before it.
+        cur = self._conn.cursor()
+        for a in rows:
+            params = (a.district, a.agent_id, a.state, a.version, a.cameras, a.sent_at, a.session)
+            cur.execute(self._sql(UPSERT_AGENT), params)
+            if cur.fetchone() is not None:
+                cur.execute(self._sql(INSERT_PRESENCE), (a.district, a.state, a.received_at))
 
     def _write_statuses(self, batch: Batch) -> None:
         # Both history statements run before the upsert, against the state before this batch: the first report
@@ -343,9 +373,8 @@ class SqlStore(ABC):
         return [DeadLetter(t, bytes(p), r, e, float(a)) for t, p, r, e, a in rows]
 
     def camera_counts(self) -> dict[tuple[str, str], int]:
-        rows = self._query(
-            "SELECT district, COALESCE(state, 'unknown') AS s, COUNT(*) FROM cameras GROUP BY district, s"
-        )
+        view = f"SELECT district, state, COUNT(*) FROM ({CAMERA_VIEW}) v GROUP BY district, state"  # noqa: S608
+        rows = self._query(view)
         return {(d, s): int(n) for d, s, n in rows}
 
     def agent_states(self) -> dict[str, str]:
@@ -355,17 +384,11 @@ class SqlStore(ABC):
         where, params = _filters({"district": district, "state": state})
         # The filter's column names are constants; values are parameters.
         rows = self._query(
-            "SELECT camera_id, district, agent_id, COALESCE(name, ''), COALESCE(state, 'unknown'), reasons, "  # noqa: S608
-            f"COALESCE(manufacturer, ''), COALESCE(model, ''), last_seen FROM cameras{where} "
-            "ORDER BY district, camera_id",
+            "SELECT camera_id, district, agent_id, name, state, reasons, manufacturer, model, last_seen, "  # noqa: S608
+            f"agent_state FROM ({CAMERA_VIEW}) v{where} ORDER BY district, camera_id",
             params,
         )
-        return [
-            CameraView(
-                r[0], r[1], r[2], r[3], r[4], [x for x in (r[5] or "").split(",") if x], r[6], r[7], r[8]
-            )
-            for r in rows
-        ]
+        return [_camera_view(r) for r in rows]
 
     def history(
         self, district: str, since: float, until: float, camera_id: str | None = None
@@ -385,6 +408,15 @@ class SqlStore(ABC):
             (district, since, until, *extra, district, since, *extra),
         )
         return [Transition(r[0], r[1], r[2], float(r[3])) for r in rows]
+
+    def presence(self, district: str, since: float, until: float) -> list[tuple[float, str]]:
+        rows = self._query(
+            "SELECT at, state FROM agent_history WHERE district = ? AND at > ? AND at <= ? "
+            "UNION ALL SELECT at, state FROM agent_history WHERE district = ? AND at = "
+            "(SELECT MAX(at) FROM agent_history WHERE district = ? AND at <= ?) ORDER BY 1",
+            (district, since, until, district, district, since),
+        )
+        return [(float(at), state) for at, state in rows]
 
     def health_counts(self, district: str) -> dict[str, int]:
         rows = self._query(
@@ -422,6 +454,12 @@ def _transitions(statuses: list[StatusRow]) -> tuple[list[StatusRow], list[Statu
 def _clean(text: str) -> str:
     """Text any engine can store: no NUL, no lone surrogate."""
     return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def _camera_view(r: tuple[Any, ...]) -> CameraView:
+    reasons = [x for x in (r[5] or "").split(",") if x]
+    agent_online = None if r[9] is None else r[9] == "online"
+    return CameraView(r[0], r[1], r[2], r[3], r[4], reasons, r[6], r[7], r[8], agent_online)
 
 
 def _clip_from_row(row: tuple[Any, ...]) -> ClipRow:

@@ -4,7 +4,9 @@ Definition (also in docs/collector.md): a camera is *available* while its state 
 (degraded still delivers video). Time before its first known transition and time in state `unknown` are
 *unobserved* and left out: availability = available time / observed time. `coverage` says how much of the
 window was observed, so a camera seen for one hour is not mistaken for one seen all week. The district figure
-weighs cameras by observed time (sum of available / sum of observed).
+weighs cameras by observed time (sum of available / sum of observed). While the district's agent was offline
+(its last will or its goodbye), its cameras were unobserved: their state is taken as `unknown` until the agent
+is back.
 """
 
 from __future__ import annotations
@@ -67,6 +69,29 @@ def camera_availability(
     return Availability(camera_id, district, available, observed, until - since)
 
 
+def as_seen(history: list[Transition], presence: list[tuple[float, str]]) -> list[Transition]:
+    """A camera's transitions with its agent's presence laid over them: while the agent was offline the state
+    is `unknown` (nobody reported it); once the agent is back, the last reported state holds again."""
+    if not history:
+        return []
+    camera_id, district = history[0].camera_id, history[0].district
+    events = sorted(
+        [(t.at, "camera", t.state) for t in history] + [(at, "agent", state) for at, state in presence]
+    )
+    seen: list[Transition] = []
+    reported: str | None = None
+    agent_offline = False
+    for at, source, state in events:
+        if source == "camera":
+            reported = state
+        else:
+            agent_offline = state == "offline"
+        shown = "unknown" if agent_offline else reported
+        if shown is not None and (not seen or seen[-1].state != shown):
+            seen.append(Transition(camera_id, district, shown, at))
+    return seen
+
+
 def district_total(district: str, cameras: list[Availability], since: float, until: float) -> Availability:
     return Availability(
         "*", district, sum(c.available_s for c in cameras), sum(c.observed_s for c in cameras), until - since
@@ -78,8 +103,9 @@ def report(
 ) -> tuple[list[Availability], Availability]:
     """Per-camera availability and the district total for the window [since, until]."""
     transitions = store.history(district, since, until, camera_id)
+    presence = store.presence(district, since, until)
     cameras = [
-        camera_availability(cam, district, list(rows), since, until)
+        camera_availability(cam, district, as_seen(list(rows), presence), since, until)
         for cam, rows in groupby(
             sorted(transitions, key=lambda t: (t.camera_id, t.at)), key=lambda t: t.camera_id
         )

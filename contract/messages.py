@@ -67,14 +67,25 @@ class Message(BaseModel):
 
 
 class AgentState(Message):
-    """Retained presence of a district agent; its MQTT last will is the same message with state=offline."""
+    """Retained presence of a district agent; its MQTT last will is the same message with state=offline.
+
+    Presence is ordered by `session`, not by time: the will is fixed when a connection begins, so a will and
+    the `online` of one connection carry the same session, and every later connection has a greater one.
+    """
 
     agent_id: Ident
     state: AgentPresence
+    session: int = Field(
+        ge=0,
+        le=2**63 - 1,
+        description="grows with every connection of the agent (milliseconds since the epoch when it began); "
+        "a greater session wins, and in the same session `offline` wins over `online`",
+    )
     district_name: Text = ""
     version: Text = ""
     started_at: Timestamp | None = None
     cameras: Count = 0
+    # In a last will: when its connection began (the broker sends the will later, unchanged).
     sent_at: Timestamp
 
 

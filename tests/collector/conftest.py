@@ -85,8 +85,15 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def agent(district: str = "gangnam", agent_id: str = "agent-gangnam", minutes: float = 0) -> AgentState:
-    return AgentState(district=district, agent_id=agent_id, state="online", sent_at=at(minutes))
+def agent(
+    district: str = "gangnam",
+    agent_id: str = "agent-gangnam",
+    minutes: float = 0,
+    *,
+    state: str = "online",
+    session: int = 1,
+) -> AgentState:
+    return AgentState(district=district, agent_id=agent_id, state=state, session=session, sent_at=at(minutes))
 
 
 def meta(

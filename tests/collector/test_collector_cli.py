@@ -79,6 +79,7 @@ def test_cameras_json_filters_by_district_and_state(config: Path, capsys: pytest
     )
     assert (cam["manufacturer"], cam["model"]) == ("Hanwha", "XNO-6080R")
     assert cam["last_seen"].startswith("2026-03-02T09:00:00")
+    assert cam["agent_online"] is True
 
 
 def test_cameras_table(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -103,7 +104,7 @@ def test_migrate_reports_the_schema_version(
 ) -> None:
     monkeypatch.setenv("COLLECTOR__STORE__URL", f"sqlite://{tmp_path / 'new.db'}")
     assert main(["migrate"]) == 0
-    assert "schema version 3 (applied: [1, 2, 3])" in capsys.readouterr().out
+    assert "schema version 4 (applied: [1, 2, 3, 4])" in capsys.readouterr().out
 
 
 async def test_http_api_lists_cameras(config: Path) -> None:

@@ -27,8 +27,8 @@ def test_migrations_are_recorded_and_applied_once(store_url: str) -> None:
     s = open_store(store_url)
     try:
         assert s.schema_version() == 0
-        assert s.migrate() == [1, 2, 3]
-        assert s.schema_version() == 3
+        assert s.migrate() == [1, 2, 3, 4]
+        assert s.schema_version() == 4
         assert s.migrate() == []
     finally:
         s.close()
