@@ -79,7 +79,7 @@ class Signature(_Part):
 class Manifest(_Part):
     """A clip's signed manifest. `objects` holds the S3 keys by role (clip and manifest always)."""
 
-    v: Literal[1] = MANIFEST_VERSION
+    v: Literal[1]
     camera: ManifestCamera
     district: DistrictSlug
     request_id: Ident

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import ValidationError
 
 from contract.errors import ContractError
-from contract.manifest import Digest, Manifest, Signature, first_error, parse_manifest
+from contract.manifest import MANIFEST_VERSION, Digest, Manifest, Signature, first_error, parse_manifest
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ def build_manifest(
     address can't slip in); ``objects``: S3 keys by role; ``clip``/``thumbnail``: (sha256, size)."""
     return Manifest.model_validate(
         {
+            "v": MANIFEST_VERSION,
             "camera": {k: camera.get(k, "") for k in ("id", "manufacturer", "model", "firmware")},
             "district": district,
             "request_id": request_id,
