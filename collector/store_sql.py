@@ -94,7 +94,6 @@ _CLIP_COLUMNS = (
     "size_bytes, sha256, covered_start, covered_end, agency, incident, updated_at, missing_object, source"
 )
 _CLIP_KEEP = (
-    "reason",
     "object_key",
     "thumbnail_key",
     "manifest_key",
@@ -105,13 +104,14 @@ _CLIP_KEEP = (
     "agency",
     "incident",
 )
-# Progress never regresses: a lower rank, or an older update of the same rank, changes nothing.
+# Progress never regresses: a lower rank, or an older update of the same rank, changes nothing. The reason
+# is the latest update's (it explains the current status); keys and digests, once known, are kept.
 # `succeeded` outranks `failed` (a late `failed` leaves a delivered clip as it is); a QoS 1 duplicate rewrites
 # the same values.
 UPSERT_CLIP = f"""
 INSERT INTO clips ({_CLIP_COLUMNS}, status_rank) VALUES ({", ".join(["?"] * 19)})
 ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, status_rank = excluded.status_rank,
-  agent_id = COALESCE(excluded.agent_id, clips.agent_id),
+  agent_id = COALESCE(excluded.agent_id, clips.agent_id), reason = excluded.reason,
   {", ".join(f"{c} = COALESCE(excluded.{c}, clips.{c})" for c in _CLIP_KEEP)},
   updated_at = excluded.updated_at, missing_object = excluded.missing_object
 WHERE excluded.status_rank > clips.status_rank
