@@ -2,7 +2,8 @@
 
 Manifests are read with the contract's model (contract/manifest.py), the one the agent writes them with.
 
-- a `*.manifest.json` object whose request id has no index entry is indexed from the manifest;
+- a `*.manifest.json` object whose clip the index does not have as `succeeded` (no entry, or one stuck at an
+  earlier status because its last updates never arrived) is indexed from the manifest;
 - an indexed clip whose object is not in the bucket is flagged `missing_object` (and unflagged when it
   reappears);
 - `rebuild=True` builds a new clip index from the bucket's manifests alone and swaps it in for the old one in
@@ -141,9 +142,9 @@ def reconcile(store: Store, client: S3Client, bucket: str, rebuild: bool = False
     rows = _read_manifests(client, bucket, keys, result)
     if rebuild:
         _rebuild(store, rows, result)
-    else:
-        known = {c.request_id for c in store.clips()}
-        new = [row for row in rows if row.request_id not in known]
+    else:  # the clips whose `succeeded` the index lacks (never heard of, or stuck before it)
+        succeeded = {c.request_id for c in store.clips() if c.status == "succeeded"}
+        new = [row for row in rows if row.request_id not in succeeded]
         store.upsert_clips(new)
         result.indexed = [row.request_id for row in new]
     _flag_missing(store, keys, result)

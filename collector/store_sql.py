@@ -113,7 +113,7 @@ INSERT INTO clips ({_CLIP_COLUMNS}, status_rank) VALUES ({", ".join(["?"] * 19)}
 ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, status_rank = excluded.status_rank,
   agent_id = COALESCE(excluded.agent_id, clips.agent_id), reason = excluded.reason,
   {", ".join(f"{c} = COALESCE(excluded.{c}, clips.{c})" for c in _CLIP_KEEP)},
-  updated_at = excluded.updated_at, missing_object = excluded.missing_object
+  updated_at = excluded.updated_at, missing_object = excluded.missing_object, source = excluded.source
 WHERE excluded.status_rank > clips.status_rank
    OR (excluded.status_rank = clips.status_rank AND excluded.updated_at >= clips.updated_at)
 """  # noqa: S608 - column names are constants, values are parameters

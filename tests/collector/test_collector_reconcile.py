@@ -44,12 +44,14 @@ async def test_reconcile_indexes_manifests_and_flags_missing_objects(
     b = await deliver(tmp_path, s3_bucket, "req-b")
     indexed(store, clip("req-b", "succeeded", 1, object_key=b["object_key"]))  # indexed and present
     indexed(store, clip("req-c", "succeeded", 1, object_key="gangnam/gone.mp4"))  # indexed, object lost
+    d = await deliver(tmp_path, s3_bucket, "req-d")
+    indexed(store, clip("req-d", "uploading", 1))  # its `succeeded` never reached the collector
     client.put_object(Bucket=bucket, Key="gangnam/broken.manifest.json", Body=b"{}")
     client.put_object(Bucket=bucket, Key="gangnam/garbled.manifest.json", Body=b"[" * 100_000)
 
     result = reconcile(store, client, bucket)
 
-    assert result.indexed == ["req-a"] and result.missing == ["req-c"]
+    assert result.indexed == ["req-a", "req-d"] and result.missing == ["req-c"]
     assert result.invalid == ["gangnam/broken.manifest.json", "gangnam/garbled.manifest.json"]
     assert dict(result.invalid_reasons) == {"unknown_version": 1, "invalid_json": 1}
     row = {c.request_id: c for c in store.clips()}["req-a"]
@@ -64,6 +66,12 @@ async def test_reconcile_indexes_manifests_and_flags_missing_objects(
     assert row.covered_end == a["covered_end"].timestamp()
     rows = {c.request_id: c for c in store.clips()}
     assert rows["req-c"].missing_object and not rows["req-b"].missing_object
+    assert (rows["req-d"].status, rows["req-d"].sha256, rows["req-d"].source) == (
+        "succeeded",
+        d["sha256"],
+        "manifest",
+    )
+    assert rows["req-b"].source == "mqtt"  # known as succeeded: left as the agent reported it
 
     client.put_object(Bucket=bucket, Key="gangnam/gone.mp4", Body=b"restored")
     again = reconcile(store, client, bucket)
