@@ -7,7 +7,8 @@ Manifests are read with the contract's model (contract/manifest.py), the one the
 - an indexed clip whose object is not in the bucket is flagged `missing_object` (and unflagged when it
   reappears);
 - `rebuild=True` builds a new clip index from the bucket's manifests alone and swaps it in for the old one in
-  one transaction; when no manifest could be read it refuses and the index stays as it was.
+  one transaction; when a manifest could not be fetched, or none could be read, it refuses and the index
+  stays as it was.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class ReconcileResult:
 
     @property
     def clean(self) -> bool:
-        """Every manifest was read, every indexed clip is in the bucket, and a rebuild was done."""
+        """Every manifest was read, every indexed clip is in the bucket, and no rebuild was refused."""
         return not (self.invalid or self.missing or self.duplicates or self.refused)
 
     def as_dict(self) -> dict[str, Any]:
@@ -173,13 +174,18 @@ def _read_manifests(client: S3Client, bucket: str, keys: set[str], result: Recon
 
 
 def _rebuild(store: Store, rows: list[ClipRow], result: ReconcileResult) -> None:
-    """Swap in the index built from the manifests, unless nothing could be read while the index has clips."""
+    """Swap in the index built from the manifests, unless S3 failed to hand over a manifest (a transient
+    error must not drop a clip) or nothing could be read while the index has clips."""
     old = store.clips()
-    if not rows and old:
+    unreadable = result.invalid_reasons["unreadable"]
+    if unreadable:
+        result.refused = f"{unreadable} manifests could not be fetched; the index was kept"
+    elif not rows and old:
         result.refused = (
             f"no readable manifest ({result.manifests} found, {len(result.invalid)} invalid); "
             f"the {len(old)} indexed clips were kept"
         )
+    if result.refused:
         log.error("rebuild refused: %s", result.refused)
         return
     result.replaced = store.replace_clips(rows)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from agent.clips.upload import Uploader, UploadScheduler
 from collector.cli import main
@@ -98,6 +99,34 @@ def test_rebuild_refuses_when_no_manifest_can_be_read(s3_bucket: tuple[Any, str]
     result = reconcile(store, client, bucket, rebuild=True)
     assert result.refused is not None and result.replaced is None and not result.clean
     assert [(c.request_id, c.status) for c in store.clips()] == [(c.request_id, c.status) for c in before]
+
+
+class FailingGet:
+    """The real client, except that fetching one key fails as S3 fails a request under load (a 500)."""
+
+    def __init__(self, client: Any, key: str) -> None:
+        self._client, self._key = client, key
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get_object(self, **kwargs: Any) -> Any:
+        if kwargs["Key"] == self._key:
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "try again"}}, "GetObject")
+        return self._client.get_object(**kwargs)
+
+
+async def test_rebuild_refuses_when_a_manifest_cannot_be_fetched(
+    tmp_path: Path, s3_bucket: tuple[Any, str], store: Store
+) -> None:
+    client, bucket = s3_bucket
+    await deliver(tmp_path, s3_bucket, "req-1")
+    second = await deliver(tmp_path, s3_bucket, "req-2")
+    assert reconcile(store, client, bucket).indexed == ["req-1", "req-2"]
+    before = store.clips()
+    result = reconcile(store, FailingGet(client, second["manifest_key"]), bucket, rebuild=True)
+    assert result.refused is not None and dict(result.invalid_reasons) == {"unreadable": 1}
+    assert store.clips() == before
 
 
 async def test_reconcile_cli_reports_counts_as_json_and_exit_codes(
