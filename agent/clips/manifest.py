@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 ALG: Literal["ed25519"] = "ed25519"
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+_TEXT_MAX = 500  # contract.messages.Text: a camera may send a longer manufacturer or model
 _CHUNK = 1 << 20
 
 
@@ -112,11 +113,12 @@ def build_manifest(
     created_at: datetime | None = None,
 ) -> Manifest:
     """An unsigned manifest. ``camera``: id, manufacturer, model, firmware (other keys are dropped, so an
-    address can't slip in); ``objects``: S3 keys by role; ``clip``/``thumbnail``: (sha256, size)."""
+    address can't slip in; text as the camera sent it is cut to the contract's length, as in its meta);
+    ``objects``: S3 keys by role; ``clip``/``thumbnail``: (sha256, size)."""
     return Manifest.model_validate(
         {
             "v": MANIFEST_VERSION,
-            "camera": {k: camera.get(k, "") for k in ("id", "manufacturer", "model", "firmware")},
+            "camera": {k: camera.get(k, "")[:_TEXT_MAX] for k in ("id", "manufacturer", "model", "firmware")},
             "district": district,
             "request_id": request_id,
             "agency": agency,

@@ -27,12 +27,12 @@ CLIP = b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 40
 THUMB = b"\xff\xd8\xff\xe0 a thumbnail"
 
 
-def manifest_for(clip: bytes = CLIP, thumb: bytes = THUMB) -> Manifest:
+def manifest_for(clip: bytes = CLIP, thumb: bytes = THUMB, manufacturer: str = "Hanwha") -> Manifest:
     start = datetime(2026, 3, 1, 5, 2, 10, tzinfo=UTC)
     return build_manifest(
         camera={
             "id": "gangnam-000123",
-            "manufacturer": "Hanwha",
+            "manufacturer": manufacturer,
             "model": "XNO-6080R",
             "firmware": "2.10.1",
             "address": "rtsp://10.1.2.3:554/stream1",
@@ -88,6 +88,11 @@ def test_signed_manifest_verifies_and_is_canonical(tmp_path: Path) -> None:
     # Key order in the stored JSON does not matter: the signature is over the canonical form.
     reordered = json.loads(json.dumps(dict(reversed(list(stored.items())))))
     assert verify(CLIP, reordered, public_key_pem(key)) == []
+
+
+def test_overlong_camera_text_is_cut_to_the_contract_length() -> None:
+    """A camera that sends a 2,000-character manufacturer still gets its clips delivered."""
+    assert manifest_for(manufacturer="X" * 2000).camera.manufacturer == "X" * 500
 
 
 def test_tampering_is_reported(tmp_path: Path) -> None:
