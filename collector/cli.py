@@ -181,21 +181,28 @@ def _uptime(store: Store, args: argparse.Namespace) -> int:
 
 
 def _reconcile(store: Store, settings: CollectorSettings, rebuild: bool, as_json: bool) -> int:
-    from collector.reconcile import reconcile, s3_client
+    """0: index and bucket agree; 1: problems found (invalid manifests, missing objects, rebuild refused,
+    bucket unreadable); 2: configuration error."""
+    from collector.reconcile import ReconcileError, reconcile, s3_client
 
     if not settings.s3.bucket:
         print("s3.bucket is not configured", file=sys.stderr)
         return EXIT_CONFIG
-    result = reconcile(store, s3_client(settings.s3), settings.s3.bucket, rebuild=rebuild)
+    try:
+        result = reconcile(store, s3_client(settings.s3), settings.s3.bucket, rebuild=rebuild)
+    except ReconcileError as exc:
+        print(f"reconcile: {exc}; the index is unchanged", file=sys.stderr)
+        return EXIT_FAILED
+    counts = result.as_dict()
     if as_json:
-        print(json.dumps(result.as_dict()))
+        print(json.dumps(counts))
     else:
-        print(
-            f"manifests {result.manifests}, indexed {len(result.indexed)}, missing objects "
-            f"{len(result.missing)}, restored {len(result.restored)}, invalid {len(result.invalid)}"
-            + (f", removed {result.removed} before rebuild" if rebuild else "")
-        )
-    return EXIT_OK
+        print(", ".join(f"{name.replace('_', ' ')} {n}" for name, n in counts["counts"].items()))
+        if result.replaced is not None:
+            print(f"rebuilt: {result.replaced} rows replaced by {len(result.indexed)}")
+        if result.refused:
+            print(f"rebuild refused: {result.refused}", file=sys.stderr)
+    return EXIT_OK if result.clean else EXIT_FAILED
 
 
 if __name__ == "__main__":

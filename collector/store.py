@@ -27,13 +27,15 @@ from contract.messages import (
     HealthSnapshot,
 )
 
-# Clip progress only moves forward: a late "uploading" never replaces "succeeded".
+# Clip progress only moves forward: a late "uploading" never replaces a final state. Both final states are
+# final, and the clip that exists wins: "succeeded" (a clip is in the bucket) is never replaced by a late
+# "failed"; a "failed" followed by "succeeded" (delivered after all) becomes "succeeded".
 CLIP_STATUS_RANK: dict[str, int] = {
     "accepted": 0,
     "capturing": 1,
     "uploading": 2,
-    "succeeded": 3,
     "failed": 3,
+    "succeeded": 4,
 }
 AVAILABLE_STATES: frozenset[str] = frozenset({"online", "degraded"})
 
@@ -349,7 +351,9 @@ class Store(Protocol):
 
     def set_missing(self, request_ids: list[str], missing: bool) -> None: ...
 
-    def delete_clips(self) -> int: ...
+    def replace_clips(self, rows: list[ClipRow]) -> int:
+        """Swap the whole clip index for `rows` in one transaction; the number of rows it replaced."""
+        ...
 
     def close(self) -> None: ...
 

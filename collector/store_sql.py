@@ -124,7 +124,6 @@ _CLIP_COLUMNS = (
     "size_bytes, sha256, covered_start, covered_end, agency, incident, updated_at, missing_object, source"
 )
 _CLIP_KEEP = (
-    "reason",
     "object_key",
     "thumbnail_key",
     "manifest_key",
@@ -135,13 +134,16 @@ _CLIP_KEEP = (
     "agency",
     "incident",
 )
-# Progress never regresses: a lower rank, or an older update of the same rank, changes nothing.
+# Progress never regresses: a lower rank, or an older update of the same rank, changes nothing. The reason
+# is the latest update's (it explains the current status); keys and digests, once known, are kept.
+# `succeeded` outranks `failed` (a late `failed` leaves a delivered clip as it is); a QoS 1 duplicate rewrites
+# the same values.
 UPSERT_CLIP = f"""
 INSERT INTO clips ({_CLIP_COLUMNS}, status_rank) VALUES ({", ".join(["?"] * 19)})
 ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, status_rank = excluded.status_rank,
-  agent_id = COALESCE(excluded.agent_id, clips.agent_id),
+  agent_id = COALESCE(excluded.agent_id, clips.agent_id), reason = excluded.reason,
   {", ".join(f"{c} = COALESCE(excluded.{c}, clips.{c})" for c in _CLIP_KEEP)},
-  updated_at = excluded.updated_at, missing_object = excluded.missing_object
+  updated_at = excluded.updated_at, missing_object = excluded.missing_object, source = excluded.source
 WHERE clips.district = excluded.district AND (excluded.status_rank > clips.status_rank
    OR (excluded.status_rank = clips.status_rank AND excluded.updated_at >= clips.updated_at))
 """  # noqa: S608 - column names are constants, values are parameters
@@ -287,7 +289,7 @@ class SqlStore(ABC):
         self._executemany(UPSERT_META, [astuple(m) for m in batch.metas])
         self._write_statuses(batch)
         self._executemany(UPSERT_HEALTH_COUNT, [astuple(h) for h in batch.health_counts])
-        self._executemany(UPSERT_CLIP, [_clip_params(c) for c in batch.clips])
+        self._write_clips(batch.clips)
 
     def _write_presence(self, rows: list[AgentRow]) -> None:
         # Row by row (presence is rare): each one meets the one before it.
@@ -345,6 +347,32 @@ class SqlStore(ABC):
             ],
         )
 
+    def _write_clips(self, clips: list[ClipRow]) -> None:
+        for request_id in self._late_failures(clips):
+            log.warning("clip %s: `failed` after `succeeded` ignored", request_id,
+                        extra={"request_id": request_id, "reason": "failed_after_succeeded"})  # fmt: skip
+        self._executemany(UPSERT_CLIP, [_clip_params(c) for c in clips])
+
+    def _late_failures(self, clips: list[ClipRow]) -> list[str]:
+        """Request ids of `failed` updates for clips that already succeeded (in the index or this batch)."""
+        failed = [c.request_id for c in clips if c.status == "failed"]
+        if not failed:
+            return []
+        marks = ", ".join("?" * len(failed))
+        cur = self._conn.cursor()
+        cur.execute(
+            self._sql(f"SELECT request_id FROM clips WHERE status = 'succeeded' AND request_id IN ({marks})"),  # noqa: S608
+            failed,
+        )
+        succeeded = {r[0] for r in cur.fetchall()}
+        late = []
+        for c in clips:
+            if c.status == "succeeded":
+                succeeded.add(c.request_id)
+            elif c.status == "failed" and c.request_id in succeeded:
+                late.append(c.request_id)
+        return late
+
     def upsert_clips(self, rows: list[ClipRow]) -> None:
         self.apply(Batch(clips=rows))
 
@@ -354,12 +382,18 @@ class SqlStore(ABC):
         )
         self._conn.commit()
 
-    def delete_clips(self) -> int:
-        cur = self._conn.cursor()
-        cur.execute("DELETE FROM clips")
-        count = int(cur.rowcount)
-        self._conn.commit()
-        return count
+    def replace_clips(self, rows: list[ClipRow]) -> int:
+        """Swap the whole clip index for `rows` in one transaction; the number of rows it replaced."""
+        try:
+            cur = self._conn.cursor()
+            cur.execute("DELETE FROM clips")
+            replaced = int(cur.rowcount)
+            self._executemany(UPSERT_CLIP, [_clip_params(c) for c in rows])
+            self._conn.commit()
+        except Exception:
+            self._recover()  # rolled back: the old index stays
+            raise
+        return replaced
 
     # -- reads --------------------------------------------------------------------------------------------
     def known_agents(self) -> dict[str, str]:

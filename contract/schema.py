@@ -1,4 +1,4 @@
-"""Writes the contract's JSON Schemas (one file per message) for other platform systems.
+"""Writes the contract's JSON Schemas (one file per message, and the manifest) for other platform systems.
 
 python -m contract.schema --out docs/contract
 """
@@ -9,6 +9,9 @@ import argparse
 import json
 from pathlib import Path
 
+from pydantic import BaseModel
+
+from contract.manifest import Manifest
 from contract.messages import (
     AgentState,
     ArmRequest,
@@ -17,10 +20,9 @@ from contract.messages import (
     ClipRequest,
     ClipUpdate,
     HealthSnapshot,
-    Message,
 )
 
-SCHEMAS: dict[str, type[Message]] = {
+SCHEMAS: dict[str, type[BaseModel]] = {
     "agent_state": AgentState,
     "camera_meta": CameraMeta,
     "camera_status": CameraStatus,
@@ -28,6 +30,7 @@ SCHEMAS: dict[str, type[Message]] = {
     "clip_request": ClipRequest,
     "arm_request": ArmRequest,
     "clip_update": ClipUpdate,
+    "manifest": Manifest,  # not a message: the signed JSON object stored next to each clip in S3
 }
 
 

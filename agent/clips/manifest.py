@@ -1,7 +1,8 @@
 """Evidence manifests: what a clip is, who asked for it and why, signed with the agent's Ed25519 key.
 
-Canonical form: JSON with sorted keys, no spaces, UTF-8. The signature covers the canonical JSON of the
-manifest without its ``signature`` field and is stored in it as
+The fields are the contract's (contract/manifest.py, shared with the collector). Canonical form: JSON with
+sorted keys, no spaces, UTF-8. The signature covers the canonical JSON of the manifest model's dump without
+its ``signature`` field and is stored in it as
 ``{"alg": "ed25519", "key_id": <first 16 hex of SHA-256 of the raw public key>, "value": <base64>}``.
 The camera's network address never goes in: addresses and credentials stay in the district.
 
@@ -18,19 +19,24 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import ValidationError
+
+from contract.errors import ContractError
+from contract.manifest import MANIFEST_VERSION, Digest, Manifest, Signature, first_error, parse_manifest
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
-ALG = "ed25519"
+ALG: Literal["ed25519"] = "ed25519"
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+_TEXT_MAX = 500  # contract.messages.Text: a camera may send a longer manufacturer or model
 _CHUNK = 1 << 20
 
 
@@ -86,13 +92,9 @@ def file_digest(data: bytes | Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _iso(when: datetime | None) -> str | None:
-    return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def build_manifest(
     *,
-    camera: dict[str, str],
+    camera: Mapping[str, str],
     district: str,
     request_id: str,
     agency: str,
@@ -104,91 +106,103 @@ def build_manifest(
     clock_offset_s: float | None,
     agent_id: str,
     software_version: str,
-    objects: dict[str, str],
+    objects: Mapping[str, str],
     clip: tuple[str, int],
     thumbnail: tuple[str, int] | None,
     complete: bool,
     created_at: datetime | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """An unsigned manifest. ``camera``: id, manufacturer, model, firmware (other keys are dropped, so an
-    address can't slip in); ``objects``: S3 keys by role; ``clip``/``thumbnail``: (sha256, size)."""
-    return {
-        "v": MANIFEST_VERSION,
-        "camera": {k: camera.get(k, "") for k in ("id", "manufacturer", "model", "firmware")},
-        "district": district,
-        "request_id": request_id,
-        "agency": agency,
-        "incident": incident,
-        "purpose": purpose,
-        "requested": {"start": _iso(requested[0]), "end": _iso(requested[1])},
-        "covered": {"start": _iso(covered[0]), "end": _iso(covered[1]), "complete": complete},
-        "wallclock_source": wallclock_source,
-        "clock_offset_s": None if clock_offset_s is None else round(clock_offset_s, 3),
-        "agent_id": agent_id,
-        "software_version": software_version,
-        "objects": dict(objects),
-        "clip": {"sha256": clip[0], "size_bytes": clip[1]},
-        "thumbnail": None if thumbnail is None else {"sha256": thumbnail[0], "size_bytes": thumbnail[1]},
-        "created_at": _iso(created_at or datetime.now(UTC)),
-    }
+    address can't slip in; text as the camera sent it is cut to the contract's length, as in its meta);
+    ``objects``: S3 keys by role; ``clip``/``thumbnail``: (sha256, size)."""
+    return Manifest.model_validate(
+        {
+            "v": MANIFEST_VERSION,
+            "camera": {k: camera.get(k, "")[:_TEXT_MAX] for k in ("id", "manufacturer", "model", "firmware")},
+            "district": district,
+            "request_id": request_id,
+            "agency": agency,
+            "incident": incident,
+            "purpose": purpose,
+            "requested": {"start": requested[0], "end": requested[1]},
+            "covered": {"start": covered[0], "end": covered[1], "complete": complete},
+            "wallclock_source": wallclock_source,
+            "clock_offset_s": None if clock_offset_s is None else round(clock_offset_s, 3),
+            "agent_id": agent_id,
+            "software_version": software_version,
+            "objects": dict(objects),
+            "clip": {"sha256": clip[0], "size_bytes": clip[1]},
+            "thumbnail": None if thumbnail is None else {"sha256": thumbnail[0], "size_bytes": thumbnail[1]},
+            "created_at": created_at or datetime.now(UTC),
+        }
+    )
 
 
-def sign_manifest(manifest: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
+def signed_body(manifest: Manifest) -> bytes:
+    """What the signature covers: the canonical JSON of the manifest's dump without its signature."""
+    return canonical_json(manifest.model_dump(mode="json", exclude={"signature"}))
+
+
+def manifest_json(manifest: Manifest) -> bytes:
+    """The stored form of a manifest (sorted keys, indented), as uploaded next to its clip."""
+    return json.dumps(manifest.model_dump(mode="json"), sort_keys=True, indent=1, ensure_ascii=False).encode()
+
+
+def sign_manifest(manifest: Manifest, key: Ed25519PrivateKey) -> Manifest:
     """A copy of ``manifest`` with its ``signature`` (any old one is replaced)."""
-    body = {k: v for k, v in manifest.items() if k != "signature"}
-    value = base64.b64encode(key.sign(canonical_json(body))).decode()
-    return {**body, "signature": {"alg": ALG, "key_id": key_id(key.public_key()), "value": value}}
+    value = base64.b64encode(key.sign(signed_body(manifest))).decode()
+    signature = Signature(alg=ALG, key_id=key_id(key.public_key()), value=value)
+    return manifest.model_copy(update={"signature": signature})
 
 
 def verify(
     clip: bytes | Path,
-    manifest: dict[str, Any],
+    manifest: Mapping[str, Any] | Manifest,
     public_key_pem: bytes,
     *,
     thumbnail: bytes | Path | None = None,
 ) -> list[str]:
-    """Problems found (empty: the manifest is signed by this key and the clip/thumbnail match it)."""
-    problems = _signature_problems(manifest, public_key_pem)
-    problems += _content_problems("clip", clip, manifest.get("clip"))
+    """Problems found (empty: the manifest is valid, signed by this key, and the clip/thumbnail match it)."""
+    try:
+        parsed = manifest if isinstance(manifest, Manifest) else Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        return [f"manifest does not match the schema: {first_error(exc)}"]
+    problems = _signature_problems(parsed, public_key_pem)
+    problems += _content_problems("clip", clip, parsed.clip)
     if thumbnail is not None:
-        problems += _content_problems("thumbnail", thumbnail, manifest.get("thumbnail"))
+        problems += _content_problems("thumbnail", thumbnail, parsed.thumbnail)
     return problems
 
 
-def _signature_problems(manifest: dict[str, Any], public_key_pem: bytes) -> list[str]:
-    signature = manifest.get("signature")
-    if not isinstance(signature, dict) or signature.get("alg") != ALG:
-        return ["signature missing or not ed25519"]
+def _signature_problems(manifest: Manifest, public_key_pem: bytes) -> list[str]:
+    signature = manifest.signature
+    if signature is None:
+        return ["signature missing"]
     public_key = serialization.load_pem_public_key(public_key_pem)
     if not isinstance(public_key, Ed25519PublicKey):
         return ["public key is not an Ed25519 key"]
     problems = []
-    if signature.get("key_id") != key_id(public_key):
-        problems.append(
-            f"key id mismatch: signed by {signature.get('key_id')}, checked with {key_id(public_key)}"
-        )
-    body = {k: v for k, v in manifest.items() if k != "signature"}
+    if signature.key_id != key_id(public_key):
+        problems.append(f"key id mismatch: signed by {signature.key_id}, checked with {key_id(public_key)}")
     try:
-        public_key.verify(
-            base64.b64decode(str(signature.get("value", "")), validate=True), canonical_json(body)
-        )
+        public_key.verify(base64.b64decode(signature.value, validate=True), signed_body(manifest))
     except (InvalidSignature, ValueError):
         problems.append("signature invalid")
     return problems
 
 
-def _content_problems(role: str, data: bytes | Path, expected: object) -> list[str]:
-    if not isinstance(expected, dict):
+def _content_problems(role: str, data: bytes | Path, expected: Digest | None) -> list[str]:
+    if expected is None:
         return [f"manifest has no {role} digest"]
     try:
         sha256, size = file_digest(data)
     except OSError as exc:
         return [f"{role} unreadable: {exc.strerror}"]
     problems = []
-    if sha256 != expected.get("sha256"):
+    if sha256 != expected.sha256:
         problems.append(f"{role} sha256 mismatch")
-    if size != expected.get("size_bytes"):
-        problems.append(f"{role} size mismatch: {size} bytes, manifest says {expected.get('size_bytes')}")
+    if size != expected.size_bytes:
+        problems.append(f"{role} size mismatch: {size} bytes, manifest says {expected.size_bytes}")
     return problems
 
 
@@ -223,22 +237,24 @@ def verify_main(argv: list[str] | None = None) -> int:
         print(f"verify-clip: {args.public_key}: not a PEM public key ({exc})", file=sys.stderr)
         return EXIT_USAGE
     try:
-        manifest = json.loads(args.manifest.read_text(encoding="utf-8"))
-        problems = verify(args.clip, manifest, key_pem, thumbnail=args.thumbnail)
-    except (ValueError, AttributeError):
-        manifest, problems = {}, ["manifest is not a JSON object"]
+        manifest = parse_manifest(args.manifest.read_bytes())
+    except ContractError as exc:
+        _print_outcome(args, None, [f"manifest unreadable: {exc}"])
+        return EXIT_INVALID
+    problems = verify(args.clip, manifest, key_pem, thumbnail=args.thumbnail)
     _print_outcome(args, manifest, problems)
     return EXIT_INVALID if problems else EXIT_VALID
 
 
-def _print_outcome(args: argparse.Namespace, manifest: dict[str, Any], problems: list[str]) -> None:
+def _print_outcome(args: argparse.Namespace, manifest: Manifest | None, problems: list[str]) -> None:
     if args.json:
         outcome = {"valid": not problems, "problems": problems, "clip": str(args.clip),
-                   "key_id": (manifest.get("signature") or {}).get("key_id"),
-                   "camera": manifest.get("camera"), "covered": manifest.get("covered")}  # fmt: skip
+                   "key_id": manifest.signature.key_id if manifest and manifest.signature else None,
+                   "camera": manifest.camera.model_dump() if manifest else None,
+                   "covered": manifest.covered.model_dump(mode="json") if manifest else None}  # fmt: skip
         print(json.dumps(outcome, ensure_ascii=False))
-    elif problems:
+    elif problems or manifest is None:
         print(f"{args.clip}: INVALID", *(f"  - {p}" for p in problems), sep="\n")
     else:
-        covered = manifest.get("covered") or {}
-        print(f"{args.clip}: valid ({covered.get('start')} .. {covered.get('end')})")
+        covered = manifest.covered
+        print(f"{args.clip}: valid ({covered.start} .. {covered.end})")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -23,19 +22,20 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from agent import __version__
-from agent.clips.manifest import build_manifest, file_digest
+from agent.clips.manifest import build_manifest, file_digest, manifest_json
 from agent.clips.metrics import ClipMetrics
 from agent.clips.outbox import Outbox
 from agent.clips.s3 import clip_keys
 from agent.clips.spool import CaptureInfo, Job, Spool
 from agent.clips.upload import ObjectLock, Uploader, UploadError, UploadJob, UploadResult
+from contract.manifest import Manifest
 from contract.messages import PRIORITY_RANK, ClipStatusName, ClipUpdate
 
 log = logging.getLogger(__name__)
 
 PARTIAL_RESTART = "partial: stream lost / agent restarted"
 Recover = Callable[[Path], tuple[int, datetime | None, datetime | None]]
-Signer = Callable[[dict[str, Any]], dict[str, Any]]
+Signer = Callable[[Manifest], Manifest]
 
 
 class CaptureOutcome(Protocol):
@@ -123,7 +123,9 @@ class Pipeline:
         district: str,
         agent_id: str,
         metrics: ClipMetrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._clock = clock  # the manifest's created_at
         self._spool, self._uploader, self._reporter, self._pool = spool, uploader, reporter, pool
         self._lookup, self._signer, self._recover = lookup, signer, recover
         self._bucket, self._lock, self._district, self._agent_id = bucket, lock, district, agent_id
@@ -265,7 +267,7 @@ class Pipeline:
             job.thumbnail_key = keys.thumbnail
             self._spool.save(job)
         if job.manifest_key is None:
-            body = json.dumps(self._signer(self._manifest(job)), sort_keys=True, indent=1).encode()
+            body = manifest_json(self._signer(self._manifest(job)))
             self._uploader.put_bytes(self._side_upload(job, keys.manifest, "application/json"), body)
             job.manifest_key = keys.manifest
         job.state = "uploaded"
@@ -300,7 +302,7 @@ class Pipeline:
         metadata = {"request-id": job.request_id}
         return UploadJob(self._bucket, key, path, rank, metadata, content_type, self._lock)
 
-    def _manifest(self, job: Job) -> dict[str, Any]:
+    def _manifest(self, job: Job) -> Manifest:
         request, capture = job.request, job.capture or CaptureInfo()
         target = self._lookup(request.camera_id)
         camera = {"id": request.camera_id, **(dict(target.meta) if target is not None else {})}
@@ -316,6 +318,7 @@ class Pipeline:
             clock_offset_s=target.clock_offset_s if target is not None else None, agent_id=self._agent_id,
             software_version=__version__, objects=objects, clip=(capture.sha256, capture.size_bytes),
             thumbnail=file_digest(thumbnail) if job.thumbnail_key else None, complete=capture.complete,
+            created_at=self._clock(),
         )  # fmt: skip
 
 

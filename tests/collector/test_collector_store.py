@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from pathlib import Path
@@ -27,8 +28,8 @@ def test_migrations_are_recorded_and_applied_once(store_url: str) -> None:
     s = open_store(store_url)
     try:
         assert s.schema_version() == 0
-        assert s.migrate() == [1, 2, 3, 4]
-        assert s.schema_version() == 4
+        assert s.migrate() == [1, 2, 3, 4, 5]
+        assert s.schema_version() == 5
         assert s.migrate() == []
     finally:
         s.close()
@@ -116,12 +117,50 @@ def test_clip_status_never_regresses_from_final(store: Store) -> None:
     assert (row.status, row.object_key, row.size_bytes) == ("succeeded", "clips/req-1.mp4", 10)
 
 
-def test_missing_flag_and_delete(store: Store) -> None:
+def test_a_late_failed_never_replaces_succeeded(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    write(store, clip("req-1", "succeeded", 3, object_key="clips/req-1.mp4", size_bytes=10))
+    write(store, clip("req-1", "failed", 4, reason="upload aborted"))
+    write(store, clip("req-2", "succeeded", 3, object_key="clips/req-2.mp4"), clip("req-2", "failed", 4))
+    rows = {c.request_id: c for c in store.clips()}
+    assert (rows["req-1"].status, rows["req-1"].reason, rows["req-1"].size_bytes) == ("succeeded", None, 10)
+    assert rows["req-2"].status == "succeeded"
+    ignored = [r for r in caplog.records if getattr(r, "reason", None) == "failed_after_succeeded"]
+    assert sorted(getattr(r, "request_id", None) for r in ignored) == ["req-1", "req-2"]
+
+
+def test_a_clip_delivered_after_failing_is_succeeded_without_the_failure(store: Store) -> None:
+    write(store, clip("req-1", "failed", 1, reason="waiting for storage: timeout"))
+    write(store, clip("req-1", "succeeded", 2, object_key="clips/req-1.mp4"))
+    [row] = store.clips()
+    assert (row.status, row.reason, row.object_key) == ("succeeded", None, "clips/req-1.mp4")
+
+
+def test_qos1_redelivery_of_clip_updates_changes_nothing(store: Store) -> None:
+    updates = [clip("req-1", "capturing", 1), clip("req-1", "succeeded", 2, object_key="k", size_bytes=7),
+               clip("req-2", "failed", 1, reason="camera offline")]  # fmt: skip
+    write(store, *updates)
+    once = store.clips()
+    write(store, *updates, *updates)  # each delivered again, twice
+    write(store, updates[0])  # a stale duplicate alone
+    assert store.clips() == once
+
+
+def test_missing_flag_and_replace(store: Store) -> None:
     write(store, clip("req-1", "succeeded", 1, object_key="k1"), clip("req-2", "failed", 1, reason="timeout"))
     store.set_missing(["req-1"], True)
     assert {c.request_id: c.missing_object for c in store.clips()} == {"req-1": True, "req-2": False}
-    assert store.delete_clips() == 2
-    assert store.clips() == []
+    [fresh] = [c for c in store.clips() if c.request_id == "req-1"]
+    assert store.replace_clips([fresh]) == 2
+    assert store.clips() == [fresh]
+
+
+def test_a_replacement_that_fails_keeps_the_old_index(store: Store) -> None:
+    write(store, clip("req-1", "succeeded", 1, object_key="k1"), clip("req-2", "failed", 1, reason="timeout"))
+    before = store.clips()
+    broken = dataclasses.replace(before[0], request_id="req-9", camera_id=None)  # type: ignore[arg-type]
+    with pytest.raises(Exception, match=r"(?i)not null|null value"):
+        store.replace_clips([before[0], broken])
+    assert store.clips() == before
 
 
 @pytest.mark.integration

@@ -6,32 +6,33 @@ import json
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agent.clips.manifest import (
     build_manifest,
-    canonical_json,
     file_digest,
     key_id,
     load_or_create_key,
+    manifest_json,
     public_key_pem,
     sign_manifest,
+    signed_body,
     verify,
     verify_main,
 )
+from contract.manifest import Manifest
 
 CLIP = b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 40
 THUMB = b"\xff\xd8\xff\xe0 a thumbnail"
 
 
-def manifest_for(clip: bytes = CLIP, thumb: bytes = THUMB) -> dict[str, Any]:
+def manifest_for(clip: bytes = CLIP, thumb: bytes = THUMB, manufacturer: str = "Hanwha") -> Manifest:
     start = datetime(2026, 3, 1, 5, 2, 10, tzinfo=UTC)
     return build_manifest(
         camera={
             "id": "gangnam-000123",
-            "manufacturer": "Hanwha",
+            "manufacturer": manufacturer,
             "model": "XNO-6080R",
             "firmware": "2.10.1",
             "address": "rtsp://10.1.2.3:554/stream1",
@@ -47,7 +48,11 @@ def manifest_for(clip: bytes = CLIP, thumb: bytes = THUMB) -> dict[str, Any]:
         clock_offset_s=1.23456,
         agent_id="agent-gangnam-1",
         software_version="0.1.0",
-        objects={"clip": "gangnam/2026/03/01/req-42.mp4", "thumbnail": "gangnam/2026/03/01/req-42.jpg"},
+        objects={
+            "clip": "gangnam/2026/03/01/req-42.mp4",
+            "thumbnail": "gangnam/2026/03/01/req-42.jpg",
+            "manifest": "gangnam/2026/03/01/req-42.manifest.json",
+        },
         clip=file_digest(clip),
         thumbnail=file_digest(thumb),
         complete=True,
@@ -68,19 +73,26 @@ def test_key_is_created_private_and_reloaded(tmp_path: Path) -> None:
 def test_signed_manifest_verifies_and_is_canonical(tmp_path: Path) -> None:
     key = load_or_create_key(tmp_path / "agent.pem")
     signed = sign_manifest(manifest_for(), key)
-    assert signed["signature"]["alg"] == "ed25519"
-    assert signed["signature"]["key_id"] == key_id(key.public_key())
-    assert "address" not in signed["camera"] and "10.1.2.3" not in json.dumps(signed)
-    assert signed["clock_offset_s"] == 1.235
-    assert verify(CLIP, signed, public_key_pem(key), thumbnail=THUMB) == []
+    assert signed.signature is not None and signed.signature.alg == "ed25519"
+    assert signed.signature.key_id == key_id(key.public_key())
+    stored = json.loads(manifest_json(signed))
+    assert "address" not in stored["camera"] and b"10.1.2.3" not in manifest_json(signed)
+    assert stored["clock_offset_s"] == 1.235 and stored["covered"]["start"] == "2026-03-01T05:02:09.600000Z"
+    assert verify(CLIP, stored, public_key_pem(key), thumbnail=THUMB) == []
     clip_file = tmp_path / "clip.mp4"
     clip_file.write_bytes(CLIP)
     assert verify(clip_file, signed, public_key_pem(key)) == []
-    body = canonical_json({k: v for k, v in signed.items() if k != "signature"})
+    body = signed_body(signed)
     assert b" " not in body.replace(b"missing child search", b"") and body.startswith(b'{"agency":"112"')
+    assert b"signature" not in body
     # Key order in the stored JSON does not matter: the signature is over the canonical form.
-    reordered = json.loads(json.dumps(dict(reversed(list(signed.items())))))
+    reordered = json.loads(json.dumps(dict(reversed(list(stored.items())))))
     assert verify(CLIP, reordered, public_key_pem(key)) == []
+
+
+def test_overlong_camera_text_is_cut_to_the_contract_length() -> None:
+    """A camera that sends a 2,000-character manufacturer still gets its clips delivered."""
+    assert manifest_for(manufacturer="X" * 2000).camera.manufacturer == "X" * 500
 
 
 def test_tampering_is_reported(tmp_path: Path) -> None:
@@ -92,21 +104,23 @@ def test_tampering_is_reported(tmp_path: Path) -> None:
     assert verify(CLIP, signed, pem, thumbnail=b"other") == [
         "thumbnail sha256 mismatch", "thumbnail size mismatch: 5 bytes, manifest says 16",
     ]  # fmt: skip
-    edited = json.loads(json.dumps(signed))
+    edited = json.loads(manifest_json(signed))
     edited["covered"]["start"] = "2026-03-01T05:00:00Z"
     assert verify(CLIP, edited, pem) == ["signature invalid"]
+    edited["camera"]["address"] = "10.1.2.3"  # a field the schema does not have
+    assert verify(CLIP, edited, pem)[0].startswith("manifest does not match the schema: camera.address")
     other = load_or_create_key(tmp_path / "other.pem")
     problems = verify(CLIP, signed, public_key_pem(other))
     assert "signature invalid" in problems and problems[0].startswith("key id mismatch")
     unsigned = manifest_for()
-    assert verify(CLIP, unsigned, pem) == ["signature missing or not ed25519"]
+    assert verify(CLIP, unsigned, pem) == ["signature missing"]
 
 
 def test_verify_clip_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = load_or_create_key(tmp_path / "agent.pem")
     (tmp_path / "clip.mp4").write_bytes(CLIP)
     (tmp_path / "thumb.jpg").write_bytes(THUMB)
-    (tmp_path / "manifest.json").write_text(json.dumps(sign_manifest(manifest_for(), key)))
+    (tmp_path / "manifest.json").write_bytes(manifest_json(sign_manifest(manifest_for(), key)))
     (tmp_path / "agent.pub").write_bytes(public_key_pem(key))
     args = ["--clip", str(tmp_path / "clip.mp4"), "--manifest", str(tmp_path / "manifest.json"),
             "--public-key", str(tmp_path / "agent.pub")]  # fmt: skip

@@ -1,0 +1,131 @@
+"""The evidence manifest: one schema that the agent writes (signed, next to each clip in S3) and the collector
+reads (`cctv-collector reconcile`). JSON Schema: docs/contract/manifest.json.
+
+A manifest says what a clip is, who asked for it and why. The camera's network address and credentials have
+no field here on purpose: they never leave the district. Unknown fields are rejected, as in the messages: a
+change of fields is a change of this model (the covered window may gain fields, e.g. the time source and its
+uncertainty), and a change that old readers cannot accept is a new `v`.
+
+Canonical form and signing live with the agent's key handling (agent/clips/manifest.py): the signature covers
+the canonical JSON of this model's dump without `signature`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from contract.errors import ContractError
+from contract.messages import DistrictSlug, Ident, Text
+
+MANIFEST_VERSION: Literal[1] = 1
+MANIFEST_SUFFIX = ".manifest.json"
+MAX_MANIFEST_BYTES = 1024 * 1024
+
+# Times are written in UTC ("...Z") whatever zone they were given in, so one instant has one spelling.
+UtcTime = Annotated[AwareDatetime, AfterValidator(lambda t: t.astimezone(UTC))]
+ObjectRole = Literal["clip", "thumbnail", "manifest"]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ManifestCamera(_Part):
+    """The camera as the district knows it: identity and make, never its address."""
+
+    id: Ident
+    manufacturer: Text = ""
+    model: Text = ""
+    firmware: Text = ""
+
+
+class Requested(_Part):
+    start: UtcTime
+    end: UtcTime
+
+
+class Covered(_Part):
+    """What the clip actually holds; `complete` when it holds the whole requested window."""
+
+    start: UtcTime | None
+    end: UtcTime | None
+    complete: bool
+
+
+class Digest(_Part):
+    sha256: Sha256
+    size_bytes: int = Field(ge=0)
+
+
+class Signature(_Part):
+    alg: Literal["ed25519"]
+    key_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description="first 16 hex of SHA-256 of the key")]
+    value: Annotated[str, Field(min_length=1, max_length=200, description="base64 of the signature")]
+
+
+class Manifest(_Part):
+    """A clip's signed manifest. `objects` holds the S3 keys by role (clip and manifest always)."""
+
+    v: Literal[1]
+    camera: ManifestCamera
+    district: DistrictSlug
+    request_id: Ident
+    agency: Annotated[str, Field(max_length=64)]
+    incident: Annotated[str, Field(max_length=64)] = ""
+    purpose: Text = ""
+    requested: Requested
+    covered: Covered
+    wallclock_source: Literal["rtcp", "local"]
+    clock_offset_s: float | None = None
+    agent_id: Ident
+    software_version: Text = ""
+    objects: dict[ObjectRole, Annotated[str, Field(min_length=1, max_length=1024)]]
+    clip: Digest
+    thumbnail: Digest | None = None
+    created_at: UtcTime
+    signature: Signature | None = None
+
+    @field_validator("objects")
+    @classmethod
+    def _clip_and_manifest_keys(cls, objects: dict[ObjectRole, str]) -> dict[ObjectRole, str]:
+        if "clip" not in objects or "manifest" not in objects:
+            raise ValueError("objects must name the clip and the manifest")
+        return objects
+
+
+def parse_manifest(body: bytes) -> Manifest:
+    """A manifest from its stored bytes; ContractError with the reason when it is not a valid one."""
+    if len(body) > MAX_MANIFEST_BYTES:
+        raise ContractError("oversized", f"{len(body)} bytes > {MAX_MANIFEST_BYTES}")
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply to parse
+        raise ContractError("invalid_json", type(exc).__name__) from None
+    if not isinstance(document, dict):
+        raise ContractError("invalid_json", "not a JSON object")
+    version = document.get("v")
+    if type(version) is not int or version != MANIFEST_VERSION:
+        raise ContractError("unknown_version", f"v={str(version)[:20]}")
+    try:
+        return Manifest.model_validate(document)
+    except ValidationError as exc:
+        raise ContractError("invalid_payload", first_error(exc)) from None
+
+
+def first_error(exc: ValidationError) -> str:
+    """The first problem of a validation error as `field.path: message`."""
+    error = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"[:300]
