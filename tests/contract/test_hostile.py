@@ -20,7 +20,7 @@ GOLDEN = Path(__file__).parent / "golden"
 REASONS = set(get_args(ContractErrorReason))
 
 
-@pytest.mark.parametrize("name", sorted(SCHEMAS))
+@pytest.mark.parametrize("name", sorted(n for n in SCHEMAS if n != "manifest"))  # wire messages only
 def test_every_hostile_payload_is_rejected_with_its_reason_or_passes_intact(name: str) -> None:
     example = json.loads((GOLDEN / f"{name}.json").read_text(encoding="utf-8"))
     cases = list(variants(example["topic"], example["payload"], list(SCHEMAS[name].model_fields)))
