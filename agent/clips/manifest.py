@@ -102,6 +102,7 @@ def build_manifest(
     covered: tuple[datetime | None, datetime | None],
     wallclock_source: str,
     clock_offset_s: float | None,
+    wallclock_uncertainty_s: float | None = None,
     agent_id: str,
     software_version: str,
     objects: dict[str, str],
@@ -111,7 +112,12 @@ def build_manifest(
     created_at: datetime | None = None,
 ) -> dict[str, Any]:
     """An unsigned manifest. ``camera``: id, manufacturer, model, firmware (other keys are dropped, so an
-    address can't slip in); ``objects``: S3 keys by role; ``clip``/``thumbnail``: (sha256, size)."""
+    address can't slip in); ``objects``: S3 keys by role; ``clip``/``thumbnail``: (sha256, size).
+
+    ``covered.complete``: the covered window contains the requested one; ``covered.time_source``: rtcp (the
+    camera's clock, which agrees with ours), rtcp_corrected (the camera's clock minus the ONVIF offset) or
+    local (our receive time); ``covered.uncertainty_s``: how far the covered times can be from our clock
+    (null: unknown). See agent/clips/stream.py."""
     return {
         "v": MANIFEST_VERSION,
         "camera": {k: camera.get(k, "") for k in ("id", "manufacturer", "model", "firmware")},
@@ -121,7 +127,13 @@ def build_manifest(
         "incident": incident,
         "purpose": purpose,
         "requested": {"start": _iso(requested[0]), "end": _iso(requested[1])},
-        "covered": {"start": _iso(covered[0]), "end": _iso(covered[1]), "complete": complete},
+        "covered": {
+            "start": _iso(covered[0]),
+            "end": _iso(covered[1]),
+            "complete": complete,
+            "time_source": wallclock_source,
+            "uncertainty_s": wallclock_uncertainty_s,
+        },
         "wallclock_source": wallclock_source,
         "clock_offset_s": None if clock_offset_s is None else round(clock_offset_s, 3),
         "agent_id": agent_id,
