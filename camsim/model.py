@@ -63,6 +63,8 @@ class Personality:
     # Pictures encoded in this many slices, each keyframe slice sent with the parameter sets before it (as
     # some DVRs do): RTSP clients then get one keyframe-flagged packet per slice. 1: the encoder's default.
     keyframe_slices: int = 1
+    snapshot_uri_malformed: bool = False  # GetSnapshotUri answers HTTP 200 with a cut-off envelope
+    wsse_not_understood: bool = False  # refuses any WS-Security header with a SOAP MustUnderstand fault
 
 
 @dataclass
