@@ -7,6 +7,7 @@ the agent publishes its retained `offline` presence before it disconnects: nobod
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -69,16 +70,6 @@ class Agent:
             preroll_max_s=clips.preroll_max_s,
             preroll_max_bytes=clips.preroll_max_bytes,
         )
-        self.clips = ClipService(
-            clips,
-            settings.s3,
-            district=settings.district,
-            agent_id=settings.agent_id,
-            pool=self.clip_pool,
-            publish=lambda update: self.link.publish_receipt(encode(update)),
-            camera_lookup=self.camera_target,
-            metrics_registry=self.metrics.registry,
-        )
         self.link = MqttLink(
             settings.mqtt,
             f"agent-{settings.agent_id}",
@@ -87,6 +78,20 @@ class Agent:
             on_connected=self._retained_state,
             command_filter=topics.commands_filter(settings.district),
             on_command=self._on_command,
+        )
+
+    @functools.cached_property
+    def clips(self) -> ClipService:
+        """Built on first use (by `run`): `discover` needs no S3 client and no spool."""
+        return ClipService(
+            self.settings.clips,
+            self.settings.s3,
+            district=self.settings.district,
+            agent_id=self.settings.agent_id,
+            pool=self.clip_pool,
+            publish=lambda update: self.link.publish_receipt(encode(update)),
+            camera_lookup=self.camera_target,
+            metrics_registry=self.metrics.registry,
         )
 
     async def run(self, stop: asyncio.Event, progress: Progress | None = None) -> None:
