@@ -119,21 +119,33 @@ async def enumerate_camera(
     on_call: CallTimer | None = None,
     snapshot: bool = True,
     on_tolerated: Tolerated | None = None,
+    learned: Learned | None = None,
 ) -> CameraInfo:
     """Device information, MAC, clock offset, profiles and URIs of one camera, within `timeout_s` overall.
 
     At most `per_camera` calls are in flight to the camera (capped by the quirk `max_in_flight`). A
     `protocol` failure of an optional call (OPTIONAL_CALLS: a SOAP fault or an answer we cannot read) leaves
-    its field empty and is passed to `on_tolerated`; it does not fail the camera.
+    its field empty and is passed to `on_tolerated`; it does not fail the camera. `learned` is what earlier
+    enumerations of this camera found out; it is updated in place.
     """
-    in_flight = per_camera if quirks is None else min(per_camera, quirks.max_in_flight)
-    cam = _Camera(session, camera, creds, quirks or Quirks(), max(1, in_flight), on_call, on_tolerated)
+    in_flight = max(1, per_camera if quirks is None else min(per_camera, quirks.max_in_flight))
+    learned = learned if learned is not None else Learned()
+    cam = _Camera(session, camera, creds, quirks or Quirks(), in_flight, on_call, on_tolerated, learned)
     cam.deadline = time.monotonic() + timeout_s
     try:
         async with asyncio.timeout(timeout_s):
             return await _enumerate(cam, snapshot)
     except TimeoutError:
         raise CameraError("timeout", f"no complete answer within {timeout_s:g} s") from None
+
+
+@dataclass
+class Learned:
+    """What talking to a camera taught the agent, kept with the camera across enumerations."""
+
+    # Its SOAP stack refused our WS-Security header as not understood: calls go without it (it then wants no
+    # authentication, or HTTP Digest, which its 401 challenge brings).
+    wsse_refused: bool = False
 
 
 @dataclass
@@ -194,13 +206,11 @@ class _Camera:
     quirks: Quirks
     in_flight: int
     on_call: CallTimer | None
-    on_tolerated: Tolerated | None = None
+    on_tolerated: Tolerated | None
+    learned: Learned
     deadline: float = 0.0
     offset_s: float = 0.0  # camera clock minus ours, applied to every Created
     digest: _Digest | None = None
-    # The camera refused our WS-Security header as not understood (a SOAP stack without WS-Security): later
-    # calls go without it (it then wants no authentication, or HTTP Digest, which a 401 challenge brings).
-    wsse_refused: bool = False
     slots: asyncio.Semaphore = field(init=False)
     base: str = field(init=False)
 
@@ -224,13 +234,13 @@ class _Camera:
         except SoapFaultError as fault:
             if not (signed and "MustUnderstand" in fault.subcodes):
                 raise
-        self.wsse_refused = True
+        self.learned.wsse_refused = True
         log.info("WS-Security not understood: calling without it", extra={"camera": self.ledger.camera_id})
         return await self._call_once(path, name, body, headers, auth)
 
     def _signs(self, auth: bool) -> bool:
         """Whether a call carries a WS-Security UsernameToken."""
-        wsse = self.quirks.auth == "ws-security" and not self.digest and not self.wsse_refused
+        wsse = self.quirks.auth == "ws-security" and not self.digest and not self.learned.wsse_refused
         return auth and self.creds is not None and wsse
 
     async def _call_once(

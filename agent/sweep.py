@@ -167,4 +167,5 @@ class _Job:
             per_camera=self.per_camera,
             on_call=self.observe,
             on_tolerated=lambda call, exc: self.tolerated(record, call, exc),
+            learned=record.learned,
         )

@@ -16,7 +16,7 @@ from agent.credentials import Credentials, CredentialStore
 from agent.errors import CameraError
 from agent.ledger import LedgerCamera
 from agent.metrics import AgentMetrics
-from agent.onvif_soap import enumerate_camera, new_session
+from agent.onvif_soap import Learned, enumerate_camera, new_session
 from agent.registry import Registry
 from agent.sweep import sweep
 from camsim.model import AuthMode, CameraSpec, Personality
@@ -85,14 +85,32 @@ async def test_a_camera_without_ws_security_is_asked_again_without_the_header(
     """It answers GetSystemDateAndTime (no header) and faults MustUnderstand on our first signed call."""
     server = await start_camera(Personality(auth=auth, wsse_not_understood=True))
     calls: list[str] = []
+    learned = Learned()
     async with new_session(4) as http:
         info = await enumerate_camera(
-            http, ledger(server), CREDS, timeout_s=5, on_call=lambda name, _: calls.append(name)
+            http, ledger(server), CREDS, timeout_s=5, on_call=lambda c, _: calls.append(c), learned=learned
         )
-    assert info.mac == server.spec.mac and len(info.streams) == 2
-    # 8 calls; only the first signed one was refused (remembered after it), plus Digest's one challenge.
-    assert len(calls) == 9 and calls[1] == calls[2] == "GetServices"
-    assert server.requests_total == requests
+        assert info.mac == server.spec.mac and len(info.streams) == 2
+        # 8 calls; only the first signed one was refused (remembered after it), plus Digest's one challenge.
+        assert len(calls) == 9 and calls[1] == calls[2] == "GetServices"
+        assert server.requests_total == requests
+        assert learned.wsse_refused
+        again = await enumerate_camera(http, ledger(server), CREDS, timeout_s=5, learned=learned)
+    assert (again.mac, again.streams) == (info.mac, info.streams)
+    assert server.requests_total == 2 * requests - 1  # the next enumeration remembers: nothing refused
+
+
+async def test_the_sweep_remembers_per_camera_that_ws_security_is_not_understood(start_camera: Start) -> None:
+    plain = await start_camera(Personality(auth="none", wsse_not_understood=True))
+    normal = await start_camera(Personality())
+    registry = Registry("gangnam", "agent-1", [ledger(plain), ledger(normal)])
+    store, metrics = CredentialStore({"cam": CREDS}), AgentMetrics()
+    for _ in range(2):
+        await sweep(registry, store, concurrency=2, timeout_s=5, metrics=metrics)
+    assert all(r.observation.error is None and r.info is not None for r in registry.records.values())
+    assert registry.records[plain.spec.camera_id].learned.wsse_refused
+    assert not registry.records[normal.spec.camera_id].learned.wsse_refused
+    assert plain.requests_total == 9 + 8  # one refused call in the first sweep, none in the second
 
 
 async def test_a_camera_that_understands_ws_security_but_refuses_the_password_is_not_asked_without_it(
