@@ -137,26 +137,29 @@ class Session:
         codec = stream.codec_context.name
         last: int | None = None
         picture: Frame | None = None
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue
-            data = bytes(packet)
-            if picture is not None and not starts_picture(codec, data):
-                picture = replace(picture, data=picture.data + data)
-                continue
-            if picture is not None and not self._deliver(picture, container.start_time_realtime):
-                return "pool closed" if self.pool.closed.is_set() else ""
-            pts, dts = packet.pts, packet.dts
-            if pts is None and dts is None:
-                # FFmpeg's RTSP demuxer hands out the first (probed) keyframe without timestamps; RTP
-                # timestamps count from that packet, so it is 0 (or one frame after the previous one).
-                pts = dts = 0 if last is None else last + step
-            last = dts if dts is not None else pts
-            picture = Frame(data, pts, dts, packet.duration or 0, packet.is_keyframe, time.time())
-        if picture is not None:
-            self._deliver(picture, container.start_time_realtime)
-        self.error = "stream ended"
-        return self.error
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                data = bytes(packet)
+                if picture is not None and not starts_picture(codec, data):
+                    picture = replace(picture, data=picture.data + data)
+                    continue
+                if picture is not None and not self._deliver(picture, container.start_time_realtime):
+                    picture = None
+                    return "pool closed" if self.pool.closed.is_set() else ""
+                pts, dts = packet.pts, packet.dts
+                if pts is None and dts is None:
+                    # FFmpeg's RTSP demuxer hands out the first (probed) keyframe without timestamps; RTP
+                    # timestamps count from that packet, so it is 0 (or one frame after the previous one).
+                    pts = dts = 0 if last is None else last + step
+                last = dts if dts is not None else pts
+                picture = Frame(data, pts, dts, packet.duration or 0, packet.is_keyframe, time.time())
+            self.error = "stream ended"
+            return self.error
+        finally:
+            if picture is not None:  # the stream ended or failed: the last picture is all there is of it
+                self._deliver(picture, container.start_time_realtime)
 
     def _set_info(self, stream: Any) -> None:
         cc = stream.codec_context
