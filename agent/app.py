@@ -7,6 +7,7 @@ the agent publishes its retained `offline` presence before it disconnects: nobod
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -68,21 +69,11 @@ class Agent:
             preroll_max_s=clips.preroll_max_s,
             preroll_max_bytes=clips.preroll_max_bytes,
         )
-        self.clips = ClipService(
-            clips,
-            settings.s3,
-            district=settings.district,
-            agent_id=settings.agent_id,
-            pool=self.clip_pool,
-            publish=lambda update: self.link.publish_receipt(encode(update)),
-            camera_lookup=self.camera_target,
-            metrics_registry=self.metrics.registry,
-        )
         self.commands = CommandAdmission(
             district=settings.district,
             agent_id=settings.agent_id,
             metrics=self.metrics,
-            handle=self.clips.handle,
+            handle=lambda command: self.clips.handle(command),  # noqa: PLW0108 (clips are built on first use)
             publish=lambda delivery, kind: self.link.publish(delivery, kind),  # noqa: PLW0108 (link is built next)
         )
         self.link = MqttLink(
@@ -93,6 +84,20 @@ class Agent:
             on_connected=self._retained_state,
             command_filter=topics.commands_filter(settings.district),
             on_command=self.commands.receive,
+        )
+
+    @functools.cached_property
+    def clips(self) -> ClipService:
+        """Built on first use (by `run`): `discover` needs no S3 client and no spool."""
+        return ClipService(
+            self.settings.clips,
+            self.settings.s3,
+            district=self.settings.district,
+            agent_id=self.settings.agent_id,
+            pool=self.clip_pool,
+            publish=lambda update: self.link.publish_receipt(encode(update)),
+            camera_lookup=self.camera_target,
+            metrics_registry=self.metrics.registry,
         )
 
     async def run(self, stop: asyncio.Event, progress: Progress | None = None) -> None:

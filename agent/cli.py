@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import PartialCredentialsError
+
 from agent.app import Agent
 from agent.config import AgentSettings
 from agent.credentials import CredentialStore
@@ -76,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "discover":
         return asyncio.run(_discover(settings, args.json))
-    return asyncio.run(_run(settings))
+    try:
+        return asyncio.run(_run(settings))
+    except PartialCredentialsError as exc:  # half an AWS_* key pair in the environment (ours are validated)
+        print(f"s3: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def check_inputs(settings: AgentSettings) -> list[str]:

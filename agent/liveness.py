@@ -15,6 +15,7 @@ import aiohttp
 from lxml import etree
 
 from agent.errors import CameraError
+from agent.onvif_answers import offset_from_whole_seconds
 
 MAX_ANSWER_BYTES = 64 * 1024
 _REQUEST = (
@@ -54,7 +55,7 @@ async def probe(
     rtt = time.monotonic() - started
     camera_time = parse_utc_time(body)
     # Compare against our clock at the midpoint of the round trip.
-    offset = None if camera_time is None else camera_time - (time.time() - rtt / 2)
+    offset = None if camera_time is None else offset_from_whole_seconds(camera_time, time.time() - rtt / 2)
     return Liveness(rtt, offset)
 
 

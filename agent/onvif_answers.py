@@ -27,6 +27,9 @@ _PARSER = etree.XMLParser(
 _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _UTC_PARTS = ("Year", "Month", "Day", "Hour", "Minute", "Second")
 _CODECS = {"h264": "h264", "h265": "h265", "hevc": "h265", "jpeg": "mjpeg"}
+# How far an ONVIF clock offset can be from the truth: half its one-second resolution, plus up to 50 ms
+# for the answer's transit on a district network.
+CLOCK_OFFSET_ERROR_S = 0.55
 
 
 class SoapFaultError(CameraError):
@@ -83,8 +86,15 @@ def clock_offset(answer: etree._Element) -> float | None:
         datetime(year, month, day, hour, minute, second)  # range check: timegm accepts month 13
     except (ValueError, OverflowError, StopIteration):
         raise CameraError("protocol", "malformed UTCDateTime") from None
-    # The camera's time is truncated to the second: +0.5 s makes the estimate unbiased.
-    return camera + 0.5 - time.time()
+    return offset_from_whole_seconds(camera, time.time())
+
+
+def offset_from_whole_seconds(camera_s: float, ours_s: float) -> float:
+    """Camera clock minus ours, from a camera time in whole seconds (ONVIF's resolution) read at ``ours_s``.
+
+    The camera truncates to the second: +0.5 s makes the estimate unbiased; it is then within
+    ``CLOCK_OFFSET_ERROR_S`` of the true offset."""
+    return camera_s + 0.5 - ours_s
 
 
 def mac_address(interfaces: etree._Element) -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import os
 import re
 import time
@@ -48,11 +49,15 @@ from agent.onvif_answers import (
 )
 from agent.onvif_reader import CameraInfo
 
+log = logging.getLogger(__name__)
+
 MAX_ANSWER_BYTES = 256 * 1024
 DEVICE_PATH = "/onvif/device_service"
 DEFAULT_MEDIA_PATH = "/onvif/media_service"
 
 CallTimer = Callable[[str, float], None]  # (ONVIF call name, seconds)
+Tolerated = Callable[[str, CameraError], None]  # an optional call failed; its field is left empty
+OPTIONAL_CALLS = frozenset({"GetSnapshotUri"})  # many cameras have no snapshot, or answer it badly
 T = TypeVar("T")
 A = TypeVar("A")
 B = TypeVar("B")
@@ -113,19 +118,34 @@ async def enumerate_camera(
     per_camera: int = 1,
     on_call: CallTimer | None = None,
     snapshot: bool = True,
+    on_tolerated: Tolerated | None = None,
+    learned: Learned | None = None,
 ) -> CameraInfo:
     """Device information, MAC, clock offset, profiles and URIs of one camera, within `timeout_s` overall.
 
-    At most `per_camera` calls are in flight to the camera (capped by the quirk `max_in_flight`).
+    At most `per_camera` calls are in flight to the camera (capped by the quirk `max_in_flight`). A
+    `protocol` failure of an optional call (OPTIONAL_CALLS: a SOAP fault or an answer we cannot read) leaves
+    its field empty and is passed to `on_tolerated`; it does not fail the camera. `learned` is what earlier
+    enumerations of this camera found out; it is updated in place.
     """
-    in_flight = per_camera if quirks is None else min(per_camera, quirks.max_in_flight)
-    cam = _Camera(session, camera, creds, quirks or Quirks(), max(1, in_flight), on_call)
+    in_flight = max(1, per_camera if quirks is None else min(per_camera, quirks.max_in_flight))
+    learned = learned if learned is not None else Learned()
+    cam = _Camera(session, camera, creds, quirks or Quirks(), in_flight, on_call, on_tolerated, learned)
     cam.deadline = time.monotonic() + timeout_s
     try:
         async with asyncio.timeout(timeout_s):
             return await _enumerate(cam, snapshot)
     except TimeoutError:
         raise CameraError("timeout", f"no complete answer within {timeout_s:g} s") from None
+
+
+@dataclass
+class Learned:
+    """What talking to a camera taught the agent, kept with the camera across enumerations."""
+
+    # Its SOAP stack refused our WS-Security header as not understood: calls go without it (it then wants no
+    # authentication, or HTTP Digest, which its 401 challenge brings).
+    wsse_refused: bool = False
 
 
 @dataclass
@@ -186,6 +206,8 @@ class _Camera:
     quirks: Quirks
     in_flight: int
     on_call: CallTimer | None
+    on_tolerated: Tolerated | None
+    learned: Learned
     deadline: float = 0.0
     offset_s: float = 0.0  # camera clock minus ours, applied to every Created
     digest: _Digest | None = None
@@ -206,6 +228,24 @@ class _Camera:
         headers = {"Content-Type": f'application/soap+xml; charset=utf-8; action="{ns}/{name}"'}
         if close:  # real cameras have few connection slots: do not leave ours idling in the pool
             headers["Connection"] = "close"
+        signed = self._signs(auth)
+        try:
+            return await self._call_once(path, name, body, headers, auth)
+        except SoapFaultError as fault:
+            if not (signed and "MustUnderstand" in fault.subcodes):
+                raise
+        self.learned.wsse_refused = True
+        log.info("WS-Security not understood: calling without it", extra={"camera": self.ledger.camera_id})
+        return await self._call_once(path, name, body, headers, auth)
+
+    def _signs(self, auth: bool) -> bool:
+        """Whether a call carries a WS-Security UsernameToken."""
+        wsse = self.quirks.auth == "ws-security" and not self.digest and not self.learned.wsse_refused
+        return auth and self.creds is not None and wsse
+
+    async def _call_once(
+        self, path: str, name: str, body: str, headers: dict[str, str], auth: bool
+    ) -> etree._Element:
         remaining = self.deadline - time.monotonic()
         # The caller's deadline bounds the camera; a per-call timer only when the quirk is stricter.
         timeout = self.quirks.request_timeout_s if self.quirks.request_timeout_s < remaining else None
@@ -225,8 +265,7 @@ class _Camera:
         return parse_answer(status, answer, name)
 
     async def _exchange(self, path: str, body: str, headers: dict[str, str], auth: bool) -> tuple[int, bytes]:
-        use_wsse = auth and self.creds is not None and self.quirks.auth == "ws-security" and not self.digest
-        data = _ENVELOPE.format(header=self._security() if use_wsse else "", body=body).encode()
+        data = _ENVELOPE.format(header=self._security() if self._signs(auth) else "", body=body).encode()
         for attempt in range(2):
             if auth and self.digest is not None and self.creds is not None:
                 password = self.creds.password.get_secret_value()
@@ -373,10 +412,12 @@ def _uri_job(
     async def job() -> str:
         try:
             answer = await cam.call(media, name, token=profile.get("token", ""), close=close)
-        except SoapFaultError as fault:  # many cameras have no snapshot: no reason to fail the camera
-            if name == "GetSnapshotUri" and fault.kind == "protocol":
-                return ""
-            raise
+        except CameraError as exc:  # a fault or an unreadable answer: no reason to fail the camera
+            if name not in OPTIONAL_CALLS or exc.kind != "protocol":
+                raise
+            if cam.on_tolerated is not None:
+                cam.on_tolerated(name, exc)
+            return ""
         return (answer.findtext("trt:MediaUri/tt:Uri", "", NSMAP) or "").strip()
 
     return job

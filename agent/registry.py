@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from agent.firmware import FirmwareProfile, Quirks
 from agent.ledger import LedgerCamera
 from agent.onvif_reader import CameraInfo, StreamInfo
+from agent.onvif_soap import Learned
 from agent.status import Observation, evaluate
 from contract.messages import (
     INT32_MAX,
@@ -38,6 +39,7 @@ class CameraRecord:
     last_error: str | None = None
     since: datetime = field(default_factory=now)
     checked_at: datetime = field(default_factory=now)
+    learned: Learned = field(default_factory=Learned)  # how to talk to it, found out by enumeration
 
     @property
     def camera_id(self) -> str:

@@ -106,6 +106,11 @@ class _Job:
     # labels() takes a lock and a lookup per call: keep the children.
     _histograms: dict[str, Histogram] = field(default_factory=dict)
 
+    def tolerated(self, record: CameraRecord, call: str, exc: CameraError) -> None:
+        """An optional call failed: counted and logged; the camera is enumerated without that field."""
+        self.metrics.errors.labels("optional_call").inc()
+        log.info("optional %s failed, left empty: %s", call, exc, extra={"camera": record.camera_id})
+
     def observe(self, call: str, seconds: float) -> None:
         child = self._histograms.get(call)
         if child is None:
@@ -161,4 +166,6 @@ class _Job:
             quirks=quirks,
             per_camera=self.per_camera,
             on_call=self.observe,
+            on_tolerated=lambda call, exc: self.tolerated(record, call, exc),
+            learned=record.learned,
         )

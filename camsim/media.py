@@ -88,12 +88,16 @@ def split_annexb(data: bytes) -> list[bytes]:
 def _clip_key(profile: StreamProfile, variant: ImageFault, loop_s: float) -> str:
     p = profile
     size = f"{p.width}x{p.height}-{p.fps}fps-g{p.gop}-{p.bitrate_kbps}k"
+    if p.keyframe_slices > 1:
+        size += f"-{p.keyframe_slices}slices"
     return f"{p.codec}-{size}-{variant}-{loop_s:g}s-v{CLIP_FORMAT}"
 
 
 def _encoder(profile: StreamProfile, variant: ImageFault) -> av.VideoCodecContext:
     kbps, gop = profile.bitrate_kbps, profile.gop
     common = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:repeat-headers=1"
+    if profile.keyframe_slices > 1:
+        common += f":slices={profile.keyframe_slices}:sliced-threads=0"
     if variant == "frozen":  # constant QP: P-frames of a still picture are all skip, frames decode identical
         common, kbps = common + ":qp=24", 0
     else:

@@ -60,6 +60,11 @@ class Personality:
     h265_only: bool = False
     get_services_unsupported: bool = False
     slow_ms: int = 0  # vendor's baseline answer latency
+    # Pictures encoded in this many slices, each keyframe slice sent with the parameter sets before it (as
+    # some DVRs do): RTSP clients then get one keyframe-flagged packet per slice. 1: the encoder's default.
+    keyframe_slices: int = 1
+    snapshot_uri_malformed: bool = False  # GetSnapshotUri answers HTTP 200 with a cut-off envelope
+    wsse_not_understood: bool = False  # refuses any WS-Security header with a SOAP MustUnderstand fault
 
 
 @dataclass
@@ -100,6 +105,7 @@ class StreamProfile:
     fps: int
     gop: int
     bitrate_kbps: int
+    keyframe_slices: int = 1  # see Personality.keyframe_slices
 
 
 def stream_profiles(spec: CameraSpec) -> list[StreamProfile]:
@@ -107,7 +113,8 @@ def stream_profiles(spec: CameraSpec) -> list[StreamProfile]:
     codec: Codec = "h265" if spec.personality.h265_only else spec.codec
     main_w, main_h = spec.main_size
     sub_w, sub_h = spec.sub_size
+    slices = spec.personality.keyframe_slices
     return [
-        StreamProfile("main", "/stream1", codec, main_w, main_h, spec.fps, spec.gop, 4096),
-        StreamProfile("sub", "/stream2", codec, sub_w, sub_h, spec.fps, spec.gop, 512),
+        StreamProfile("main", "/stream1", codec, main_w, main_h, spec.fps, spec.gop, 4096, slices),
+        StreamProfile("sub", "/stream2", codec, sub_w, sub_h, spec.fps, spec.gop, 512, slices),
     ]

@@ -246,11 +246,17 @@ class OnvifServer:
             handler = _HANDLERS.get((path, soap_request.action))
             if handler is None or soap_request.namespace != _SERVICE_NS[path]:
                 raise soap.action_not_supported(soap_request.action)
+            personality = self.spec.personality
+            if soap_request.token is not None and personality.wsse_not_understood:  # no WS-Security stack
+                raise SoapError("MustUnderstand", (), "Header block wsse:Security was not understood")
             if soap_request.action not in _NO_AUTH:
                 denied = self._authenticate(request, soap_request)
                 if denied is not None:
                     return denied
-            return _Response(200, soap.envelope(handler(self, soap_request)))
+            answer = soap.envelope(handler(self, soap_request))
+            if soap_request.action == "GetSnapshotUri" and personality.snapshot_uri_malformed:
+                answer = answer[: len(answer) // 2]  # a firmware bug: the envelope is cut off
+            return _Response(200, answer)
         except SoapError as err:
             return _fault_response(err)
 

@@ -92,11 +92,17 @@ class PacketizedClip:
 def packetize(clip: EncodedClip) -> PacketizedClip:
     """Packetise a clip once; sessions share the result (clips are cached, so the identity key holds)."""
     codec = clip.profile.codec
-    params = build_template([p for nal in clip.parameter_sets for p in fragment(codec, nal)], marker=False)
+    param_payloads = [p for nal in clip.parameter_sets for p in fragment(codec, nal)]
+    params = build_template(param_payloads, marker=False)
     units = []
     last_key, key_before = 0, []
     for index, unit in enumerate(clip.units):
-        units.append(build_template([p for nal in unit.nals for p in fragment(codec, nal)], marker=True))
+        payloads = []
+        for i, nal in enumerate(unit.nals):  # the stream sends the parameter sets before the first slice
+            if i and unit.keyframe and clip.profile.keyframe_slices > 1:
+                payloads += param_payloads
+            payloads += fragment(codec, nal)
+        units.append(build_template(payloads, marker=True))
         last_key = index if unit.keyframe else last_key
         key_before.append(last_key)
     return PacketizedClip(clip, params, tuple(units), tuple(key_before))

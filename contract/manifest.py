@@ -58,11 +58,16 @@ class Requested(_Part):
 
 
 class Covered(_Part):
-    """What the clip actually holds; `complete` when it holds the whole requested window."""
+    """What the clip actually holds; `complete` when it holds the whole requested window. `time_source` says
+    which clock the times come from: `rtcp` (the camera's, which agrees with ours), `rtcp_corrected` (the
+    camera's minus its measured ONVIF offset) or `local` (when the agent received the frames);
+    `uncertainty_s` how far they can be from the agent's clock (null: unknown)."""
 
     start: UtcTime | None
     end: UtcTime | None
     complete: bool
+    time_source: Literal["rtcp", "rtcp_corrected", "local"]
+    uncertainty_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class Digest(_Part):
@@ -88,7 +93,6 @@ class Manifest(_Part):
     purpose: Text = ""
     requested: Requested
     covered: Covered
-    wallclock_source: Literal["rtcp", "local"]
     clock_offset_s: float | None = None
     agent_id: Ident
     software_version: Text = ""

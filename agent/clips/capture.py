@@ -10,13 +10,14 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from agent.clips.stream import (
     STREAM_ERRORS,
     EndOfStream,
     StreamInfo,
     Subscriber,
+    TimeSource,
     WallClock,
     describe_error,
     to_utc,
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_EPS = 1e-6  # float rounding of epoch seconds; reported times have microsecond resolution
+
 
 @dataclass(frozen=True)
 class CaptureResult:
@@ -36,15 +39,16 @@ class CaptureResult:
 
     covered_start: datetime | None  # wall clock of the first frame written
     covered_end: datetime | None  # wall clock of the end of the last frame written
-    wallclock_source: Literal["rtcp", "local"]  # rtcp: camera SR corrected by clock_offset_s; local: ours
+    wallclock_source: TimeSource  # how those times were found (agent/clips/stream.py)
     size_bytes: int
     sha256: str  # of the file as written (computed while writing)
     codec: str
     width: int
     height: int
     thumbnail_jpeg: bytes | None  # from the first keyframe
-    complete: bool  # the whole requested window was covered
+    complete: bool  # [covered_start, covered_end] contains the requested window
     error: str | None
+    wallclock_uncertainty_s: float | None = None  # how far from our clock the times can be; None: unknown
 
     @classmethod
     def failed(cls, error: str) -> CaptureResult:
@@ -69,6 +73,7 @@ class Capture:
         self.first: Frame | None = None
         self.last: Frame | None = None
         self.reached_end = False
+        self.after_end: Frame | None = None  # the frame at or after ``end`` that closed the window
         self.error: str | None = None
 
     def run(self, backlog: list[Frame]) -> CaptureResult:
@@ -126,7 +131,7 @@ class Capture:
                 self._open()
             return False
         if wall >= self.end:  # any frame: waiting for the next keyframe would add up to a GOP of delay
-            self.reached_end = True
+            self.reached_end, self.after_end = True, frame
             return True
         self._write(frame)
         return False
@@ -167,11 +172,13 @@ class Capture:
         if writer is None or first is None or last is None:
             failed = CaptureResult.failed(self.error or "nothing captured")
             return replace(failed, codec=info.codec, width=info.width, height=info.height)
-        start = clock.wall(first)  # with the final clock: an SR may have come meanwhile
-        end = clock.wall(last) + self._duration_s(last)
-        complete = self.reached_end and self.error is None and start <= self.start + info.frame_s / 2
+        # With the final clock (an SR may have come meanwhile): the window is judged on what is reported.
+        start = clock.wall(first)
+        end = clock.wall(self.after_end) if self.after_end else clock.wall(last) + self._duration_s(last)
+        contains = start <= self.start + _EPS and end >= self.end - _EPS
+        complete = self.error is None and self.reached_end and contains
         thumbnail = keyframe_jpeg(info.codec, info.extradata, first.data)
         return CaptureResult(
             to_utc(start), to_utc(end), clock.source, writer.size_bytes, writer.sha256, info.codec,
-            info.width, info.height, thumbnail, complete, self.error,
+            info.width, info.height, thumbnail, complete, self.error, clock.uncertainty_s,
         )  # fmt: skip

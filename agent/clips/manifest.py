@@ -104,6 +104,7 @@ def build_manifest(
     covered: tuple[datetime | None, datetime | None],
     wallclock_source: str,
     clock_offset_s: float | None,
+    wallclock_uncertainty_s: float | None = None,
     agent_id: str,
     software_version: str,
     objects: Mapping[str, str],
@@ -114,7 +115,12 @@ def build_manifest(
 ) -> Manifest:
     """An unsigned manifest. ``camera``: id, manufacturer, model, firmware (other keys are dropped, so an
     address can't slip in; text as the camera sent it is cut to the contract's length, as in its meta);
-    ``objects``: S3 keys by role; ``clip``/``thumbnail``: (sha256, size)."""
+    ``objects``: S3 keys by role; ``clip``/``thumbnail``: (sha256, size).
+
+    ``covered.complete``: the covered window contains the requested one; ``covered.time_source``: rtcp (the
+    camera's clock, which agrees with ours), rtcp_corrected (the camera's clock minus the ONVIF offset) or
+    local (our receive time); ``covered.uncertainty_s``: how far the covered times can be from our clock
+    (null: unknown). See agent/clips/stream.py."""
     return Manifest.model_validate(
         {
             "v": MANIFEST_VERSION,
@@ -125,8 +131,13 @@ def build_manifest(
             "incident": incident,
             "purpose": purpose,
             "requested": {"start": requested[0], "end": requested[1]},
-            "covered": {"start": covered[0], "end": covered[1], "complete": complete},
-            "wallclock_source": wallclock_source,
+            "covered": {
+                "start": covered[0],
+                "end": covered[1],
+                "complete": complete,
+                "time_source": wallclock_source,
+                "uncertainty_s": wallclock_uncertainty_s,
+            },
             "clock_offset_s": None if clock_offset_s is None else round(clock_offset_s, 3),
             "agent_id": agent_id,
             "software_version": software_version,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from agent import __version__
 from agent.clips.manifest import build_manifest, file_digest, manifest_json
@@ -27,6 +27,7 @@ from agent.clips.metrics import ClipMetrics
 from agent.clips.outbox import Outbox
 from agent.clips.s3 import clip_keys
 from agent.clips.spool import CaptureInfo, Job, Spool
+from agent.clips.stream import TimeSource
 from agent.clips.upload import ObjectLock, Uploader, UploadError, UploadJob, UploadResult
 from contract.manifest import Manifest
 from contract.messages import PRIORITY_RANK, ClipStatusName, ClipUpdate
@@ -46,7 +47,9 @@ class CaptureOutcome(Protocol):
     @property
     def covered_end(self) -> datetime | None: ...
     @property
-    def wallclock_source(self) -> Literal["rtcp", "local"]: ...
+    def wallclock_source(self) -> TimeSource: ...
+    @property
+    def wallclock_uncertainty_s(self) -> float | None: ...
     @property
     def size_bytes(self) -> int: ...
     @property
@@ -315,6 +318,7 @@ class Pipeline:
             camera=camera, district=self._district, request_id=request.request_id, agency=request.agency,
             incident=request.incident, purpose=request.purpose, requested=(request.start, request.end),
             covered=(capture.covered_start, capture.covered_end), wallclock_source=capture.wallclock_source,
+            wallclock_uncertainty_s=capture.wallclock_uncertainty_s,
             clock_offset_s=target.clock_offset_s if target is not None else None, agent_id=self._agent_id,
             software_version=__version__, objects=objects, clip=(capture.sha256, capture.size_bytes),
             thumbnail=file_digest(thumbnail) if job.thumbnail_key else None, complete=capture.complete,
@@ -325,7 +329,8 @@ class Pipeline:
 def _info(outcome: CaptureOutcome) -> CaptureInfo:
     return CaptureInfo(
         covered_start=outcome.covered_start, covered_end=outcome.covered_end,
-        wallclock_source=outcome.wallclock_source, size_bytes=outcome.size_bytes, sha256=outcome.sha256,
+        wallclock_source=outcome.wallclock_source, wallclock_uncertainty_s=outcome.wallclock_uncertainty_s,
+        size_bytes=outcome.size_bytes, sha256=outcome.sha256,
         codec=outcome.codec, width=outcome.width, height=outcome.height, complete=outcome.complete,
         error=outcome.error,
     )  # fmt: skip

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from agent.clips.stream import (
     WallClock,
     describe_error,
     pts_of,
+    starts_picture,
     to_utc,
 )
 from agent.clips.writer import Frame
@@ -127,24 +129,37 @@ class Session:
             container.close()  # sends TEARDOWN
 
     def _pump(self, container: Any) -> str:
+        """Hand out one Frame per picture: a packet that continues the picture before it (another slice of
+        it) is appended to it, so a frame is delivered when the next picture's first packet arrives."""
         stream = container.streams.video[0]
         self._set_info(stream)
         step = max(1, round(1 / (self.info.frame_s * stream.time_base))) if self.info else 1
+        codec = stream.codec_context.name
         last: int | None = None
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue
-            pts, dts = packet.pts, packet.dts
-            if pts is None and dts is None:
-                # FFmpeg's RTSP demuxer hands out the first (probed) keyframe without timestamps; RTP
-                # timestamps count from that packet, so it is 0 (or one frame after the previous one).
-                pts = dts = 0 if last is None else last + step
-            last = dts if dts is not None else pts
-            frame = Frame(bytes(packet), pts, dts, packet.duration or 0, packet.is_keyframe, time.time())
-            if not self._deliver(frame, container.start_time_realtime):
-                return "pool closed" if self.pool.closed.is_set() else ""
-        self.error = "stream ended"
-        return self.error
+        picture: Frame | None = None
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                data = bytes(packet)
+                if picture is not None and not starts_picture(codec, data):
+                    picture = replace(picture, data=picture.data + data)
+                    continue
+                if picture is not None and not self._deliver(picture, container.start_time_realtime):
+                    picture = None
+                    return "pool closed" if self.pool.closed.is_set() else ""
+                pts, dts = packet.pts, packet.dts
+                if pts is None and dts is None:
+                    # FFmpeg's RTSP demuxer hands out the first (probed) keyframe without timestamps; RTP
+                    # timestamps count from that packet, so it is 0 (or one frame after the previous one).
+                    pts = dts = 0 if last is None else last + step
+                last = dts if dts is not None else pts
+                picture = Frame(data, pts, dts, packet.duration or 0, packet.is_keyframe, time.time())
+            self.error = "stream ended"
+            return self.error
+        finally:
+            if picture is not None:  # the stream ended or failed: the last picture is all there is of it
+                self._deliver(picture, container.start_time_realtime)
 
     def _set_info(self, stream: Any) -> None:
         cc = stream.codec_context

@@ -30,6 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent.clips.stream import TimeSource
 from contract.messages import ClipRequest
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ class CaptureInfo(BaseModel):
 
     covered_start: datetime | None = None
     covered_end: datetime | None = None
-    wallclock_source: Literal["rtcp", "local"] = "local"
+    wallclock_source: TimeSource = "local"
+    wallclock_uncertainty_s: float | None = None
     size_bytes: int = 0
     sha256: str = ""
     codec: str = ""

@@ -1,9 +1,17 @@
 """What flows from a camera's RTSP session to its captures: stream facts, frames' wall clock, the end marker.
 
-Wall clock of a packet: ``start_time_realtime`` (camera clock at pts 0, from the first RTCP sender report)
-+ pts x time_base - ``clock_offset_s`` (camera minus ours). Before any SR (or from a camera that sends
-none) it is our receive clock instead: the earliest ``received - pts x time_base`` seen, which is the
-stream's epoch plus the smallest network delay.
+Wall clock of a packet, by time source:
+- ``rtcp``: ``start_time_realtime`` (camera clock at pts 0, from the first RTCP sender report) + pts x
+  time_base, as the camera says. Used when the ONVIF clock offset (camera minus ours) is within its own error
+  (CLOCK_OFFSET_ERROR_S): the camera's clock agrees with ours as far as ONVIF can tell, and correcting it by
+  a one-second-resolution reading would only add up to half a second of error to a good clock.
+- ``rtcp_corrected``: the same minus ``clock_offset_s``, when the offset is larger than its error.
+- ``local``: before any SR (or from a camera that sends none), our receive clock: the earliest
+  ``received - pts x time_base`` seen, i.e. the stream's epoch plus the camera's smallest capture-to-arrival
+  delay.
+``uncertainty_s`` is how far from our clock the times can be: for ``rtcp`` the offset plus its error, for
+``rtcp_corrected`` the offset's error, for ``local`` the delay above (LOCAL_DELAY_S); None when unknown
+(RTCP without an ONVIF offset to check it).
 """
 
 from __future__ import annotations
@@ -18,10 +26,17 @@ from typing import Any, Literal
 import av
 
 from agent.clips.writer import Frame
+from agent.onvif_answers import CLOCK_OFFSET_ERROR_S
 
 # Expected PyAV failures of an RTSP input: refused, bad credentials, timeouts, garbage, camera gone.
 STREAM_ERRORS = (av.error.FFmpegError, OSError, TimeoutError, ValueError)
 _URL = re.compile(r"rtsps?://\S+", re.IGNORECASE)
+# A camera's delay from capture to our receiving a frame (encoder, packetiser, network): typically 0.1-0.3 s.
+LOCAL_DELAY_S = 0.5
+
+_START_CODE = b"\x00\x00\x01"
+
+TimeSource = Literal["rtcp", "rtcp_corrected", "local"]
 
 
 @dataclass(frozen=True)
@@ -55,8 +70,20 @@ class WallClock:
         self._local_epoch: float | None = None
 
     @property
-    def source(self) -> Literal["rtcp", "local"]:
-        return "rtcp" if self.realtime_us is not None else "local"
+    def source(self) -> TimeSource:
+        if self.realtime_us is None:
+            return "local"
+        offset = self.clock_offset_s
+        return "rtcp_corrected" if offset is not None and abs(offset) > CLOCK_OFFSET_ERROR_S else "rtcp"
+
+    @property
+    def uncertainty_s(self) -> float | None:
+        source, offset = self.source, self.clock_offset_s
+        if source == "local":
+            return LOCAL_DELAY_S
+        if offset is None:
+            return None  # the camera's clock was never compared with ours
+        return round(CLOCK_OFFSET_ERROR_S + (abs(offset) if source == "rtcp" else 0.0), 3)
 
     def observe(self, frame: Frame, realtime_us: int | None) -> None:
         if realtime_us and self.realtime_us is None:
@@ -67,9 +94,31 @@ class WallClock:
 
     def wall(self, frame: Frame) -> float:
         media = float(pts_of(frame) * self.time_base)
-        if self.realtime_us is not None:
-            return self.realtime_us / 1e6 + media - (self.clock_offset_s or 0.0)
-        return (self._local_epoch if self._local_epoch is not None else frame.received) + media
+        if self.realtime_us is None:
+            return (self._local_epoch if self._local_epoch is not None else frame.received) + media
+        camera = self.realtime_us / 1e6 + media
+        if self.source == "rtcp_corrected" and self.clock_offset_s is not None:
+            return camera - self.clock_offset_s
+        return camera
+
+
+def starts_picture(codec: str, data: bytes) -> bool:
+    """False when the packet's first slice is not the first of its picture (Annex-B H.264 or HEVC).
+
+    Some servers send each slice of a keyframe with the parameter sets before it, and FFmpeg's parser then
+    hands out one keyframe-flagged packet per slice; only the first starts a picture. Packets with no slice
+    (or not Annex-B) count as starting one.
+    """
+    hevc = codec == "hevc"
+    at = data.find(_START_CODE)
+    while at >= 0 and at + (6 if hevc else 5) <= len(data):
+        header = data[at + 3]
+        if hevc and (header >> 1) & 0x3F < 32:  # a slice segment: first_slice_segment_in_pic_flag
+            return bool(data[at + 5] & 0x80)
+        if not hevc and 1 <= header & 0x1F <= 5:  # a slice: first_mb_in_slice, ue(v), is 0 if it starts 1
+            return bool(data[at + 4] & 0x80)
+        at = data.find(_START_CODE, at + 3)
+    return True
 
 
 def pts_of(frame: Frame) -> int:

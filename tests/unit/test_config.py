@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,8 @@ def test_a_missing_ledger_is_a_configuration_error(tmp_path, capsys):
         ('[discovery]\ntargets = ["10.0.0.0/8"]\n', "more than"),
         ('[discovery]\ntargets = ["not-an-address"]\n', "discovery.targets"),
         ("[onvif]\nretry_base_s = 10\nretry_max_s = 5\n", "retry_max_s must not be smaller"),
+        ('[s3]\naccess_key = "AKIA1"\n', "s3.secret_key: Value error, required when s3.access_key is set"),
+        ('[s3]\nsecret_key = "x"\n', "s3.secret_key: Value error, given without s3.access_key"),
     ],
 )
 def test_values_that_would_fail_at_run_time_fail_validation(tmp_path, capsys, body: str, message: str):
@@ -106,3 +109,26 @@ def test_unreadable_config_files_are_configuration_errors(tmp_path, capsys, kind
         path.write_bytes(b"\xff\xfe\x00district")
     assert agent_cli.main(["validate-config", str(path)]) == 2
     assert str(path) in capsys.readouterr().err
+
+
+def test_discover_needs_no_s3(tmp_path, capsys, monkeypatch):
+    """boto3 refuses half a key pair from the environment: discover must not build an S3 client at all."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA1")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    (tmp_path / "ledger.csv").write_text("camera_id,host,onvif_port\ncam-1,127.77.3.1,9\n")  # refused at once
+    path = _config(tmp_path, "metrics_port = 0\n[onvif]\ntimeout_s = 2\n")
+    assert agent_cli.main(["discover", "--config", str(path), "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["cameras"][0]["camera_id"] == "cam-1"
+    assert "Traceback" not in out.err
+
+
+def test_run_with_half_an_s3_key_pair_from_the_environment_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA1")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    (tmp_path / "ledger.csv").write_text("camera_id,host\ncam-1,127.77.3.1\n")
+    clips = f'[clips]\nspool_dir = "{tmp_path}/spool"\nkey_file = "{tmp_path}/k.pem"\n'
+    path = _config(tmp_path, "metrics_port = 0\n" + clips)
+    assert agent_cli.main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "s3:" in err and "AWS_SECRET_ACCESS_KEY" in err and "Traceback" not in err

@@ -153,7 +153,8 @@ async def test_window_capture_plays_and_matches_camera_clock(
 
     name = {"h264": "h264", "h265": "hevc"}[codec]
     assert result.error is None and result.complete
-    assert (result.codec, result.width, result.height, result.wallclock_source) == (name, W, H, "rtcp")
+    source = result.wallclock_source
+    assert (result.codec, result.width, result.height, source) == (name, W, H, "rtcp_corrected")
     info = assert_playable(out, result, name)
     assert 4.0 <= float(info["format"]["duration"]) <= 4.0 + GOP_S + 0.05
     assert result.covered_start is not None and result.covered_end is not None
@@ -331,7 +332,7 @@ def test_wall_clock_falls_back_to_receive_time_until_the_first_sender_report() -
     first_sr_us = 1_000_200_000  # camera clock at pts 0: 1000.2 s
     clock.observe(Frame(b"", 11 * 3600, 11 * 3600, 0, False, 1000.6), first_sr_us)
     source = clock.source
-    assert source == "rtcp"
+    assert source == "rtcp_corrected"
     assert clock.wall(burst[0]) == pytest.approx(1000.2 - 2.0)  # camera clock minus its measured offset
 
 
