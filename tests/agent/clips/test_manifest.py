@@ -146,16 +146,17 @@ def test_verify_clip_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_covered_window_says_its_time_source_and_uncertainty() -> None:
     manifest = manifest_for()
-    assert manifest["covered"]["time_source"] == "rtcp"
-    assert manifest["covered"]["uncertainty_s"] is None  # not given: unknown
+    assert manifest.covered.time_source == "rtcp"
+    assert manifest.covered.uncertainty_s is None  # not given: unknown
     window = (datetime(2026, 3, 1, 5, 2, 10, tzinfo=UTC), datetime(2026, 3, 1, 5, 2, 11, tzinfo=UTC))
     corrected = build_manifest(
         camera={"id": "gangnam-000123"}, district="gangnam", request_id="req-43", agency="112", incident="",
         purpose="test", requested=window, covered=window, wallclock_source="rtcp_corrected", clock_offset_s=7,
-        wallclock_uncertainty_s=0.55, agent_id="agent-gangnam-1", software_version="0.1.0", objects={},
+        wallclock_uncertainty_s=0.55, agent_id="agent-gangnam-1", software_version="0.1.0",
+        objects={"clip": "c.mp4", "manifest": "c.manifest.json"},
         clip=file_digest(CLIP), thumbnail=None, complete=True,
     )  # fmt: skip
-    assert corrected["covered"] == {
+    assert corrected.covered.model_dump(mode="json") == {
         "start": "2026-03-01T05:02:10Z", "end": "2026-03-01T05:02:11Z", "complete": True,
         "time_source": "rtcp_corrected", "uncertainty_s": 0.55,
     }  # fmt: skip
