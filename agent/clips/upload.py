@@ -12,7 +12,8 @@ the spool) is hashed first and uploaded with the digest in one go.
 
 Retries are layered without overlap (as in s3transfer): botocore retries throttling, 5xx and connection errors
 of each request; this module retries a whole part on socket errors that survive that; the spool retries the
-whole clip later with backoff when S3 stays unreachable. A failed upload is aborted (best effort).
+whole clip later with backoff when S3 stays unreachable. A failed upload is aborted (best effort); what
+an abort could not reach (S3 down, agent killed) is found and aborted by `abort_stale` before the retry.
 
 All uploads of the agent share one `UploadScheduler`: at most `max_parallel` parts in flight, the waiting part
 with the best priority (112 first, FIFO within a priority) goes next, and a token bucket caps the bit rate.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import heapq
 import itertools
@@ -36,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 if TYPE_CHECKING:
@@ -49,16 +51,35 @@ log = logging.getLogger(__name__)
 NETWORK_ERRORS = (BotoConnectionError, HTTPClientError, OSError)
 # The multipart upload vanished (e.g. the gateway lost it): start the object again.
 RESTART_CODES = frozenset({"NoSuchUpload"})
-AUTH_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
+# Refusals no retry can cure: a person must fix the credentials, the bucket, its policy or the agent's clock.
+# Value: the bounded `reason` of cctv_agent_clip_uploads_blocked. Any other 4xx is "rejected".
+BLOCKING_CODES = {
+    "AccessDenied": "access_denied",
+    "AllAccessDisabled": "access_denied",
+    "AccountProblem": "access_denied",
+    "InvalidAccessKeyId": "invalid_access_key",
+    "SignatureDoesNotMatch": "signature_mismatch",
+    "NoSuchBucket": "no_such_bucket",
+    "RequestTimeTooSkewed": "clock_skew",
+}
 
 
 class UploadError(Exception):
-    """An upload that did not complete. `transient`: retry later; otherwise a person must act (credentials,
-    bucket). `last_exception` is the underlying error."""
+    """An upload that did not complete. `transient`: retry later. `blocked` (never transient): why S3 refuses
+    for a reason a person must fix (a BLOCKING_CODES value, "rejected", "no_credentials" or "client_error").
+    `last_exception` is the underlying error."""
 
-    def __init__(self, message: str, *, transient: bool, last_exception: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool,
+        last_exception: BaseException | None = None,
+        blocked: str | None = None,
+    ) -> None:
         super().__init__(message)
-        self.transient = transient
+        self.transient = transient and blocked is None
+        self.blocked = blocked
         self.last_exception = last_exception
 
 
@@ -332,9 +353,25 @@ class Uploader:
             ),
         )
 
+    def abort_stale(self, job: UploadJob) -> int:
+        """Abort the unfinished multipart uploads of `job.key` that an earlier attempt left (its abort failed
+        in an outage, or the agent was killed); how many. Raises UploadError (the next retry does it)."""
+        listed = self._call(
+            job.key, lambda: self.client.list_multipart_uploads(Bucket=job.bucket, Prefix=job.key)
+        )
+        stale = [u["UploadId"] for u in listed.get("Uploads", []) if u.get("Key") == job.key]
+        for upload_id in stale:
+            self._call(job.key, functools.partial(self._abort_call, job, upload_id))
+        if stale:
+            log.info("aborted %s unfinished multipart uploads of %s left before", len(stale), job.key)
+        return len(stale)
+
+    def _abort_call(self, job: UploadJob, upload_id: str) -> None:
+        self.client.abort_multipart_upload(Bucket=job.bucket, Key=job.key, UploadId=upload_id)
+
     def _abort(self, job: UploadJob, upload_id: str) -> None:
         try:
-            self.client.abort_multipart_upload(Bucket=job.bucket, Key=job.key, UploadId=upload_id)
+            self._abort_call(job, upload_id)
         except Exception as exc:  # the gateway may be the reason we are here; RGW expires stale parts
             log.info("could not abort multipart upload of %s: %s", job.key, exc)
 
@@ -349,13 +386,22 @@ class Uploader:
                 raise _TruncatedError from exc
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             transient = status >= 500 or status in (0, 408, 429) or code == "SlowDown"
-            raise UploadError(f"{key}: S3 {code or status}", transient=transient, last_exception=exc) from exc
+            blocked = None if transient else BLOCKING_CODES.get(code, "rejected")
+            raise UploadError(
+                f"{key}: S3 {code or status}", transient=transient, last_exception=exc, blocked=blocked
+            ) from exc
         except NETWORK_ERRORS as exc:
             raise UploadError(
                 f"{key}: S3 unreachable ({type(exc).__name__})", transient=True, last_exception=exc
             ) from exc
-        except BotoCoreError as exc:  # no credentials, bad endpoint, bad parameter: a person must act
-            raise UploadError(f"{key}: S3 client error ({exc})", transient=False, last_exception=exc) from exc
+        except NoCredentialsError as exc:
+            raise UploadError(
+                f"{key}: no S3 credentials", transient=False, last_exception=exc, blocked="no_credentials"
+            ) from exc
+        except BotoCoreError as exc:  # bad endpoint, bad parameter: a person must act
+            raise UploadError(
+                f"{key}: S3 client error ({exc})", transient=False, last_exception=exc, blocked="client_error"
+            ) from exc
 
 
 class _Tail:

@@ -243,15 +243,21 @@ class BrokenCredentials:
 
 
 @pytest.mark.integration
-async def test_missing_credentials_do_not_stop_the_upload_retries(
+async def test_missing_credentials_block_uploads_signal_it_probe_slowly_and_deliver_once_fixed(
     tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
 ) -> None:
     client = BrokenCredentials(ceph_s3.client())
-    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], s3_client=client) as r:
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], s3_client=client, blocked_retry_s=0.5) as r:
         request = clip_request(length_s=1)
         r.service.handle(*command(request))
-        while r.sample("cctv_agent_clip_uploads_total", result="retry") < 3:  # noqa: ASYNC110 - a metric
-            await asyncio.sleep(0.05)  # the capture's upload and at least two retries from the spool failed
+        probes: list[float] = []
+        while len(probes) < 3:  # the capture's upload, then two probes from the spool
+            retries = r.sample("cctv_agent_clip_uploads_total", result="retry")
+            if retries > len(probes):
+                probes.append(time.monotonic())
+            await asyncio.sleep(0.02)
+        assert r.sample("cctv_agent_clip_uploads_blocked", reason="no_credentials") == 1
+        assert probes[2] - probes[1] >= 0.5 - 0.05  # slow probes, not the usual backoff (0.2 s base here)
         waits = [
             u.reason or "" for u in r.collector.updates.get(request.request_id, []) if u.status == "uploading"
         ]
@@ -260,6 +266,7 @@ async def test_missing_credentials_do_not_stop_the_upload_retries(
         result = await final(r, request.request_id)
         assert result.status == "succeeded"
         r.client.head_object(Bucket=r.bucket, Key=result.object_key)
+        assert r.sample("cctv_agent_clip_uploads_blocked", reason="no_credentials") == 0
 
 
 async def test_a_failing_spool_disk_does_not_stop_the_upload_retries(
