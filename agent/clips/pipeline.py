@@ -27,9 +27,9 @@ from agent.clips.blocked import UploadBlock
 from agent.clips.manifest import build_manifest, file_digest
 from agent.clips.metrics import ClipMetrics
 from agent.clips.outbox import Outbox
-from agent.clips.s3 import clip_keys
+from agent.clips.s3 import UploadError, clip_keys
 from agent.clips.spool import CaptureInfo, Job, Spool
-from agent.clips.upload import ObjectLock, Uploader, UploadError, UploadJob, UploadResult
+from agent.clips.upload import ObjectLock, Uploader, UploadJob, UploadResult
 from contract.messages import PRIORITY_RANK, ClipStatusName, ClipUpdate
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry
 
 from agent.clips.blocked import UploadBlock
 from agent.clips.metrics import ClipMetrics
-from agent.clips.upload import ObjectLock, Uploader, UploadError, UploadJob, UploadScheduler
+from agent.clips.s3 import UploadError
+from agent.clips.upload import ObjectLock, Uploader, UploadJob, UploadScheduler
 from tests.services import CephS3, s3_client_config
 
 MIB = 2**20
