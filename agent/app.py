@@ -38,7 +38,7 @@ from agent.sweep import Progress, sweep
 from contract import topics
 from contract.codec import Delivery, encode
 from contract.districts import korean_name
-from contract.messages import AgentPresence, AgentState
+from contract.messages import AgentPresence, AgentState, CameraMeta
 
 log = logging.getLogger(__name__)
 
@@ -223,14 +223,19 @@ class Agent:
         for state in ("online", "degraded", "offline", "unauthorized", "unknown"):
             self.metrics.cameras.labels(state).set(self.registry.counts_by_state().get(state, 0))
 
-    def _publish_meta(self, record: CameraRecord) -> None:
-        """Publish a camera's meta when it differs from what was last published (retained: once is enough)."""
+    def _meta(self, record: CameraRecord) -> CameraMeta | None:
+        """The camera's meta; None (counted, logged) if what it reported breaks the contract: one camera's
+        bad value must not stop the others' publishing."""
         try:
-            meta = self.registry.meta(record)
+            return self.registry.meta(record)
         except ValidationError:
             self.metrics.errors.labels("hostile").inc()
             log.warning("camera metadata outside the contract", extra={"camera": record.camera_id})
-            return
+            return None
+
+    def _publish_meta(self, record: CameraRecord) -> None:
+        """Publish a camera's meta when it differs from what was last published (retained: once is enough)."""
+        meta = self._meta(record)
         if meta is None:
             return
         fingerprint = meta.model_dump_json(exclude={"updated_at"})
@@ -242,7 +247,7 @@ class Agent:
         """What the broker must hold after any (re)connect: presence, then every camera's meta and status."""
         deliveries = [self._presence("online", self.link.session)]
         for record in self.registry.records.values():
-            meta = self.registry.meta(record)
+            meta = self._meta(record)
             if meta is not None:
                 deliveries.append(encode(meta))
             if record.state != "unknown":

@@ -3,6 +3,7 @@ and the contract messages that describe it (which carry no address and no creden
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -138,13 +139,15 @@ def _text(value: str, limit: int = MAX_TEXT) -> str:
 
 
 def _summary(stream: StreamInfo) -> StreamSummary:
-    """A profile within the contract's bounds, whatever the camera claimed."""
+    """A profile within the contract's bounds, whatever the camera claimed. A frame rate that is not a finite
+    number (NaN, inf) is unknown: 0, as when the camera states none."""
+    fps = stream.fps if math.isfinite(stream.fps) else 0.0
     return StreamSummary(
         token=_text(stream.token, MAX_TOKEN),
         codec=stream.codec if stream.codec in ("h264", "h265", "mjpeg") else "other",
         width=min(max(stream.width, 0), MAX_SIDE),
         height=min(max(stream.height, 0), MAX_SIDE),
-        fps=min(max(stream.fps, 0.0), 1000.0),
+        fps=min(max(fps, 0.0), 1000.0),
         bitrate_kbps=min(stream.bitrate_kbps, INT32_MAX)
         if stream.bitrate_kbps is not None and stream.bitrate_kbps >= 0
         else None,

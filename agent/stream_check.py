@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 
 Gray = npt.NDArray[np.float32]
 
+# A camera-supplied stream URI may only be RTSP; and FFmpeg may open only the RTSP demuxer's own connection
+# (TCP, TLS for rtsps) for it, so no URI or redirect can make it follow http, file, ... with the credentials.
+STREAM_SCHEMES = frozenset({"rtsp", "rtsps"})
+RTSP_PROTOCOL_WHITELIST = "tcp,tls"
 TARGET_WIDTH = 480
 TILES = 16
 BLACK_MEAN, BLACK_STD = 35.0, 6.0
@@ -113,9 +117,12 @@ def stream_url(
     """`uri` with credentials inserted (cameras leave them out of GetStreamUri), optionally on another host
     (the address we reached the camera at: credentials must never go where an answer points) and port.
 
-    The result holds a password: never log it. ValueError for a URI with an impossible port.
+    The result holds a password: never log it. ValueError for a URI that is not rtsp:// or rtsps://, or
+    with an impossible port.
     """
     parts = urlsplit(uri)
+    if parts.scheme.lower() not in STREAM_SCHEMES:
+        raise ValueError(f"stream URI scheme {parts.scheme!r} is not rtsp or rtsps")
     host = host or parts.hostname or ""
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
@@ -205,6 +212,7 @@ class FrameMemory:
 def _options(timeouts: Timeouts) -> dict[str, str]:
     return {
         "rtsp_transport": "tcp",
+        "protocol_whitelist": RTSP_PROTOCOL_WHITELIST,
         "analyzeduration": "0",
         "probesize": "32768",
         "timeout": str(int(timeouts.read_s * 1_000_000)),  # socket I/O timeout, µs

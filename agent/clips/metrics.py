@@ -20,9 +20,17 @@ class ClipMetrics:
             registry=r,
         )  # fmt: skip
         self.uploads = Counter(
-            "cctv_agent_clip_uploads_total", "Clip uploads by result (succeeded, retry, failed)", ["result"],
+            "cctv_agent_clip_uploads_total", "Clip uploads by result (succeeded, retry)", ["result"],
             registry=r,
         )  # fmt: skip
+        self.uploads_blocked = Gauge(
+            "cctv_agent_clip_uploads_blocked",
+            "1 while S3 refuses uploads for a reason a person must fix, by reason (access_denied, "
+            "invalid_access_key, signature_mismatch, no_such_bucket, clock_skew, no_credentials, "
+            "client_error, rejected)",
+            ["reason"],
+            registry=r,
+        )
         self.uploaded_bytes = Counter(
             "cctv_agent_clip_uploaded_bytes_total", "Clip bytes sent to S3 (parts)", registry=r
         )

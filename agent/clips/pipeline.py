@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent import __version__
+from agent.clips.blocked import UploadBlock
 from agent.clips.manifest import build_manifest, file_digest, manifest_json
 from agent.clips.metrics import ClipMetrics
 from agent.clips.outbox import Outbox
-from agent.clips.s3 import clip_keys
+from agent.clips.s3 import UploadError, clip_keys
 from agent.clips.spool import CaptureInfo, Job, Spool
 from agent.clips.stream import TimeSource
-from agent.clips.upload import ObjectLock, Uploader, UploadError, UploadJob, UploadResult
+from agent.clips.upload import ObjectLock, Uploader, UploadJob, UploadResult
 from contract.manifest import Manifest
 from contract.messages import PRIORITY_RANK, ClipStatusName, ClipUpdate
 
@@ -133,6 +134,7 @@ class Pipeline:
         self._lookup, self._signer, self._recover = lookup, signer, recover
         self._bucket, self._lock, self._district, self._agent_id = bucket, lock, district, agent_id
         self._metrics = metrics
+        self.block = UploadBlock(metrics.uploads_blocked)
 
     async def run(self, job: Job, cancel: threading.Event) -> bool:
         """Capture and deliver one queued job. True when finished (delivered or failed for good); False when
@@ -175,13 +177,19 @@ class Pipeline:
         except OSError as exc:  # the spool's disk (full, gone): the clip stays where it is; try again later
             self.note_upload_failure(job, UploadError(f"spool: {exc}", transient=True, last_exception=exc))
             return False
+        self.block.accepted()
         capture = job.capture or CaptureInfo()
+        # The result is stored in the outbox before the job is marked `uploaded`: a crash between the two
+        # leaves a `captured` job with every key set, which a restart delivers again (the collector upserts
+        # the duplicate). The other order lost the result: `uploaded` jobs are never resumed.
         self._reporter.send(
             job.request_id, job.request.camera_id, "succeeded", reason=job.partial_reason,
             object_key=job.object_key, thumbnail_key=job.thumbnail_key, manifest_key=job.manifest_key,
             size_bytes=capture.size_bytes, sha256=capture.sha256 or None,
             covered_start=capture.covered_start, covered_end=capture.covered_end,
         )  # fmt: skip
+        job.state = "uploaded"
+        self._spool.save(job)
         return True
 
     def recover_interrupted(self, job: Job, reason: str = PARTIAL_RESTART) -> bool:
@@ -209,6 +217,8 @@ class Pipeline:
         job.upload_attempts += 1
         self._spool.save(job)
         self._metrics.uploads.labels("retry").inc()
+        if exc.blocked is not None:
+            self.block.refused(exc.blocked, str(exc))
         log.warning("upload of clip %s failed (attempt %s): %s", job.request_id, job.upload_attempts, exc)
         if job.upload_attempts == 1:
             reason = f"waiting for storage: {exc}"[:500]
@@ -262,7 +272,9 @@ class Pipeline:
         if job.object_key is None:
             done = threading.Event()
             done.set()
-            self._record_clip(job, self._uploader.upload_file(self._clip_upload(job), done))
+            upload = self._clip_upload(job)
+            self._uploader.abort_stale(upload)  # what an interrupted attempt left
+            self._record_clip(job, self._uploader.upload_file(upload, done))
         thumbnail = self._spool.thumbnail_path(job.request_id)
         if job.thumbnail_key is None and thumbnail.exists():
             side = self._side_upload(job, keys.thumbnail, "image/jpeg")
@@ -273,8 +285,7 @@ class Pipeline:
             body = manifest_json(self._signer(self._manifest(job)))
             self._uploader.put_bytes(self._side_upload(job, keys.manifest, "application/json"), body)
             job.manifest_key = keys.manifest
-        job.state = "uploaded"
-        self._spool.save(job)
+            self._spool.save(job)
 
     def _record_clip(self, job: Job, result: UploadResult) -> None:
         capture = job.capture or CaptureInfo()
@@ -283,6 +294,7 @@ class Pipeline:
         job.capture = capture.model_copy(update={"size_bytes": result.size_bytes, "sha256": result.sha256})
         job.object_key = result.key
         self._spool.save(job)
+        self.block.accepted()
         self._metrics.uploads.labels("succeeded").inc()
         self._metrics.completion.observe(max(0.0, time.time() - job.request.end.timestamp()))
 

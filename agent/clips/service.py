@@ -12,7 +12,8 @@ priority (112, 119, disaster, vulnerable, routine; FIFO within one). A window st
 CAPTURE_LEAD_S from now waits on a timer, not in a worker; one more than `max_future_s` ahead is refused.
 Uploads share one scheduler that orders parts by the same priority under the district's bandwidth cap. Clips
 S3 did not take are retried with capped, fully jittered backoff, best priority first, and all at once as soon
-as one upload succeeds again.
+as one upload succeeds again. While S3 refuses for a reason a person must fix (blocked.py), one clip is tried
+every `blocked_retry_s`.
 
 Housekeeping: every PRUNE_EVERY_S the retry loop deletes failed clips older than `failed_retention_s` from the
 spool (the directory scan runs in a worker thread) and forgets request ids older than `seen_ids_retention_s`.
@@ -309,6 +310,12 @@ class ClipService:
             if job.state == "uploaded":  # the uplink works again: retry the others now
                 for request_id in self._retry_at:
                     self._retry_at[request_id] = 0.0
+        elif self._pipeline is not None and self._pipeline.block.reason is not None:
+            # S3 refuses for a reason a person must fix: one probe per blocked_retry_s, not one per clip.
+            probe_at = time.monotonic() + self.settings.blocked_retry_s
+            self._retry_at[job.request_id] = probe_at
+            for request_id, at in self._retry_at.items():
+                self._retry_at[request_id] = max(at, probe_at)
         else:
             growth = self.settings.retry_base_s * 2 ** min(job.upload_attempts, 20)
             cap = min(self.settings.retry_max_s, growth)

@@ -36,6 +36,7 @@ from agent.clips.stream import (
     to_utc,
 )
 from agent.clips.writer import Frame
+from agent.stream_check import RTSP_PROTOCOL_WHITELIST
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,8 @@ class SessionPool:
 
     def rtsp_options(self) -> dict[str, str]:
         # analyzeduration 0 + small probesize: the first keyframe in ~0.1 s instead of ~2 s (FACTS.md).
-        return {"rtsp_transport": "tcp", "analyzeduration": "0", "probesize": "32768",
+        return {"rtsp_transport": "tcp", "protocol_whitelist": RTSP_PROTOCOL_WHITELIST,
+                "analyzeduration": "0", "probesize": "32768",
                 "timeout": str(int(max(self.open_timeout_s, self.read_timeout_s) * 1e6))}  # fmt: skip
 
     def arm(self, camera_id: str, url: str, duration_s: float, clock_offset_s: float | None = None) -> None:

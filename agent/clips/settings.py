@@ -74,6 +74,9 @@ class ClipSettings(BaseModel):
     # Backoff of uploads while S3 is unreachable: full jitter, doubling from base up to max.
     retry_base_s: float = Field(default=2.0, gt=0)
     retry_max_s: float = Field(default=300.0, gt=0)
+    # While S3 refuses for a reason a person must fix (access denied, no such bucket, bad key or signature),
+    # one spooled clip is tried this often, to notice the fix (cctv_agent_clip_uploads_blocked).
+    blocked_retry_s: float = Field(default=60.0, gt=0)
     # A published result not acknowledged by the broker within this time is sent again.
     republish_after_s: float = Field(default=60.0, gt=0)
     # What a failed clip left in the spool (job file, any partial video) is kept this long for a person to

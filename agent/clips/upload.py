@@ -12,7 +12,9 @@ the spool) is hashed first and uploaded with the digest in one go.
 
 Retries are layered without overlap (as in s3transfer): botocore retries throttling, 5xx and connection errors
 of each request; this module retries a whole part on socket errors that survive that; the spool retries the
-whole clip later with backoff when S3 stays unreachable. A failed upload is aborted (best effort).
+whole clip later with backoff when S3 stays unreachable. A failed upload is aborted (best effort); what
+an abort could not reach (S3 down, agent killed) is found and aborted by `abort_stale` before the retry.
+Every S3 call goes through `s3_call` (s3.py), which says what an error means: retry, or a person must act.
 
 All uploads of the agent share one `UploadScheduler`: at most `max_parallel` parts in flight, the waiting part
 with the best priority (112 first, FIFO within a priority) goes next, and a token bucket caps the bit rate.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import heapq
 import itertools
@@ -36,8 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from agent.clips.s3 import UploadError, UploadVanishedError, s3_call
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -45,25 +47,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Socket-level failures that botocore gave up on: the gateway is down or the uplink broke.
-NETWORK_ERRORS = (BotoConnectionError, HTTPClientError, OSError)
-# The multipart upload vanished (e.g. the gateway lost it): start the object again.
-RESTART_CODES = frozenset({"NoSuchUpload"})
-AUTH_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
-
-
-class UploadError(Exception):
-    """An upload that did not complete. `transient`: retry later; otherwise a person must act (credentials,
-    bucket). `last_exception` is the underlying error."""
-
-    def __init__(self, message: str, *, transient: bool, last_exception: BaseException | None = None) -> None:
-        super().__init__(message)
-        self.transient = transient
-        self.last_exception = last_exception
-
 
 class _TruncatedError(Exception):
     """The file got shorter than what was already sent: the capture cut it; send it again from the start."""
+
+
+RESTART = (_TruncatedError, UploadVanishedError)  # start the object again
 
 
 @dataclass(frozen=True)
@@ -173,8 +162,8 @@ class Uploader:
         for _ in range(3):
             try:
                 return self._upload_once(job, finished, cancel)
-            except _TruncatedError:
-                log.warning("clip %s was cut while uploading; sending it again", job.key)
+            except RESTART:
+                log.warning("clip %s was cut or lost while uploading; sending it again", job.key)
         raise UploadError(f"{job.key}: file kept changing under the upload", transient=True)
 
     def put_bytes(self, job: UploadJob, body: bytes) -> None:
@@ -204,7 +193,7 @@ class Uploader:
         if not streamed:
             metadata["sha256"] = _file_sha256(job.path)
         extra: dict[str, Any] = job.lock.params() if job.lock else {}
-        created = self._call(
+        created = s3_call(
             job.key,
             lambda: self.client.create_multipart_upload(
                 Bucket=job.bucket, Key=job.key, ContentType=job.content_type, Metadata=metadata, **extra
@@ -213,7 +202,7 @@ class Uploader:
         upload_id = created["UploadId"]
         try:
             size, digest, parts = self._send_parts(job, upload_id, finished, cancel)
-            completed = self._call(
+            completed = s3_call(
                 job.key,
                 lambda: self.client.complete_multipart_upload(
                     Bucket=job.bucket, Key=job.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
@@ -237,7 +226,7 @@ class Uploader:
         mode, until = lock["ObjectLockMode"], lock["ObjectLockRetainUntilDate"]
         retention: Any = {"Mode": mode, "RetainUntilDate": until}
         version: dict[str, Any] = {"VersionId": version_id} if version_id else {}
-        self._call(
+        s3_call(
             job.key,
             lambda: self.client.put_object_retention(
                 Bucket=job.bucket, Key=job.key, Retention=retention, **version
@@ -311,7 +300,7 @@ class Uploader:
         for attempt in range(self._part_retries + 1):
             try:
                 with self._scheduler.slot(rank, nbytes):
-                    return self._call(key, call)
+                    return s3_call(key, call)
             except UploadError as exc:
                 if not exc.transient or attempt == self._part_retries:
                     raise
@@ -319,7 +308,7 @@ class Uploader:
         raise AssertionError("unreachable")
 
     def _set_digest(self, job: UploadJob, metadata: dict[str, str], extra: dict[str, Any]) -> None:
-        self._call(
+        s3_call(
             job.key,
             lambda: self.client.copy_object(
                 Bucket=job.bucket,
@@ -332,30 +321,27 @@ class Uploader:
             ),
         )
 
+    def abort_stale(self, job: UploadJob) -> int:
+        """Abort the unfinished multipart uploads of `job.key` that an earlier attempt left (its abort failed
+        in an outage, or the agent was killed); how many. Raises UploadError (the next retry does it)."""
+        listed = s3_call(
+            job.key, lambda: self.client.list_multipart_uploads(Bucket=job.bucket, Prefix=job.key)
+        )
+        stale = [u["UploadId"] for u in listed.get("Uploads", []) if u.get("Key") == job.key]
+        for upload_id in stale:
+            s3_call(job.key, functools.partial(self._abort_call, job, upload_id))
+        if stale:
+            log.info("aborted %s unfinished multipart uploads of %s left before", len(stale), job.key)
+        return len(stale)
+
+    def _abort_call(self, job: UploadJob, upload_id: str) -> None:
+        self.client.abort_multipart_upload(Bucket=job.bucket, Key=job.key, UploadId=upload_id)
+
     def _abort(self, job: UploadJob, upload_id: str) -> None:
         try:
-            self.client.abort_multipart_upload(Bucket=job.bucket, Key=job.key, UploadId=upload_id)
+            self._abort_call(job, upload_id)
         except Exception as exc:  # the gateway may be the reason we are here; RGW expires stale parts
             log.info("could not abort multipart upload of %s: %s", job.key, exc)
-
-    @staticmethod
-    def _call(key: str, call: Callable[[], Any]) -> Any:
-        """Run one S3 call, converting botocore's exceptions into UploadError (the one place that does)."""
-        try:
-            return call()
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in RESTART_CODES:
-                raise _TruncatedError from exc
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            transient = status >= 500 or status in (0, 408, 429) or code == "SlowDown"
-            raise UploadError(f"{key}: S3 {code or status}", transient=transient, last_exception=exc) from exc
-        except NETWORK_ERRORS as exc:
-            raise UploadError(
-                f"{key}: S3 unreachable ({type(exc).__name__})", transient=True, last_exception=exc
-            ) from exc
-        except BotoCoreError as exc:  # no credentials, bad endpoint, bad parameter: a person must act
-            raise UploadError(f"{key}: S3 client error ({exc})", transient=False, last_exception=exc) from exc
 
 
 class _Tail:

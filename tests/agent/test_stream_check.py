@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import av
+import av.error
 import numpy as np
 import pytest
 
+from agent.clips.session import SessionPool
+from agent.errors import CameraError
 from agent.stream_check import (
     FrameMemory,
     StreamCheck,
@@ -20,6 +25,7 @@ from agent.stream_check import (
     Timeouts,
     check_streams,
     downscale,
+    grab_keyframe,
     health_reasons,
     image_reasons,
     measure,
@@ -77,6 +83,30 @@ def test_stream_url_inserts_quoted_credentials() -> None:
     url = stream_url("rtsp://10.0.0.5:554/Streaming/101", "admin", "p@ss:w/rd")
     assert url == "rtsp://admin:p%40ss%3Aw%2Frd@10.0.0.5:554/Streaming/101"
     assert stream_url("rtsp://10.0.0.5/s", None, None, port=8554) == "rtsp://10.0.0.5:8554/s"
+
+
+@pytest.mark.parametrize("uri", ["http://10.0.0.5/s", "file:///etc/passwd", "rtmp://10.0.0.5/s", "10.0.0.5"])
+def test_stream_url_refuses_a_camera_uri_that_is_not_rtsp(uri: str) -> None:
+    with pytest.raises(ValueError, match="not rtsp"):
+        stream_url(uri, "admin", "pw", host="127.20.0.5")
+    assert stream_url("rtsps://10.0.0.5/s", "a", "b", host="127.20.0.5") == "rtsps://a:b@127.20.0.5/s"
+
+
+@pytest.mark.parametrize("opener", ["stream check", "clip session"])
+def test_ffmpeg_opens_no_other_protocol_than_rtsp_with_our_options(opener: str) -> None:
+    """An http URL (a redirect, a URI that slipped through) is refused before any connection is made."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        url = f"http://admin:pw@127.0.0.1:{listener.getsockname()[1]}/stream"
+        with pytest.raises((CameraError, av.error.ArgumentError)):
+            if opener == "stream check":
+                grab_keyframe(url, Timeouts(open_s=1, read_s=1, total_s=2))
+            else:
+                av.open(url, options=SessionPool().rtsp_options(), timeout=(1, 1))
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected: the credentials went nowhere
 
 
 def test_health_reasons_name_stream_failures() -> None:

@@ -116,17 +116,42 @@ async def test_retained_state_is_restored_after_the_broker_loses_it(
     async with running(agent):
         await eventually(lambda: status_of(first, 1) is not None, 20, "the first status")
         first.close()
-        # The broker dies and comes back empty (its database is gone): the agent must republish.
-        mosquitto.kill()
-        shutil.rmtree(mosquitto.directory / "data", ignore_errors=True)
-        for db in mosquitto.directory.rglob("*.db"):
-            db.unlink()
-        mosquitto.start(mosquitto.directory, mosquitto.port)
+        restart_broker_empty(mosquitto)
         late = Recorder(mosquitto.port)
         await eventually(lambda: status_of(late, 1) is not None, 20, "retained status after restart")
         await eventually(lambda: recorder_has_all_meta(late), 10, "retained meta after restart")
         assert (late.get(topics.agent_state("gangnam")) or {}).get("state") == "online"
         late.close()
+
+
+async def test_a_camera_reporting_a_nan_frame_rate_does_not_stop_the_republish(
+    district: tuple[Fleet, Path], mosquitto: Mosquitto
+) -> None:
+    _, directory = district
+    agent = Agent(agent_settings(directory, mosquitto))
+    first = Recorder(mosquitto.port)
+    async with running(agent):
+        await eventually(lambda: recorder_has_all_meta(first), 20, "every camera's meta")
+        first.close()
+        record = agent.registry.records["gangnam-00001"]  # its next answers say FrameRateLimit NaN
+        assert record.info is not None
+        nan = [dataclasses.replace(s, fps=float("nan")) for s in record.info.streams]
+        record.info = dataclasses.replace(record.info, streams=nan)
+        restart_broker_empty(mosquitto)
+        late = Recorder(mosquitto.port)
+        await eventually(lambda: recorder_has_all_meta(late), 20, "every camera's meta after restart")
+        meta = late.get(topics.camera_meta("gangnam", "gangnam-00001")) or {}
+        late.close()
+    assert [s["fps"] for s in meta["streams"]] == [0, 0]  # type: ignore[index, union-attr]  # unknown
+
+
+def restart_broker_empty(mosquitto: Mosquitto) -> None:
+    """The broker dies and comes back empty (its database is gone): the agent must republish."""
+    mosquitto.kill()
+    shutil.rmtree(mosquitto.directory / "data", ignore_errors=True)
+    for db in mosquitto.directory.rglob("*.db"):
+        db.unlink()
+    mosquitto.start(mosquitto.directory, mosquitto.port)
 
 
 def recorder_has_all_meta(recorder: Recorder) -> bool:

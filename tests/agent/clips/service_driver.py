@@ -4,24 +4,49 @@
 
 CONFIG_JSON: {"spool_dir", "key_file", "mqtt_host", "mqtt_port", "s3": {S3Settings}, "camera_id", "rtsp_url"}.
 With REQUEST_JSON (a ClipRequest), the request is handed to the service as if it came from the broker.
-Prints "ready" once the service has started.
+Prints "ready" once the service has started. With CLIP_DRIVER_KILL_AT in the environment the driver SIGKILLs
+itself at that point of a delivery: `result` (the clip, thumbnail and manifest are in S3, the `succeeded`
+result is about to be stored in the outbox) or `uploaded` (the result is stored, the job is about to be
+marked `uploaded`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
+from agent.clips.outbox import Outbox
 from agent.clips.pipeline import CameraTarget
 from agent.clips.service import ClipService
 from agent.clips.session import SessionPool
 from agent.clips.settings import ClipSettings, S3Settings
-from contract.messages import ClipRequest
+from agent.clips.spool import Job, Spool
+from contract.messages import ClipRequest, ClipUpdate
 from tests.agent.clips.clip_harness import DISTRICT, MqttPublisher
+
+
+def kill_at(point: str) -> None:
+    """SIGKILL this process at `point` (see the module's docstring)."""
+    put, save = Outbox.put, Spool.save
+
+    def put_or_die(outbox: Outbox, update: ClipUpdate) -> None:
+        if point == "result" and update.status == "succeeded":
+            os.kill(os.getpid(), signal.SIGKILL)
+        put(outbox, update)
+
+    def save_or_die(spool: Spool, job: Job) -> None:
+        if point == "uploaded" and job.state == "uploaded":
+            os.kill(os.getpid(), signal.SIGKILL)
+        save(spool, job)
+
+    Outbox.put = put_or_die  # type: ignore[method-assign]
+    Spool.save = save_or_die  # type: ignore[method-assign]
 
 
 async def main(config: dict[str, object], request: ClipRequest | None) -> None:
@@ -42,6 +67,8 @@ async def main(config: dict[str, object], request: ClipRequest | None) -> None:
 
 
 if __name__ == "__main__":
+    if "CLIP_DRIVER_KILL_AT" in os.environ:
+        kill_at(os.environ["CLIP_DRIVER_KILL_AT"])
     loaded = json.loads(sys.argv[1])
     clip = ClipRequest.model_validate_json(sys.argv[2]) if len(sys.argv) > 2 else None
     asyncio.run(main(loaded, clip))

@@ -4,6 +4,7 @@ SIGKILLed agent (real Ceph gateway, real Mosquitto, real camsim camera and captu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -242,15 +243,21 @@ class BrokenCredentials:
 
 
 @pytest.mark.integration
-async def test_missing_credentials_do_not_stop_the_upload_retries(
+async def test_missing_credentials_block_uploads_signal_it_probe_slowly_and_deliver_once_fixed(
     tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
 ) -> None:
     client = BrokenCredentials(ceph_s3.client())
-    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], s3_client=client) as r:
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], s3_client=client, blocked_retry_s=0.5) as r:
         request = clip_request(length_s=1)
         r.service.handle(request)
-        while r.sample("cctv_agent_clip_uploads_total", result="retry") < 3:  # noqa: ASYNC110 - a metric
-            await asyncio.sleep(0.05)  # the capture's upload and at least two retries from the spool failed
+        probes: list[float] = []
+        while len(probes) < 3:  # the capture's upload, then two probes from the spool
+            retries = r.sample("cctv_agent_clip_uploads_total", result="retry")
+            if retries > len(probes):
+                probes.append(time.monotonic())
+            await asyncio.sleep(0.02)
+        assert r.sample("cctv_agent_clip_uploads_blocked", reason="no_credentials") == 1
+        assert probes[2] - probes[1] >= 0.5 - 0.05  # slow probes, not the usual backoff (0.2 s base here)
         waits = [
             u.reason or "" for u in r.collector.updates.get(request.request_id, []) if u.status == "uploading"
         ]
@@ -259,6 +266,7 @@ async def test_missing_credentials_do_not_stop_the_upload_retries(
         result = await final(r, request.request_id)
         assert result.status == "succeeded"
         r.client.head_object(Bucket=r.bucket, Key=result.object_key)
+        assert r.sample("cctv_agent_clip_uploads_blocked", reason="no_credentials") == 0
 
 
 async def test_a_failing_spool_disk_does_not_stop_the_upload_retries(
@@ -362,6 +370,45 @@ async def test_sigkilled_agent_delivers_the_partial_clip_with_its_true_range(
     with av.open(str(tmp_path / "got.mp4")) as container:  # the cut clip plays: every frame decodes
         frames = sum(1 for _ in container.decode(video=0))
     assert frames >= 3 * 25
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("point", ["result", "uploaded"])
+async def test_agent_sigkilled_between_upload_and_result_delivers_the_result_after_restart(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str], point: str
+) -> None:
+    """Killed once the clip is in S3 but before its result is stored (`result`), or before its job is marked
+    uploaded (`uploaded`): the restarted agent still reports `succeeded` with the clip's keys and digest."""
+    spec = CameraSpec("cam-crash", "test", "127.76.0.2", rtsp_port=0, main_size=(320, 180), gop=25)
+    server = RtspServer(spec, MediaLibrary(tmp_path / "media", loop_s=2.0))
+    await server.start()
+    collector = UpdateCollector(mosquitto.host, mosquitto.port)
+    config = {"spool_dir": str(tmp_path / "spool"), "key_file": str(tmp_path / "key.pem"),
+              "mqtt_host": mosquitto.host, "mqtt_port": mosquitto.port, "camera_id": spec.camera_id,
+              "rtsp_url": f"rtsp://admin:admin@{spec.host}:{server.port}/stream1",
+              "s3": s3_settings(ceph_s3, s3_bucket[1]).model_dump(mode="json")}  # fmt: skip
+    config["s3"]["secret_key"] = ceph_s3.secret_key  # type: ignore[index]
+    request = clip_request(spec.camera_id, length_s=1, priority="112")
+    driver = [sys.executable, str(HERE / "service_driver.py"), json.dumps(config)]
+    try:
+        env = {**os.environ, "CLIP_DRIVER_KILL_AT": point}
+        first = await asyncio.create_subprocess_exec(*driver, request.model_dump_json(), env=env)
+        async with asyncio.timeout(60):
+            assert await first.wait() == -signal.SIGKILL  # it reached the point and died there
+        second = await asyncio.create_subprocess_exec(*driver)
+        try:
+            result = await asyncio.to_thread(collector.wait_final, request.request_id, 30)
+        finally:
+            second.terminate()
+            await second.wait()
+    finally:
+        collector.close()
+        await server.stop()
+    assert result.status == "succeeded", result.reason
+    body = ceph_s3.client().get_object(Bucket=s3_bucket[1], Key=result.object_key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == result.sha256
+    manifest = ceph_s3.client().get_object(Bucket=s3_bucket[1], Key=result.manifest_key)["Body"].read()
+    assert json.loads(manifest)["request_id"] == request.request_id
 
 
 def wait_for_fragments(clip: Path, covered_s: float) -> float:

@@ -4,6 +4,7 @@ its digest, its retention), and with a stub client for the call sequence on fail
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -11,11 +12,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
+from prometheus_client import CollectorRegistry
 
-from agent.clips.upload import ObjectLock, Uploader, UploadError, UploadJob, UploadScheduler
-from tests.services import CephS3
+from agent.clips.blocked import UploadBlock
+from agent.clips.metrics import ClipMetrics
+from agent.clips.s3 import UploadError
+from agent.clips.upload import ObjectLock, Uploader, UploadJob, UploadScheduler
+from tests.services import CephS3, s3_client_config
 
 MIB = 2**20
 PART = 5 * MIB
@@ -123,6 +129,46 @@ def test_unreachable_gateway_retries_the_part_then_aborts_and_says_transient(tmp
     assert client.calls == ["create", "part", "part", "part", "abort"]
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("wrong", "reason"),
+    [
+        ({"aws_access_key_id": "no-such-key"}, "invalid_access_key"),
+        ({"aws_secret_access_key": "wrong-secret"}, "signature_mismatch"),
+        ({"bucket": "no-such-bucket-here"}, "no_such_bucket"),
+    ],
+)
+def test_refusals_a_person_must_fix_are_classified_as_blocked_not_transient(
+    tmp_path: Path, ceph_s3: CephS3, s3_bucket: tuple[Any, str], wrong: dict[str, str], reason: str
+) -> None:
+    keys = {"aws_access_key_id": ceph_s3.access_key, "aws_secret_access_key": ceph_s3.secret_key}
+    keys |= {k: v for k, v in wrong.items() if k != "bucket"}
+    client = boto3.client(
+        "s3", endpoint_url=ceph_s3.endpoint, region_name=ceph_s3.region, config=s3_client_config(), **keys
+    )
+    path, done = tmp_path / "clip.mp4", threading.Event()
+    path.write_bytes(b"x" * 1000)
+    done.set()
+    job = UploadJob(wrong.get("bucket", s3_bucket[1]), "k", path, 0)
+    with pytest.raises(UploadError) as caught:
+        Uploader(client, UploadScheduler(1), PART).upload_file(job, done)
+    assert (caught.value.blocked, caught.value.transient) == (reason, False)
+
+
+@pytest.mark.integration
+def test_abort_stale_aborts_the_interrupted_multipart_upload_of_its_key_only(
+    tmp_path: Path, s3_bucket: tuple[Any, str]
+) -> None:
+    client, bucket = s3_bucket
+    for key in ("cam/clip.mp4", "cam/clip.mp4", "cam/clip.mp4.other"):
+        upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * 100)
+    uploader = Uploader(client, UploadScheduler(1), PART)
+    assert uploader.abort_stale(UploadJob(bucket, "cam/clip.mp4", tmp_path / "clip.mp4", 0)) == 2
+    left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["Key"] for u in left] == ["cam/clip.mp4.other"]
+
+
 def test_scheduler_serves_best_priority_first_fifo_within_one() -> None:
     scheduler = UploadScheduler(max_parallel=1)
     order: list[str] = []
@@ -158,3 +204,22 @@ def test_bandwidth_cap_holds_the_long_run_rate() -> None:
             pass
     elapsed = time.monotonic() - began
     assert 0.95 < elapsed < 1.4
+
+
+def test_upload_block_logs_an_error_once_per_state_change_and_sets_its_gauge(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = ClipMetrics(CollectorRegistry())
+    block = UploadBlock(metrics.uploads_blocked)
+
+    def gauge(reason: str) -> float | None:
+        return metrics.registry.get_sample_value("cctv_agent_clip_uploads_blocked", {"reason": reason})
+
+    with caplog.at_level(logging.INFO, logger="agent.clips.blocked"):
+        for _ in range(3):
+            block.refused("access_denied", "k: S3 AccessDenied")
+        block.refused("no_such_bucket", "k: S3 NoSuchBucket")
+        block.accepted()
+        block.accepted()
+    assert [r.levelname for r in caplog.records] == ["ERROR", "ERROR", "WARNING"]
+    assert (gauge("access_denied"), gauge("no_such_bucket"), block.reason) == (0, 0, None)
