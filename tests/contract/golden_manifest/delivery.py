@@ -32,6 +32,7 @@ class ClipUploader(Protocol):
         self, job: UploadJob, finished: threading.Event, cancel: threading.Event | None = None
     ) -> UploadResult: ...
     def put_bytes(self, job: UploadJob, body: bytes) -> None: ...
+    def abort_stale(self, job: UploadJob) -> int: ...
 
 
 class RecordingUploader:
@@ -46,6 +47,9 @@ class RecordingUploader:
         body = job.path.read_bytes()
         self.objects[job.key] = body
         return UploadResult(job.key, len(body), hashlib.sha256(body).hexdigest(), 1, 0.0)
+
+    def abort_stale(self, job: UploadJob) -> int:
+        return 0  # nothing is ever left unfinished here
 
     def put_bytes(self, job: UploadJob, body: bytes) -> None:
         self.objects[job.key] = body
