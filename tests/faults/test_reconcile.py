@@ -26,15 +26,12 @@ import pytest
 
 from agent.app import Agent
 from agent.config import AgentSettings
-from camsim.fleet import Fleet, FleetOptions, build_specs
-from camsim.ledger import write_ledger, write_secrets
-from camsim.media import MediaLibrary
 from collector.store import ClipRow, open_store
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest
 from tests.collector.conftest import start_collector_process
-from tests.integration.conftest import Recorder, eventually, running
+from tests.integration.conftest import Recorder, eventually, one_camera, running
 from tests.services import CephS3, Mosquitto, free_port
 
 CAMERA_ID = "gangnam-00001"
@@ -46,14 +43,10 @@ PROVENANCE = ("source", "updated_at", "agency", "incident")
 @pytest.fixture
 async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
     """One simulated H.264 camera on this test file's addresses (127.75.0.0/16); its ledger in tmp_path."""
-    specs = build_specs(FleetOptions("gangnam", 1, "127.75.0.1", free_port(), free_port()))
-    specs[0].codec, specs[0].main_size, specs[0].gop = "h264", (960, 540), 25
-    write_ledger(specs, tmp_path / "ledger.csv")
-    write_secrets(specs, tmp_path / "secrets.toml")
-    fleet = Fleet(specs, media=MediaLibrary(tmp_path_factory.getbasetemp() / "clip-cache", loop_s=4.0))
-    await fleet.start()
-    yield tmp_path
-    await fleet.stop()
+    async with one_camera(
+        tmp_path, tmp_path_factory.getbasetemp(), "127.75.0.1", free_port(), free_port()
+    ) as d:
+        yield d
 
 
 def agent_settings(directory: Path, broker: Mosquitto, ceph: CephS3, bucket: str) -> AgentSettings:

@@ -20,13 +20,10 @@ import pytest
 from agent.app import Agent
 from agent.clips.manifest import load_or_create_key, public_key_pem
 from agent.config import AgentSettings
-from camsim.fleet import Fleet, FleetOptions, build_specs
-from camsim.ledger import write_ledger, write_secrets
-from camsim.media import MediaLibrary
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest
-from tests.integration.conftest import Recorder, eventually, running
+from tests.integration.conftest import Recorder, eventually, one_camera, running
 from tests.services import CephS3, Mosquitto, free_port
 
 BASE_IP = "127.76.0.1"  # this suite's own camsim range
@@ -74,14 +71,8 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 @pytest.fixture
 async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
-    specs = build_specs(FleetOptions("gangnam", 1, BASE_IP, free_port(), free_port()))
-    specs[0].codec, specs[0].main_size, specs[0].gop = "h264", (960, 540), 25
-    write_ledger(specs, tmp_path / "ledger.csv")
-    write_secrets(specs, tmp_path / "secrets.toml")
-    fleet = Fleet(specs, media=MediaLibrary(tmp_path_factory.getbasetemp() / "clip-cache", loop_s=4.0))
-    await fleet.start()
-    yield tmp_path
-    await fleet.stop()
+    async with one_camera(tmp_path, tmp_path_factory.getbasetemp(), BASE_IP, free_port(), free_port()) as d:
+        yield d
 
 
 @pytest.fixture

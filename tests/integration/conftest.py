@@ -125,6 +125,23 @@ async def district(
     await fleet.stop()
 
 
+@asynccontextmanager
+async def one_camera(
+    directory: Path, cache: Path, base_ip: str, onvif_port: int, rtsp_port: int
+) -> AsyncIterator[Path]:
+    """One simulated H.264 camera (960x540, a keyframe a second); its ledger and secrets in `directory`."""
+    specs = build_specs(FleetOptions("gangnam", 1, base_ip, onvif_port, rtsp_port))
+    specs[0].codec, specs[0].main_size, specs[0].gop = "h264", (960, 540), 25
+    write_ledger(specs, directory / "ledger.csv")
+    write_secrets(specs, directory / "secrets.toml")
+    fleet = Fleet(specs, media=MediaLibrary(cache / "clip-cache", loop_s=4.0))
+    await fleet.start()
+    try:
+        yield directory
+    finally:
+        await fleet.stop()
+
+
 def agent_settings(directory: Path, broker: Mosquitto) -> AgentSettings:
     return AgentSettings(
         district="gangnam",

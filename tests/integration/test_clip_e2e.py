@@ -18,13 +18,10 @@ import pytest
 from agent.app import Agent
 from agent.clips.manifest import load_or_create_key, public_key_pem, verify
 from agent.config import AgentSettings
-from camsim.fleet import Fleet, FleetOptions, build_specs
-from camsim.ledger import write_ledger, write_secrets
-from camsim.media import MediaLibrary
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest
-from tests.integration.conftest import Recorder, assert_documented, eventually, running
+from tests.integration.conftest import Recorder, assert_documented, eventually, one_camera, running
 from tests.services import CephS3, Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -34,15 +31,8 @@ BASE_IP, ONVIF_PORT, RTSP_PORT, WSD_PORT = "127.53.0.1", 18280, 18754, 13902
 
 @pytest.fixture
 async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
-    specs = build_specs(FleetOptions("gangnam", 1, BASE_IP, ONVIF_PORT, RTSP_PORT))
-    spec = specs[0]
-    spec.codec, spec.main_size, spec.gop = "h264", (960, 540), 25
-    write_ledger(specs, tmp_path / "ledger.csv")
-    write_secrets(specs, tmp_path / "secrets.toml")
-    fleet = Fleet(specs, media=MediaLibrary(tmp_path_factory.getbasetemp() / "clip-cache", loop_s=4.0))
-    await fleet.start()
-    yield tmp_path
-    await fleet.stop()
+    async with one_camera(tmp_path, tmp_path_factory.getbasetemp(), BASE_IP, ONVIF_PORT, RTSP_PORT) as d:
+        yield d
 
 
 async def test_a_112_request_becomes_a_verified_clip_in_s3(
