@@ -16,6 +16,7 @@ from lxml import etree
 
 from agent.errors import CameraError
 from agent.onvif_answers import offset_from_whole_seconds
+from agent.safe_xml import DtdRefusedError, parse_untrusted
 
 MAX_ANSWER_BYTES = 64 * 1024
 _REQUEST = (
@@ -26,7 +27,6 @@ _REQUEST = (
 _HEADERS = {
     "Content-Type": 'application/soap+xml; charset=utf-8; action="http://www.onvif.org/ver10/device/wsdl/GetSystemDateAndTime"'
 }
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False)
 _TT = "{http://www.onvif.org/ver10/schema}"
 
 
@@ -71,10 +71,10 @@ async def _post(session: aiohttp.ClientSession, url: str) -> bytes:
 
 def parse_utc_time(body: bytes) -> float | None:
     """The camera's UTCDateTime as a POSIX timestamp; CameraError for XML we must not or cannot read."""
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise CameraError("hostile", "document type declarations are not accepted")
     try:
-        root = etree.fromstring(body, _PARSER)
+        root = parse_untrusted(body)
+    except DtdRefusedError as exc:
+        raise CameraError("hostile", str(exc)) from None
     except etree.XMLSyntaxError:
         raise CameraError("protocol", "invalid XML") from None
     utc = root.find(f".//{_TT}UTCDateTime")

@@ -4,7 +4,6 @@ network access), and the few facts enumeration takes from them (clock, MAC, stre
 from __future__ import annotations
 
 import calendar
-import re
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -13,6 +12,7 @@ from lxml import etree
 
 from agent.errors import CameraError, CameraErrorKind
 from agent.onvif_reader import StreamInfo
+from agent.safe_xml import DtdRefusedError, parse_untrusted
 
 S12 = "http://www.w3.org/2003/05/soap-envelope"
 S11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -21,10 +21,6 @@ TRT = "http://www.onvif.org/ver10/media/wsdl"
 TT = "http://www.onvif.org/ver10/schema"
 NSMAP = {"s": S12, "tds": TDS, "trt": TRT, "tt": TT}
 
-_PARSER = etree.XMLParser(
-    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=True
-)
-_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _UTC_PARTS = ("Year", "Month", "Day", "Hour", "Minute", "Second")
 _CODECS = {"h264": "h264", "h265": "h265", "hevc": "h265", "jpeg": "mjpeg"}
 # How far an ONVIF clock offset can be from the truth: half its one-second resolution, plus up to 50 ms
@@ -42,16 +38,14 @@ class SoapFaultError(CameraError):
 
 def parse_answer(status: int, body: bytes, name: str) -> etree._Element:
     """The first element of a SOAP answer's Body; CameraError for faults and for XML we must not read."""
-    if _DTD.search(body):
-        raise CameraError("hostile", f"{name}: document type declarations are not accepted")
     try:
-        root = etree.fromstring(body, _PARSER)
+        root = parse_untrusted(body)
+    except DtdRefusedError as exc:
+        raise CameraError("hostile", f"{name}: {exc}") from None
     except etree.XMLSyntaxError:
         if status == 401:
             raise CameraError("unauthorized", f"{name}: HTTP 401") from None
         raise CameraError("protocol", f"{name}: HTTP {status}, not XML") from None
-    if root.getroottree().docinfo.internalDTD is not None:  # e.g. a DOCTYPE in UTF-16
-        raise CameraError("hostile", f"{name}: document type declarations are not accepted")
     soap = root.tag[1:].partition("}")[0] if isinstance(root.tag, str) else ""
     if soap not in (S12, S11) or etree.QName(root).localname != "Envelope":
         raise CameraError("protocol", f"{name}: HTTP {status}, not a SOAP envelope")
