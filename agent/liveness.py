@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import aiohttp
 from lxml import etree
 
 from agent.errors import CameraError
-from agent.onvif_answers import offset_from_whole_seconds
+from agent.onvif_answers import offset_from_whole_seconds, utc_time
 from agent.safe_xml import DtdRefusedError, parse_untrusted
 
 MAX_ANSWER_BYTES = 64 * 1024
@@ -27,7 +26,6 @@ _REQUEST = (
 _HEADERS = {
     "Content-Type": 'application/soap+xml; charset=utf-8; action="http://www.onvif.org/ver10/device/wsdl/GetSystemDateAndTime"'
 }
-_TT = "{http://www.onvif.org/ver10/schema}"
 
 
 @dataclass(frozen=True)
@@ -77,26 +75,7 @@ def parse_utc_time(body: bytes) -> float | None:
         raise CameraError("hostile", str(exc)) from None
     except etree.XMLSyntaxError:
         raise CameraError("protocol", "invalid XML") from None
-    utc = root.find(f".//{_TT}UTCDateTime")
-    if utc is None:
-        if root.find(".//{http://www.w3.org/2003/05/soap-envelope}Fault") is not None:
-            raise CameraError("protocol", "SOAP fault to GetSystemDateAndTime")
-        return None
-    try:
-        parts = {
-            el.tag.removeprefix(_TT): int(el.text or "")
-            for el in utc.iter()
-            if isinstance(el.tag, str) and el.text and el.text.strip()  # comments and PIs have no str tag
-        }
-        moment = datetime(
-            parts["Year"],
-            parts["Month"],
-            parts["Day"],
-            parts["Hour"],
-            parts["Minute"],
-            parts["Second"],
-            tzinfo=UTC,
-        )
-    except (KeyError, ValueError, OverflowError):
-        raise CameraError("protocol", "malformed UTCDateTime") from None
-    return moment.timestamp()
+    camera = utc_time(root)
+    if camera is None and root.find(".//{http://www.w3.org/2003/05/soap-envelope}Fault") is not None:
+        raise CameraError("protocol", "SOAP fault to GetSystemDateAndTime")
+    return camera

@@ -69,18 +69,25 @@ def fault_error(fault: etree._Element, name: str, status: int) -> SoapFaultError
 
 def clock_offset(answer: etree._Element) -> float | None:
     """Camera clock minus ours; None when the camera sent no UTC time."""
+    camera = utc_time(answer)
+    return None if camera is None else offset_from_whole_seconds(camera, time.time())
+
+
+def utc_time(answer: etree._Element) -> float | None:
+    """The UTCDateTime in an answer to GetSystemDateAndTime as a POSIX time; None if there is none."""
     utc = answer.find(".//tt:UTCDateTime", NSMAP)
     if utc is None:
         return None
     try:
+        # A missing part reads as "": int() refuses it, as it refuses any text that is not a number.
         year, month, day, hour, minute, second = (
-            int(next(utc.iterfind(f".//tt:{p}", NSMAP)).text or "") for p in _UTC_PARTS
+            int(utc.findtext(f".//tt:{p}", "", NSMAP)) for p in _UTC_PARTS
         )
         camera = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
         datetime(year, month, day, hour, minute, second)  # range check: timegm accepts month 13
-    except (ValueError, OverflowError, StopIteration):
+    except (ValueError, OverflowError):
         raise CameraError("protocol", "malformed UTCDateTime") from None
-    return offset_from_whole_seconds(camera, time.time())
+    return float(camera)
 
 
 def offset_from_whole_seconds(camera_s: float, ours_s: float) -> float:
