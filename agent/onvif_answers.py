@@ -11,7 +11,7 @@ from datetime import datetime
 from lxml import etree
 
 from agent.errors import CameraError, CameraErrorKind
-from agent.onvif_reader import StreamInfo
+from agent.onvif_reader import StreamInfo, contract_codec
 from agent.safe_xml import DtdRefusedError, parse_untrusted
 
 S12 = "http://www.w3.org/2003/05/soap-envelope"
@@ -22,7 +22,6 @@ TT = "http://www.onvif.org/ver10/schema"
 NSMAP = {"s": S12, "tds": TDS, "trt": TRT, "tt": TT}
 
 _UTC_PARTS = ("Year", "Month", "Day", "Hour", "Minute", "Second")
-_CODECS = {"h264": "h264", "h265": "h265", "hevc": "h265", "jpeg": "mjpeg"}
 # How far an ONVIF clock offset can be from the truth: half its one-second resolution, plus up to 50 ms
 # for the answer's transit on a district network.
 CLOCK_OFFSET_ERROR_S = 0.55
@@ -114,11 +113,10 @@ def stream_info(profile: etree._Element, uri: str) -> StreamInfo:
         return (encoder.findtext(path, "", NSMAP) or "").strip()
 
     bitrate = number("tt:RateControl/tt:BitrateLimit")
-    encoding = number("tt:Encoding").lower().replace(".", "")
     try:
         return StreamInfo(
             token=profile.get("token", ""),
-            codec=_CODECS.get(encoding, "other"),
+            codec=contract_codec(number("tt:Encoding")),
             width=int(number("tt:Resolution/tt:Width") or 0),
             height=int(number("tt:Resolution/tt:Height") or 0),
             fps=float(number("tt:RateControl/tt:FrameRateLimit") or 0),
