@@ -27,7 +27,7 @@ from agent.clips.capture import Capture, CaptureResult
 from agent.clips.stream import (
     STREAM_ERRORS,
     EndOfStream,
-    StreamInfo,
+    InputStream,
     Subscriber,
     WallClock,
     describe_error,
@@ -50,7 +50,7 @@ class Session:
         self.pool, self.camera_id, self.url = pool, camera_id, url
         self.clock_offset_s = clock_offset_s
         self.lock = threading.Lock()
-        self.info: StreamInfo | None = None
+        self.info: InputStream | None = None
         self.clock: WallClock | None = None
         self.error = ""
         self.subscribers: set[Subscriber] = set()
@@ -86,7 +86,7 @@ class Session:
                 return None
             return to_utc(self.clock.wall(self.gops[0][0]))
 
-    def stream(self) -> tuple[StreamInfo, WallClock]:
+    def stream(self) -> tuple[InputStream, WallClock]:
         """The input's description and clock, for frames delivered since the last (re)open."""
         with self.lock:
             assert self.info is not None and self.clock is not None
@@ -171,7 +171,7 @@ class Session:
         holder = av.open(io.BytesIO(), "w", format="mp4")
         template = holder.add_stream_from_template(stream)
         frame_s = float(1 / rate)
-        info = StreamInfo(template, cc.name, cc.width, cc.height, stream.time_base, cc.extradata, frame_s)
+        info = InputStream(template, cc.name, cc.width, cc.height, stream.time_base, cc.extradata, frame_s)
         with self.lock:
             self.info, self.error = info, ""
             self.clock = WallClock(stream.time_base, self.clock_offset_s)
