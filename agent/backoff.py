@@ -1,5 +1,7 @@
 """When a camera may be tried again: capped exponential backoff with full jitter, per camera.
 
+`full_jitter` is the agent's one backoff formula; uploads to S3 use it too.
+
 Transient errors (unreachable, timeout, protocol, hostile) back off: the n-th consecutive failure waits a
 uniform random time in [0, min(cap, base * 2**n)] ("full jitter": cameras that failed together, e.g. after
 a switch reboot, do not come back in lockstep). A success resets the camera. `unauthorized` stops retrying
@@ -18,6 +20,19 @@ from agent.credentials import Credentials
 from agent.errors import CameraError
 from agent.ledger import LedgerCamera
 
+_RNG = random.Random()
+
+
+def full_jitter(base_s: float, cap_s: float, failures: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait after ``failures`` earlier consecutive failures: uniform in [0, ceiling]."""
+    return (rng or _RNG).uniform(0, jitter_ceiling(base_s, cap_s, failures))
+
+
+def jitter_ceiling(base_s: float, cap_s: float, failures: int) -> float:
+    """The largest delay after ``failures`` earlier failures: base_s doubled per failure, at most cap_s."""
+    # min() after the power would overflow for long outages: cap the exponent instead.
+    return min(cap_s, base_s * 2.0 ** min(failures, 64))
+
 
 class Backoff:
     """Delays for consecutive failures of one target."""
@@ -32,12 +47,11 @@ class Backoff:
 
     def ceiling(self) -> float:
         """The largest delay the next failure may get."""
-        # min() before the power would overflow for long outages: cap the exponent instead.
-        return min(self.cap_s, self.base_s * 2.0 ** min(self.failures, 64))
+        return jitter_ceiling(self.base_s, self.cap_s, self.failures)
 
     def next_delay(self) -> float:
         """Seconds to wait after one more failure."""
-        delay = self._rng.uniform(0, self.ceiling())
+        delay = full_jitter(self.base_s, self.cap_s, self.failures, self._rng)
         self.failures += 1
         return delay
 

@@ -88,11 +88,8 @@ class Quirks(_Strict):
     zulu_timestamps: bool = True
     adjust_time: bool = True
     auth_needed_for_time: bool = False
-    xaddr_use_connect_address: bool = False
-    rtsp_add_credentials: bool = True
     rtsp_port_from_ledger: bool = False
     prefer_get_capabilities: bool = False
-    expect_h265: bool = False
     max_in_flight: int = Field(default=1, ge=1, le=16)
     request_timeout_s: float = Field(default=5.0, gt=0, le=120)
 

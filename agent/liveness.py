@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import aiohttp
 from lxml import etree
 
 from agent.errors import CameraError
-from agent.onvif_answers import offset_from_whole_seconds
+from agent.onvif_answers import offset_from_whole_seconds, utc_time
+from agent.safe_xml import DtdRefusedError, parse_untrusted
 
 MAX_ANSWER_BYTES = 64 * 1024
 _REQUEST = (
@@ -26,8 +26,6 @@ _REQUEST = (
 _HEADERS = {
     "Content-Type": 'application/soap+xml; charset=utf-8; action="http://www.onvif.org/ver10/device/wsdl/GetSystemDateAndTime"'
 }
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False)
-_TT = "{http://www.onvif.org/ver10/schema}"
 
 
 @dataclass(frozen=True)
@@ -71,32 +69,13 @@ async def _post(session: aiohttp.ClientSession, url: str) -> bytes:
 
 def parse_utc_time(body: bytes) -> float | None:
     """The camera's UTCDateTime as a POSIX timestamp; CameraError for XML we must not or cannot read."""
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise CameraError("hostile", "document type declarations are not accepted")
     try:
-        root = etree.fromstring(body, _PARSER)
+        root = parse_untrusted(body)
+    except DtdRefusedError as exc:
+        raise CameraError("hostile", str(exc)) from None
     except etree.XMLSyntaxError:
         raise CameraError("protocol", "invalid XML") from None
-    utc = root.find(f".//{_TT}UTCDateTime")
-    if utc is None:
-        if root.find(".//{http://www.w3.org/2003/05/soap-envelope}Fault") is not None:
-            raise CameraError("protocol", "SOAP fault to GetSystemDateAndTime")
-        return None
-    try:
-        parts = {
-            el.tag.removeprefix(_TT): int(el.text or "")
-            for el in utc.iter()
-            if isinstance(el.tag, str) and el.text and el.text.strip()  # comments and PIs have no str tag
-        }
-        moment = datetime(
-            parts["Year"],
-            parts["Month"],
-            parts["Day"],
-            parts["Hour"],
-            parts["Minute"],
-            parts["Second"],
-            tzinfo=UTC,
-        )
-    except (KeyError, ValueError, OverflowError):
-        raise CameraError("protocol", "malformed UTCDateTime") from None
-    return moment.timestamp()
+    camera = utc_time(root)
+    if camera is None and root.find(".//{http://www.w3.org/2003/05/soap-envelope}Fault") is not None:
+        raise CameraError("protocol", "SOAP fault to GetSystemDateAndTime")
+    return camera

@@ -4,7 +4,6 @@ network access), and the few facts enumeration takes from them (clock, MAC, stre
 from __future__ import annotations
 
 import calendar
-import re
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -12,7 +11,8 @@ from datetime import datetime
 from lxml import etree
 
 from agent.errors import CameraError, CameraErrorKind
-from agent.onvif_reader import StreamInfo
+from agent.onvif_reader import StreamInfo, contract_codec
+from agent.safe_xml import DtdRefusedError, parse_untrusted
 
 S12 = "http://www.w3.org/2003/05/soap-envelope"
 S11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -21,12 +21,7 @@ TRT = "http://www.onvif.org/ver10/media/wsdl"
 TT = "http://www.onvif.org/ver10/schema"
 NSMAP = {"s": S12, "tds": TDS, "trt": TRT, "tt": TT}
 
-_PARSER = etree.XMLParser(
-    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=True
-)
-_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _UTC_PARTS = ("Year", "Month", "Day", "Hour", "Minute", "Second")
-_CODECS = {"h264": "h264", "h265": "h265", "hevc": "h265", "jpeg": "mjpeg"}
 # How far an ONVIF clock offset can be from the truth: half its one-second resolution, plus up to 50 ms
 # for the answer's transit on a district network.
 CLOCK_OFFSET_ERROR_S = 0.55
@@ -42,16 +37,14 @@ class SoapFaultError(CameraError):
 
 def parse_answer(status: int, body: bytes, name: str) -> etree._Element:
     """The first element of a SOAP answer's Body; CameraError for faults and for XML we must not read."""
-    if _DTD.search(body):
-        raise CameraError("hostile", f"{name}: document type declarations are not accepted")
     try:
-        root = etree.fromstring(body, _PARSER)
+        root = parse_untrusted(body)
+    except DtdRefusedError as exc:
+        raise CameraError("hostile", f"{name}: {exc}") from None
     except etree.XMLSyntaxError:
         if status == 401:
             raise CameraError("unauthorized", f"{name}: HTTP 401") from None
         raise CameraError("protocol", f"{name}: HTTP {status}, not XML") from None
-    if root.getroottree().docinfo.internalDTD is not None:  # e.g. a DOCTYPE in UTF-16
-        raise CameraError("hostile", f"{name}: document type declarations are not accepted")
     soap = root.tag[1:].partition("}")[0] if isinstance(root.tag, str) else ""
     if soap not in (S12, S11) or etree.QName(root).localname != "Envelope":
         raise CameraError("protocol", f"{name}: HTTP {status}, not a SOAP envelope")
@@ -75,18 +68,25 @@ def fault_error(fault: etree._Element, name: str, status: int) -> SoapFaultError
 
 def clock_offset(answer: etree._Element) -> float | None:
     """Camera clock minus ours; None when the camera sent no UTC time."""
+    camera = utc_time(answer)
+    return None if camera is None else offset_from_whole_seconds(camera, time.time())
+
+
+def utc_time(answer: etree._Element) -> float | None:
+    """The UTCDateTime in an answer to GetSystemDateAndTime as a POSIX time; None if there is none."""
     utc = answer.find(".//tt:UTCDateTime", NSMAP)
     if utc is None:
         return None
     try:
+        # A missing part reads as "": int() refuses it, as it refuses any text that is not a number.
         year, month, day, hour, minute, second = (
-            int(next(utc.iterfind(f".//tt:{p}", NSMAP)).text or "") for p in _UTC_PARTS
+            int(utc.findtext(f".//tt:{p}", "", NSMAP)) for p in _UTC_PARTS
         )
         camera = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
         datetime(year, month, day, hour, minute, second)  # range check: timegm accepts month 13
-    except (ValueError, OverflowError, StopIteration):
+    except (ValueError, OverflowError):
         raise CameraError("protocol", "malformed UTCDateTime") from None
-    return offset_from_whole_seconds(camera, time.time())
+    return float(camera)
 
 
 def offset_from_whole_seconds(camera_s: float, ours_s: float) -> float:
@@ -113,11 +113,10 @@ def stream_info(profile: etree._Element, uri: str) -> StreamInfo:
         return (encoder.findtext(path, "", NSMAP) or "").strip()
 
     bitrate = number("tt:RateControl/tt:BitrateLimit")
-    encoding = number("tt:Encoding").lower().replace(".", "")
     try:
         return StreamInfo(
             token=profile.get("token", ""),
-            codec=_CODECS.get(encoding, "other"),
+            codec=contract_codec(number("tt:Encoding")),
             width=int(number("tt:Resolution/tt:Width") or 0),
             height=int(number("tt:Resolution/tt:Height") or 0),
             fps=float(number("tt:RateControl/tt:FrameRateLimit") or 0),

@@ -21,6 +21,9 @@ from agent.credentials import Credentials
 from agent.errors import CameraError
 from agent.ledger import LedgerCamera
 
+# ONVIF Encoding, lowercased without dots -> the contract's codec name (StreamSummary.codec).
+_CODECS = {"h264": "h264", "h265": "h265", "hevc": "h265", "jpeg": "mjpeg"}
+
 
 @dataclass(frozen=True)
 class StreamInfo:
@@ -115,7 +118,7 @@ async def _stream(media: Any, profile: Any) -> StreamInfo:
     uri = await media.GetStreamUri(request)
     return StreamInfo(
         token=str(profile.token),
-        codec=_codec(getattr(encoder, "Encoding", "")),
+        codec=contract_codec(getattr(encoder, "Encoding", "")),
         width=int(getattr(resolution, "Width", 0) or 0),
         height=int(getattr(resolution, "Height", 0) or 0),
         fps=float(getattr(rate, "FrameRateLimit", 0) or 0),
@@ -124,9 +127,10 @@ async def _stream(media: Any, profile: Any) -> StreamInfo:
     )
 
 
-def _codec(encoding: object) -> str:
+def contract_codec(encoding: object) -> str:
+    """The contract's codec name for an ONVIF Encoding ("H264", "H.265", "HEVC", "JPEG", ...); "other"."""
     name = str(encoding or "").lower().replace(".", "")
-    return {"h264": "h264", "h265": "h265", "hevc": "h265", "jpeg": "mjpeg"}.get(name, "other")
+    return _CODECS.get(name, "other")
 
 
 def _convert(exc: BaseException) -> CameraError:

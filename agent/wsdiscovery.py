@@ -23,6 +23,8 @@ from urllib.parse import unquote
 
 from lxml import etree
 
+from agent.safe_xml import DtdRefusedError, parse_untrusted
+
 log = logging.getLogger(__name__)
 
 MULTICAST_GROUP = "239.255.255.250"
@@ -39,9 +41,6 @@ ACTION_PROBE = NS_WSD + "/Probe"
 ACTION_PROBE_MATCHES = NS_WSD + "/ProbeMatches"
 ONVIF_SCOPE = "onvif://www.onvif.org/"
 
-_PARSER = etree.XMLParser(
-    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_pis=True
-)
 _HEADER = f"{{{NS_SOAP}}}Header"
 _MATCH_PATH = f"{{{NS_SOAP}}}Body/{{{NS_WSD}}}ProbeMatches/{{{NS_WSD}}}ProbeMatch"
 
@@ -108,10 +107,10 @@ def parse_probe_matches(data: bytes, source_ip: str, our_ids: set[str] | frozens
     """The first ProbeMatch of a datagram that answers one of `our_ids`; RejectedError otherwise."""
     if len(data) > MAX_DATAGRAM:
         raise RejectedError("oversized")
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise RejectedError("dtd")
     try:
-        root = etree.fromstring(data, _PARSER)
+        root = parse_untrusted(data)
+    except DtdRefusedError:
+        raise RejectedError("dtd") from None
     except etree.XMLSyntaxError:
         raise RejectedError("malformed") from None
     if etree.QName(root).localname != "Envelope":

@@ -1,18 +1,18 @@
 """SOAP 1.2 for the simulated camera: a hardened request parser, response templates and faults.
 
-Requests come from untrusted clients, so the parser never loads a DTD, never resolves an entity,
-never touches the network and refuses any document with a DOCTYPE. Responses are plain string
-templates (shared by every server in the process) shaped after the ONVIF ver10 device and media
-schemas that onvif-zeep-async parses.
+Requests come from untrusted clients: they are read with the agent's hardened parser (agent/safe_xml.py),
+which refuses any document with a DOCTYPE. Responses are plain string templates (shared by every server in
+the process) shaped after the ONVIF ver10 device and media schemas that onvif-zeep-async parses.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
+
+from agent.safe_xml import DtdRefusedError, parse_untrusted
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -24,18 +24,6 @@ NS_SCHEMA = "http://www.onvif.org/ver10/schema"
 NS_ERROR = "http://www.onvif.org/ver10/error"
 NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 NS_WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
-
-# One parser for the whole process (the server is single-threaded asyncio).
-_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    huge_tree=False,
-    load_dtd=False,
-    dtd_validation=False,
-    remove_comments=True,
-    remove_pis=True,
-)
-_DTD_RE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 class SoapError(Exception):
@@ -92,14 +80,12 @@ def parse_envelope(data: bytes) -> SoapRequest:
     """Parse a SOAP 1.2 request; raise SoapError for anything a camera would refuse."""
     if len(data) > MAX_BODY_BYTES:
         raise SoapError("Sender", (), "Request entity too large", 413)
-    if b"<!" in data and _DTD_RE.search(data):
-        raise malformed("DTDs and entity declarations are not allowed")
     try:
-        root = etree.fromstring(data, _PARSER)
+        root = parse_untrusted(data)
+    except DtdRefusedError:
+        raise malformed("DTDs and entity declarations are not allowed") from None
     except etree.XMLSyntaxError as exc:
         raise malformed(f"Malformed XML: {exc.msg}") from None
-    if root.getroottree().docinfo.internalDTD is not None:  # e.g. a DOCTYPE hidden in UTF-16
-        raise malformed("DTDs and entity declarations are not allowed")
     if root.tag == f"{{{NS_SOAP11}}}Envelope":
         raise SoapError("VersionMismatch", (), "Only SOAP 1.2 is supported")
     if root.tag != f"{{{NS_SOAP12}}}Envelope":

@@ -24,6 +24,7 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
+from agent.safe_xml import DtdRefusedError, parse_untrusted
 from camsim.model import CameraSpec
 from camsim.onvif_server import DEVICE_PATH, WRONG_XADDR_HOST, WRONG_XADDR_PORT
 
@@ -42,11 +43,6 @@ WSA_ANONYMOUS = NS_WSA + "/role/anonymous"
 _OUR_TYPES = {(NS_DN, "NetworkVideoTransmitter"), (NS_TDS, "Device")}
 _SCOPE_MATCH_DEFAULT = {"", "http://schemas.xmlsoap.org/ws/2005/04/discovery/rfc3986"}
 
-# No DTDs, no entities, no network, no huge trees: input is untrusted.
-PARSER = etree.XMLParser(
-    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_pis=True
-)
-
 
 class MalformedMessageError(ValueError):
     """A datagram that is not a well-formed SOAP envelope."""
@@ -55,10 +51,10 @@ class MalformedMessageError(ValueError):
 def parse_envelope(data: bytes) -> etree._Element:
     if len(data) > MAX_DATAGRAM:
         raise MalformedMessageError("oversized")
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise MalformedMessageError("DTD not allowed")
     try:
-        root = etree.fromstring(data, PARSER)
+        root = parse_untrusted(data)
+    except DtdRefusedError:
+        raise MalformedMessageError("DTD not allowed") from None
     except etree.XMLSyntaxError as exc:
         raise MalformedMessageError(str(exc)) from None
     if root is None or etree.QName(root).localname != "Envelope":

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from agent.clips.stream import (
     STREAM_ERRORS,
     EndOfStream,
-    StreamInfo,
+    InputStream,
     Subscriber,
     TimeSource,
     WallClock,
@@ -67,7 +67,7 @@ class Capture:
         self.start, self.end = start.timestamp(), end.timestamp()
         self.cancel = cancel or threading.Event()
         self.data_timeout_s = data_timeout_s
-        self.stream: tuple[StreamInfo, WallClock] | None = None  # of the input our frames come from
+        self.stream: tuple[InputStream, WallClock] | None = None  # of the input our frames come from
         self.pending: list[Frame] = []  # the GOP we would start with, while waiting for ``start``
         self.writer: FragmentedMp4Writer | None = None
         self.first: Frame | None = None

@@ -27,7 +27,7 @@ from agent.clips.capture import Capture, CaptureResult
 from agent.clips.stream import (
     STREAM_ERRORS,
     EndOfStream,
-    StreamInfo,
+    InputStream,
     Subscriber,
     WallClock,
     describe_error,
@@ -36,7 +36,7 @@ from agent.clips.stream import (
     to_utc,
 )
 from agent.clips.writer import Frame
-from agent.stream_check import RTSP_PROTOCOL_WHITELIST
+from agent.stream_check import rtsp_open_options
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Session:
         self.pool, self.camera_id, self.url = pool, camera_id, url
         self.clock_offset_s = clock_offset_s
         self.lock = threading.Lock()
-        self.info: StreamInfo | None = None
+        self.info: InputStream | None = None
         self.clock: WallClock | None = None
         self.error = ""
         self.subscribers: set[Subscriber] = set()
@@ -86,7 +86,7 @@ class Session:
                 return None
             return to_utc(self.clock.wall(self.gops[0][0]))
 
-    def stream(self) -> tuple[StreamInfo, WallClock]:
+    def stream(self) -> tuple[InputStream, WallClock]:
         """The input's description and clock, for frames delivered since the last (re)open."""
         with self.lock:
             assert self.info is not None and self.clock is not None
@@ -114,10 +114,11 @@ class Session:
     def _stream_once(self) -> str:
         """Open the input and pump packets until it fails or nobody needs it; returns why it ended."""
         try:
-            # FFmpeg's own RTSP socket timeout (rtsp_options) bounds both the open and a stalled stream.
+            # FFmpeg's own RTSP socket timeout bounds both the open and a stalled stream.
             # PyAV's `timeout=` would add a Python interrupt callback that FFmpeg calls constantly: measured
             # at about 0.5% of a core per 1080p stream, a third of the whole capture cost.
-            container = av.open(self.url, options=self.pool.rtsp_options())
+            timeout_s = max(self.pool.open_timeout_s, self.pool.read_timeout_s)
+            container = av.open(self.url, options=rtsp_open_options(timeout_s))
         except STREAM_ERRORS as exc:
             self.error = f"open failed: {describe_error(exc)}"
             return self.error
@@ -170,7 +171,7 @@ class Session:
         holder = av.open(io.BytesIO(), "w", format="mp4")
         template = holder.add_stream_from_template(stream)
         frame_s = float(1 / rate)
-        info = StreamInfo(template, cc.name, cc.width, cc.height, stream.time_base, cc.extradata, frame_s)
+        info = InputStream(template, cc.name, cc.width, cc.height, stream.time_base, cc.extradata, frame_s)
         with self.lock:
             self.info, self.error = info, ""
             self.clock = WallClock(stream.time_base, self.clock_offset_s)
@@ -241,12 +242,6 @@ class SessionPool:
         self.closed = threading.Event()
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
-
-    def rtsp_options(self) -> dict[str, str]:
-        # analyzeduration 0 + small probesize: the first keyframe in ~0.1 s instead of ~2 s (FACTS.md).
-        return {"rtsp_transport": "tcp", "protocol_whitelist": RTSP_PROTOCOL_WHITELIST,
-                "analyzeduration": "0", "probesize": "32768",
-                "timeout": str(int(max(self.open_timeout_s, self.read_timeout_s) * 1e6))}  # fmt: skip
 
     def arm(self, camera_id: str, url: str, duration_s: float, clock_offset_s: float | None = None) -> None:
         """Keep a pre-roll buffer of ``camera_id`` for ``duration_s`` from now (extends an earlier arm).

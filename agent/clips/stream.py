@@ -40,8 +40,8 @@ TimeSource = Literal["rtcp", "rtcp_corrected", "local"]
 
 
 @dataclass(frozen=True)
-class StreamInfo:
-    """What captures need of the input stream (``template`` is PyAV's stream, for the muxer)."""
+class InputStream:
+    """The RTSP input a clip session reads, as captures need it (``template``: PyAV's stream, for muxing)."""
 
     template: Any
     codec: str

@@ -29,7 +29,6 @@ import hashlib
 import heapq
 import itertools
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
+from agent.backoff import full_jitter
 from agent.clips.s3 import UploadError, UploadVanishedError, s3_call
 
 if TYPE_CHECKING:
@@ -304,7 +304,7 @@ class Uploader:
             except UploadError as exc:
                 if not exc.transient or attempt == self._part_retries:
                     raise
-                time.sleep(random.uniform(0, min(4.0, 0.5 * 2**attempt)))
+                time.sleep(full_jitter(0.5, 4.0, attempt))
         raise AssertionError("unreachable")
 
     def _set_digest(self, job: UploadJob, metadata: dict[str, str], extra: dict[str, Any]) -> None:

@@ -15,7 +15,6 @@ import av.error
 import numpy as np
 import pytest
 
-from agent.clips.session import SessionPool
 from agent.errors import CameraError
 from agent.stream_check import (
     FrameMemory,
@@ -29,6 +28,7 @@ from agent.stream_check import (
     health_reasons,
     image_reasons,
     measure,
+    rtsp_open_options,
     stream_url,
     tiny,
 )
@@ -104,7 +104,7 @@ def test_ffmpeg_opens_no_other_protocol_than_rtsp_with_our_options(opener: str) 
             if opener == "stream check":
                 grab_keyframe(url, Timeouts(open_s=1, read_s=1, total_s=2))
             else:
-                av.open(url, options=SessionPool().rtsp_options(), timeout=(1, 1))
+                av.open(url, options=rtsp_open_options(1.0), timeout=(1, 1))
         with pytest.raises(BlockingIOError):
             listener.accept()  # nobody connected: the credentials went nowhere
 

@@ -548,5 +548,5 @@ def test_firmware_configs_follow_the_schema() -> None:
             tuple(map(int, r["min"].split("."))) <= version < tuple(map(int, r["max"].split(".")))
             for r in doc["match"]["firmware"]
         ), path.name
-        assert {"auth", "adjust_time", "xaddr_use_connect_address"} <= set(doc["quirks"])
+        assert {"auth", "adjust_time", "rtsp_port_from_ledger"} <= set(doc["quirks"])
         assert re.fullmatch(r"\d+(\.\d+)+", doc["min_safe_firmware"])
