@@ -106,26 +106,36 @@ class Agent:
         )
 
     async def run(self, stop: asyncio.Event, progress: Progress | None = None) -> None:
-        """Connect, sweep, then watch liveness and publish snapshots until `stop` is set."""
+        """Start the parts, observe the cameras until `stop` is set, then stop the parts in reverse order."""
+        await self._start()
+        try:
+            await self._observe(stop, progress)
+        finally:
+            await self._shutdown()
+
+    async def _start(self) -> None:
         # Clips start before commands can arrive; the outbox holds results until the broker has them.
         await self.clips.start()
         self.commands.start()
         self.link.start()
         if not await self.link.wait_connected(10):
             log.warning("broker not reachable yet; going on, paho keeps retrying")
-        try:
-            if await _unless_stopped(stop, self._guarded("first sweep", self._sweep_and_discover(progress))):
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._watch(stop))
-                    group.create_task(self._watch_streams(stop))
-                    group.create_task(self._resweep(stop))
-        finally:
-            # New commands stop first (refused with a result), then in-flight clips get a grace period.
-            self.commands.stop_accepting()
-            await self.clips.stop(grace_s=self.settings.clips.shutdown_grace_s)
-            self.clip_pool.close()
-            self.streams.close()
-            await self.link.stop(self.publishing.presence("offline", self.link.session))
+
+    async def _observe(self, stop: asyncio.Event, progress: Progress | None) -> None:
+        """One sweep and discovery round, then the loops, until `stop` cancels whatever is in progress."""
+        if await _unless_stopped(stop, self._guarded("first sweep", self._sweep_and_discover(progress))):
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch(stop))
+                group.create_task(self._watch_streams(stop))
+                group.create_task(self._resweep(stop))
+
+    async def _shutdown(self) -> None:
+        # New commands stop first (refused with a result), then in-flight clips get a grace period.
+        self.commands.stop_accepting()
+        await self.clips.stop(grace_s=self.settings.clips.shutdown_grace_s)
+        self.clip_pool.close()
+        self.streams.close()
+        await self.link.stop(self.publishing.presence("offline", self.link.session))
 
     async def _sweep_and_discover(self, progress: Progress | None) -> None:
         await self.sweep(progress)
