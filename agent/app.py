@@ -1,7 +1,11 @@
 """The agent's composition root: builds the parts and runs them until told to stop.
 
-Order (STYLE.md): the MQTT link starts first and stops last; discovery starts last and stops first. On stop
-the agent publishes its retained `offline` presence before it disconnects: nobody waits for the last will.
+The parts: the clip service (agent/clips/service.py), command admission (agent/commands.py), the MQTT link
+(agent/mqtt_link.py), the publishing policy (agent/publishing.py) and the loops here that observe the cameras
+(sweep and discovery, liveness, stream checks). Order (STYLE.md): the MQTT link starts first and stops last;
+discovery starts last and stops first. On stop, new commands are refused, an in-flight clip gets
+`clips.shutdown_grace_s` to finish, and the retained `offline` presence is published before the link
+disconnects: nobody waits for the last will.
 """
 
 from __future__ import annotations
@@ -10,13 +14,10 @@ import asyncio
 import functools
 import logging
 from collections.abc import Coroutine
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from pydantic import ValidationError
 
-from agent import __version__
 from agent.backoff import RetryBook
 from agent.clips.pipeline import CameraTarget
 from agent.clips.service import ClipService
@@ -30,15 +31,14 @@ from agent.ledger import load_ledger
 from agent.liveness_loop import check_all
 from agent.metrics import AgentMetrics
 from agent.mqtt_link import MqttLink
+from agent.publishing import Publishing
 from agent.reconcile import Reconciliation
-from agent.registry import CameraRecord, Registry
+from agent.registry import Registry
 from agent.stream_check import StreamChecker, Timeouts
 from agent.stream_health import rtsp_url_for, run_cycle
 from agent.sweep import Progress, sweep
 from contract import topics
-from contract.codec import Delivery, encode
-from contract.districts import korean_name
-from contract.messages import AgentPresence, AgentState, CameraMeta
+from contract.codec import encode
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,12 @@ class Agent:
             concurrency=health.stream_concurrency,
             timeouts=Timeouts(health.stream_open_s, health.stream_read_s, health.stream_total_s),
         )
-        self.started_at = datetime.now(UTC)
+        self.publishing = Publishing(
+            self.registry,
+            self.metrics,
+            publish=lambda delivery, kind: self.link.publish(delivery, kind),  # noqa: PLW0108 (link is built below)
+            clock_skew_limit_s=health.clock_skew_limit_s,
+        )
         clips = settings.clips
         self.clip_pool = SessionPool(
             open_timeout_s=clips.open_timeout_s,
@@ -79,9 +84,9 @@ class Agent:
         self.link = MqttLink(
             settings.mqtt,
             f"agent-{settings.agent_id}",
-            will=lambda session: self._presence("offline", session),
+            will=lambda session: self.publishing.presence("offline", session),
             metrics=self.metrics,
-            on_connected=self._retained_state,
+            on_connected=lambda: self.publishing.retained_state(self.link.session),
             command_filter=topics.commands_filter(settings.district),
             on_command=self.commands.receive,
         )
@@ -101,26 +106,36 @@ class Agent:
         )
 
     async def run(self, stop: asyncio.Event, progress: Progress | None = None) -> None:
-        """Connect, sweep, then watch liveness and publish snapshots until `stop` is set."""
+        """Start the parts, observe the cameras until `stop` is set, then stop the parts in reverse order."""
+        await self._start()
+        try:
+            await self._observe(stop, progress)
+        finally:
+            await self._shutdown()
+
+    async def _start(self) -> None:
         # Clips start before commands can arrive; the outbox holds results until the broker has them.
         await self.clips.start()
         self.commands.start()
         self.link.start()
         if not await self.link.wait_connected(10):
             log.warning("broker not reachable yet; going on, paho keeps retrying")
-        try:
-            if await _unless_stopped(stop, self._guarded("first sweep", self._sweep_and_discover(progress))):
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._watch(stop))
-                    group.create_task(self._watch_streams(stop))
-                    group.create_task(self._resweep(stop))
-        finally:
-            # New commands stop first (refused with a result), then in-flight clips get a grace period.
-            self.commands.stop_accepting()
-            await self.clips.stop(grace_s=30.0)
-            self.clip_pool.close()
-            self.streams.close()
-            await self.link.stop(self._presence("offline", self.link.session))
+
+    async def _observe(self, stop: asyncio.Event, progress: Progress | None) -> None:
+        """One sweep and discovery round, then the loops, until `stop` cancels whatever is in progress."""
+        if await _unless_stopped(stop, self._guarded("first sweep", self._sweep_and_discover(progress))):
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch(stop))
+                group.create_task(self._watch_streams(stop))
+                group.create_task(self._resweep(stop))
+
+    async def _shutdown(self) -> None:
+        # New commands stop first (refused with a result), then in-flight clips get a grace period.
+        self.commands.stop_accepting()
+        await self.clips.stop(grace_s=self.settings.clips.shutdown_grace_s)
+        self.clip_pool.close()
+        self.streams.close()
+        await self.link.stop(self.publishing.presence("offline", self.link.session))
 
     async def _sweep_and_discover(self, progress: Progress | None) -> None:
         await self.sweep(progress)
@@ -129,7 +144,7 @@ class Agent:
     async def sweep(self, progress: Progress | None = None) -> None:
         await self._sweep(self.registry, progress)
         assess_firmware(self.firmware, self.registry.records.values())
-        self._publish_changes(check_meta=True)
+        self.publishing.changes(check_meta=True)
 
     async def _sweep(self, registry: Registry, progress: Progress | None = None) -> None:
         onvif = self.settings.onvif
@@ -153,7 +168,7 @@ class Agent:
 
     async def check_streams(self) -> None:
         await run_cycle(self.registry, self.credentials, self.streams)
-        self._publish_changes()
+        self.publishing.changes()
 
     async def _resweep(self, stop: asyncio.Event) -> None:
         """Re-enumerate and re-discover on a schedule: firmware upgrades, replaced and moved cameras."""
@@ -175,7 +190,7 @@ class Agent:
             while not stop.is_set():
                 await self._guarded("liveness", self._liveness_round(s))
                 if loop.time() >= next_snapshot:
-                    self.link.publish(encode(self.registry.snapshot()), "health")
+                    self.publishing.snapshot()
                     next_snapshot = loop.time() + health.snapshot_interval_s
                 await _stopped_within(stop, health.liveness_interval_s)
 
@@ -189,7 +204,7 @@ class Agent:
             metrics=self.metrics,
         )
         await self._enumerate_newly_reachable()
-        self._publish_changes()
+        self.publishing.changes()
 
     async def _guarded(self, what: str, work: Coroutine[Any, Any, None]) -> None:
         """One round of a loop: an unexpected error is logged and counted, and the next round goes on."""
@@ -212,62 +227,7 @@ class Agent:
         await self._sweep(subset)
         assess_firmware(self.firmware, pending)
         for record in pending:
-            self._publish_meta(record)
-
-    def _publish_changes(self, check_meta: bool = False) -> None:
-        for record in self.registry.records.values():
-            if check_meta:
-                self._publish_meta(record)
-            if record.reevaluate(self.settings.health.clock_skew_limit_s):
-                self.link.publish(encode(self.registry.status(record)), "status")
-        for state in ("online", "degraded", "offline", "unauthorized", "unknown"):
-            self.metrics.cameras.labels(state).set(self.registry.counts_by_state().get(state, 0))
-
-    def _meta(self, record: CameraRecord) -> CameraMeta | None:
-        """The camera's meta; None (counted, logged) if what it reported breaks the contract: one camera's
-        bad value must not stop the others' publishing."""
-        try:
-            return self.registry.meta(record)
-        except ValidationError:
-            self.metrics.errors.labels("hostile").inc()
-            log.warning("camera metadata outside the contract", extra={"camera": record.camera_id})
-            return None
-
-    def _publish_meta(self, record: CameraRecord) -> None:
-        """Publish a camera's meta when it differs from what was last published (retained: once is enough)."""
-        meta = self._meta(record)
-        if meta is None:
-            return
-        fingerprint = meta.model_dump_json(exclude={"updated_at"})
-        if fingerprint != record.published_meta:
-            self.link.publish(encode(meta), "meta")
-            record.published_meta = fingerprint
-
-    def _retained_state(self) -> list[Delivery]:
-        """What the broker must hold after any (re)connect: presence, then every camera's meta and status."""
-        deliveries = [self._presence("online", self.link.session)]
-        for record in self.registry.records.values():
-            meta = self._meta(record)
-            if meta is not None:
-                deliveries.append(encode(meta))
-            if record.state != "unknown":
-                deliveries.append(encode(self.registry.status(record)))
-        return deliveries
-
-    def _presence(self, state: AgentPresence, session: int) -> Delivery:
-        """The retained presence of `session`. Also runs on paho's thread (the will of each connection)."""
-        message = AgentState(
-            district=self.settings.district,
-            agent_id=self.settings.agent_id,
-            state=state,
-            session=session,
-            district_name=korean_name(self.settings.district),
-            version=__version__,
-            started_at=self.started_at,
-            cameras=len(self.registry),
-            sent_at=datetime.now(UTC),
-        )
-        return encode(message)
+            self.publishing.meta(record)
 
     def camera_target(self, camera_id: str) -> CameraTarget | None:
         """What the clip service needs of a camera: its main stream with credentials (stays in the agent)."""

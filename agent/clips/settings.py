@@ -86,6 +86,9 @@ class ClipSettings(BaseModel):
     # Request ids remembered to recognise a duplicate delivery. QoS 1 redelivers within minutes; a copy of a
     # command older than this is not expected and would make a second clip.
     seen_ids_retention_s: float = Field(default=30 * DAY_S, gt=0)
+    # On stop (SIGTERM), running captures get this long to finish; then they are cut, and their partial clips
+    # stay in the spool to be delivered on the next start. The service manager's stop timeout must exceed it.
+    shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _retry_order(self) -> ClipSettings:
