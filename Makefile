@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := .make
 DEB_PACKAGES := python3-venv mosquitto mosquitto-clients ceph-mon ceph-mgr ceph-osd radosgw ceph-common \
                 ffmpeg postgresql-15 prometheus iproute2 procps curl uuid-runtime
-TYPED  := contract agent collector camsim
+TYPED  := contract common agent collector camsim
 
 .PHONY: help install deb venv lint types test test-fast demo bench contract-docs clean
 

@@ -20,9 +20,9 @@ from agent.config import AgentSettings
 from agent.credentials import CredentialStore
 from agent.ledger import load_ledger
 from agent.registry import CameraRecord
-from contract import jsonlog
-from contract.progress import ProgressReporter
-from contract.settings import EXIT_CONFIG, ConfigError, load
+from common import jsonlog
+from common.progress import ProgressReporter
+from common.settings import EXIT_CONFIG, ConfigError, load
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from agent.metrics import AgentMetrics
+from common.jsonlog import RejectLog
 from contract.codec import Delivery, decode, encode
 from contract.errors import ContractError
-from contract.jsonlog import RejectLog
 from contract.messages import ArmRequest, ClipRequest, ClipUpdate
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import SettingsConfigDict
 
 from agent.clips.settings import ClipSettings, S3Settings
+from common.mqtt_settings import MqttSettings
+from common.settings import TomlThenEnv
 from contract.districts import DISTRICTS
-from contract.mqtt_settings import MqttSettings
-from contract.settings import TomlThenEnv
 from contract.topics import ID_PATTERN
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from contract.settings import ConfigError, read_toml
+from common.settings import ConfigError, read_toml
 
 
 @dataclass(frozen=True)

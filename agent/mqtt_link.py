@@ -24,9 +24,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 from agent.metrics import AgentMetrics
+from common.mqtt_client import connect_persistent, new_client
+from common.mqtt_settings import MqttSettings
 from contract.codec import Delivery
-from contract.mqtt_client import connect_persistent, new_client
-from contract.mqtt_settings import MqttSettings
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from camsim.fleet import Fleet, FleetOptions, build_specs, personality_mix
 from camsim.ledger import cameras_per_district, write_ledger, write_secrets
 from camsim.model import CameraSpec
 from camsim.scenario import FaultError, apply_scenario, load_scenario
-from contract import jsonlog
+from common import jsonlog
+from common.progress import ProgressReporter
 from contract.districts import DISTRICTS
-from contract.progress import ProgressReporter
 
 log = logging.getLogger(__name__)
 

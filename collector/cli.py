@@ -22,9 +22,9 @@ from pathlib import Path
 
 from collector.config import CollectorSettings
 from collector.store import CameraView, Store, open_store
-from contract import jsonlog
+from common import jsonlog
+from common.settings import EXIT_CONFIG, ConfigError, load
 from contract.messages import CameraState
-from contract.settings import EXIT_CONFIG, ConfigError, load
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from contract.mqtt_settings import MqttSettings
-from contract.settings import TomlThenEnv
+from common.mqtt_settings import MqttSettings
+from common.settings import TomlThenEnv
 
 
 class StoreSettings(BaseModel):

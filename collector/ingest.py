@@ -32,8 +32,8 @@ from collector.buffered_client import BufferedClient
 from collector.config import CollectorSettings
 from collector.health import IngestHealth
 from collector.metrics import CollectorMetrics
+from common.mqtt_client import connect_persistent, new_client
 from contract import topics
-from contract.mqtt_client import connect_persistent, new_client
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from collector.config import S3Settings
 from collector.store import ClipRow, Store
+from common.s3 import gateway_config
 from contract.errors import ContractError
 from contract.manifest import MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, Manifest, parse_manifest
-from contract.s3_config import gateway_config
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client

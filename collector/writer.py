@@ -27,7 +27,7 @@ from typing import Any
 
 from collector.config import CollectorSettings
 from collector.store import Batch, DeadLetter, Store, StoreRejectedError, StoreUnavailableError, open_store
-from contract import jsonlog
+from common import jsonlog
 from contract.codec import decode
 from contract.errors import ContractError
 from contract.messages import AgentState, AnyMessage, CameraMeta, CameraStatus, ClipUpdate, HealthSnapshot

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from contract.jsonlog import redact
+from common.jsonlog import redact
 from contract.topics import DISTRICT_PATTERN, ID_PATTERN
 
 VERSION: Literal[1] = 1

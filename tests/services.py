@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Self
 import boto3
 from botocore.config import Config
 
-from contract.s3_config import gateway_config
+from common.s3 import gateway_config
 from tests.tls_certs import write_test_certs
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def free_port() -> int:
 
 
 def s3_client_config() -> Config:
-    """botocore settings for the Ceph gateway (contract.s3_config)."""
+    """botocore settings for the Ceph gateway (common.s3)."""
     return gateway_config()
 
 

@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoC
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from agent.clips.settings import S3Settings
-from contract.s3_config import gateway_config
+from common.s3 import gateway_config
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client

@@ -11,10 +11,10 @@ import pytest
 
 from agent.metrics import AgentMetrics
 from agent.mqtt_link import MqttLink
+from common.mqtt_settings import MqttSettings
 from contract import topics
 from contract.codec import Delivery, encode
 from contract.messages import AgentPresence, AgentState
-from contract.mqtt_settings import MqttSettings
 from tests.integration.conftest import Recorder, eventually
 from tests.services import Mosquitto
 

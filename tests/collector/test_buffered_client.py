@@ -14,8 +14,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from collector.buffered_client import READ_SIZE, BufferedClient
-from contract.mqtt_client import new_client
-from contract.mqtt_settings import MqttSettings
+from common.mqtt_client import new_client
+from common.mqtt_settings import MqttSettings
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import pytest
 
 from agent import cli as agent_cli
 from agent.config import AgentSettings
-from contract.settings import ConfigError, load
+from common.settings import ConfigError, load
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ import io
 import json
 import logging
 
-from contract import jsonlog
+from common import jsonlog
 from contract.errors import ContractError
 
 

@@ -9,7 +9,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from contract.mqtt_settings import MqttSettings
+from common.mqtt_settings import MqttSettings
 
 
 def new_client(
