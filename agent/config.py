@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from agent.clips.settings import ClipSettings, S3Settings
+from agent.clips.settings import ClipBucketSettings, ClipSettings
 from common.mqtt_settings import MqttSettings
 from common.settings import TomlThenEnv
 from contract.districts import DISTRICTS
@@ -85,7 +85,7 @@ class AgentSettings(TomlThenEnv):
     onvif: OnvifSettings = OnvifSettings()
     discovery: DiscoverySettings = DiscoverySettings()
     health: HealthSettings = HealthSettings()
-    s3: S3Settings = S3Settings()
+    s3: ClipBucketSettings = ClipBucketSettings()
     clips: ClipSettings = ClipSettings()
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     # Loopback by default; a container sets 0.0.0.0 so that Prometheus can scrape it (Dockerfile.agent).

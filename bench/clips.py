@@ -189,7 +189,7 @@ async def window_end_to_object(urls: list[str], lengths: list[int], work: Path) 
     from agent.clips.s3 import clip_keys, make_client
     from agent.clips.service import ClipService
     from agent.clips.session import SessionPool
-    from agent.clips.settings import ClipSettings, S3Settings
+    from agent.clips.settings import ClipBucketSettings, ClipSettings
     from contract.messages import ClipRequest, ClipUpdate
     from tests.services import CephS3
 
@@ -205,7 +205,7 @@ async def window_end_to_object(urls: list[str], lengths: list[int], work: Path) 
 
     targets = {f"bench-{i}": CameraTarget(f"bench-{i}", url, online=True) for i, url in enumerate(urls)}
     with CephS3().start(work / "ceph") as ceph:
-        s3 = S3Settings(endpoint_url=ceph.endpoint, region=ceph.region, bucket="bench-clips",
+        s3 = ClipBucketSettings(endpoint_url=ceph.endpoint, region=ceph.region, bucket="bench-clips",
                         access_key=ceph.access_key, secret_key=ceph.secret_key)  # fmt: skip
         client = make_client(s3)
         client.create_bucket(Bucket=s3.bucket)

@@ -23,7 +23,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 
 from agent.clips.s3 import make_client
-from agent.clips.settings import S3Settings
+from agent.clips.settings import ClipBucketSettings
 from agent.clips.upload import Uploader, UploadJob, UploadScheduler
 from bench.common import Report, parser
 from tests.services import CephS3
@@ -121,7 +121,7 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp,
         CephS3().start(Path(tmp) / "ceph") as ceph,
     ):
-        settings = S3Settings(endpoint_url=ceph.endpoint, region=ceph.region, bucket="bench",
+        settings = ClipBucketSettings(endpoint_url=ceph.endpoint, region=ceph.region, bucket="bench",
                               access_key=ceph.access_key, secret_key=ceph.secret_key)  # fmt: skip
         client = make_client(settings)
         client.create_bucket(Bucket="bench")

@@ -183,13 +183,14 @@ def _uptime(store: Store, args: argparse.Namespace) -> int:
 def _reconcile(store: Store, settings: CollectorSettings, rebuild: bool, as_json: bool) -> int:
     """0: index and bucket agree; 1: problems found (invalid manifests, missing objects, rebuild refused,
     bucket unreadable); 2: configuration error."""
-    from collector.reconcile import ReconcileError, reconcile, s3_client
+    from collector.reconcile import ReconcileError, reconcile
+    from common.s3 import make_client
 
     if not settings.s3.bucket:
         print("s3.bucket is not configured", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        result = reconcile(store, s3_client(settings.s3), settings.s3.bucket, rebuild=rebuild)
+        result = reconcile(store, make_client(settings.s3), settings.s3.bucket, rebuild=rebuild)
     except ReconcileError as exc:
         print(f"reconcile: {exc}; the index is unchanged", file=sys.stderr)
         return EXIT_FAILED

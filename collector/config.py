@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
 from common.mqtt_settings import MqttSettings
+from common.s3 import S3Settings
 from common.settings import TomlThenEnv
 
 
@@ -53,18 +54,6 @@ class HttpSettings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
-class S3Settings(BaseModel):
-    """The clip bucket that `reconcile` compares with the index (empty bucket: reconcile is disabled)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    endpoint_url: str | None = None
-    bucket: str = ""
-    region: str = "us-east-1"
-    access_key_id: str | None = None
-    secret_access_key: SecretStr | None = None
-
-
 class CollectorSettings(TomlThenEnv):
     model_config = SettingsConfigDict(env_prefix="COLLECTOR__", env_nested_delimiter="__", extra="forbid")
 
@@ -74,5 +63,6 @@ class CollectorSettings(TomlThenEnv):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     http: HttpSettings = HttpSettings()
-    s3: S3Settings = S3Settings()
+    # The clip bucket that `reconcile` compares with the index (empty bucket: reconcile is disabled).
+    s3: S3Settings = S3Settings(bucket="")
     metrics_port: int = Field(default=9109, ge=0, le=65535)

@@ -18,12 +18,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from collector.config import S3Settings
 from collector.store import ClipRow, Store
-from common.s3 import gateway_config
 from contract.errors import ContractError
 from contract.manifest import MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 
@@ -78,19 +75,6 @@ class ReconcileResult:
                 "replaced": self.replaced, "refused": self.refused,
             },
         }  # fmt: skip
-
-
-def s3_client(settings: S3Settings) -> S3Client:
-    secret = settings.secret_access_key.get_secret_value() if settings.secret_access_key else None
-    client: S3Client = boto3.client(
-        "s3",
-        endpoint_url=settings.endpoint_url,
-        region_name=settings.region,
-        aws_access_key_id=settings.access_key_id,
-        aws_secret_access_key=secret,
-        config=gateway_config(),
-    )
-    return client
 
 
 def list_keys(client: S3Client, bucket: str) -> set[str]:

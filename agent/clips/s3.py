@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from agent.clips.settings import S3Settings
-from common.s3 import gateway_config
+from common import s3 as common_s3
+from common.s3 import S3Settings
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -76,28 +74,10 @@ def clip_keys(district: str, camera_id: str, start: datetime, request_id: str) -
     return ClipKeys(clip=f"{base}.mp4", thumbnail=f"{base}.jpg", manifest=f"{base}.manifest.json")
 
 
-def client_config(settings: S3Settings) -> Config:
-    """The shared gateway settings with this district's retries and timeouts; the uploader retries a whole
-    part above botocore's own retries."""
-    return gateway_config(
-        max_attempts=settings.max_attempts,
-        connect_timeout=settings.connect_timeout_s,
-        read_timeout=settings.read_timeout_s,
-        max_pool_connections=32,
-    )
-
-
 def make_client(settings: S3Settings) -> S3Client:
-    verify: bool | str = str(settings.ca_bundle) if settings.ca_bundle else settings.verify_tls
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.endpoint_url,
-        region_name=settings.region,
-        aws_access_key_id=settings.access_key or None,
-        aws_secret_access_key=settings.secret_key.get_secret_value() or None,
-        verify=verify,
-        config=client_config(settings),
-    )
+    """The gateway client with this district's retries and timeouts; the uploader retries a whole part above
+    botocore's own retries."""
+    return common_s3.make_client(settings, max_pool_connections=32)
 
 
 def s3_call(key: str, call: Callable[[], Any]) -> Any:

@@ -31,7 +31,7 @@ from agent.clips.outbox import Outbox, Publish
 from agent.clips.pipeline import CameraTarget, CapturePool, Pipeline, Recover, Reporter, Signer
 from agent.clips.retry import UploadRetry
 from agent.clips.s3 import make_client
-from agent.clips.settings import ClipSettings, S3Settings
+from agent.clips.settings import ClipBucketSettings, ClipSettings
 from agent.clips.spool import Job, Spool
 from agent.clips.upload import ObjectLock, Uploader, UploadScheduler
 from contract.messages import ArmRequest, ClipRequest
@@ -45,7 +45,7 @@ class ClipService:
     def __init__(
         self,
         settings: ClipSettings,
-        s3: S3Settings,
+        s3: ClipBucketSettings,
         *,
         district: str,
         agent_id: str,

@@ -8,42 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.s3 import S3Settings
 
 MIB = 2**20
 DAY_S = 86_400.0
 
 
-class S3Settings(BaseModel):
-    """The district's evidence bucket (any S3 API: Ceph RGW, MinIO, AWS)."""
+class ClipBucketSettings(S3Settings):
+    """The district's evidence bucket: the common S3 settings and the retention each clip is written with."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    endpoint_url: str = "http://127.0.0.1:7480"
-    region: str = "default"
-    bucket: str = "cctv-evidence"
-    # Both or neither (then boto3's own chain: AWS_* environment, instance profile).
-    access_key: str = ""
-    secret_key: SecretStr = Field(default=SecretStr(""), validate_default=True)
-    verify_tls: bool = True
-    ca_bundle: Path | None = None
     # Retention of each clip, manifest and thumbnail; None = no Object Lock (the bucket must have it enabled).
     object_lock_days: int | None = Field(default=None, ge=1, le=36500)
     object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
-    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
-    read_timeout_s: float = Field(default=30.0, gt=0, le=600)
-    # botocore's own retries (throttling, 5xx, connection errors) per request, first attempt included.
-    max_attempts: int = Field(default=4, ge=1, le=20)
-
-    @field_validator("secret_key")
-    @classmethod
-    def _paired_with_access_key(cls, secret: SecretStr, info: ValidationInfo) -> SecretStr:
-        access_key = info.data.get("access_key", "")
-        if access_key and not secret.get_secret_value():
-            raise ValueError("required when s3.access_key is set")
-        if secret.get_secret_value() and not access_key:
-            raise ValueError("given without s3.access_key")
-        return secret
 
 
 class ClipSettings(BaseModel):

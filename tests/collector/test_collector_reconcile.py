@@ -142,7 +142,7 @@ async def test_reconcile_cli_reports_counts_as_json_and_exit_codes(
     assert main(["reconcile", "--json"]) == 2  # no bucket configured
     assert "s3.bucket" in capsys.readouterr().err
     s3 = {"endpoint_url": ceph_s3.endpoint, "bucket": bucket, "region": ceph_s3.region,
-          "access_key_id": ceph_s3.access_key, "secret_access_key": ceph_s3.secret_key}  # fmt: skip
+          "access_key": ceph_s3.access_key, "secret_key": ceph_s3.secret_key}  # fmt: skip
     for name, value in s3.items():
         monkeypatch.setenv(f"COLLECTOR__S3__{name.upper()}", value)
 

@@ -102,8 +102,8 @@ def clip_request(start: datetime) -> ClipRequest:
 def reconcile_cli(config: Path, ceph: CephS3, bucket: str, *args: str, secret: str | None = None) -> Any:
     """`cctv-collector reconcile --json ARGS` in its own process, as an operator runs it."""
     env = {**os.environ, "COLLECTOR__S3__ENDPOINT_URL": ceph.endpoint, "COLLECTOR__S3__BUCKET": bucket,
-           "COLLECTOR__S3__REGION": ceph.region, "COLLECTOR__S3__ACCESS_KEY_ID": ceph.access_key,
-           "COLLECTOR__S3__SECRET_ACCESS_KEY": secret or ceph.secret_key}  # fmt: skip
+           "COLLECTOR__S3__REGION": ceph.region, "COLLECTOR__S3__ACCESS_KEY": ceph.access_key,
+           "COLLECTOR__S3__SECRET_KEY": secret or ceph.secret_key}  # fmt: skip
     code = "import sys; from collector.cli import main; sys.exit(main(sys.argv[1:]))"
     command = [sys.executable, "-c", code, "reconcile", "--config", str(config), "--json", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)

@@ -2,7 +2,8 @@
 
     python tests/agent/clips/service_driver.py CONFIG_JSON [REQUEST_JSON]
 
-CONFIG_JSON: {"spool_dir", "key_file", "mqtt_host", "mqtt_port", "s3": {S3Settings}, "camera_id", "rtsp_url"}.
+CONFIG_JSON: {"spool_dir", "key_file", "mqtt_host", "mqtt_port", "s3": {ClipBucketSettings}, "camera_id",
+"rtsp_url"}.
 With REQUEST_JSON (a ClipRequest), the request is handed to the service as if it came from the broker.
 Prints "ready" once the service has started. With CLIP_DRIVER_KILL_AT in the environment the driver SIGKILLs
 itself at that point of a delivery: `result` (the clip, thumbnail and manifest are in S3, the `succeeded`
@@ -25,7 +26,7 @@ from agent.clips.outbox import Outbox
 from agent.clips.pipeline import CameraTarget
 from agent.clips.service import ClipService
 from agent.clips.session import SessionPool
-from agent.clips.settings import ClipSettings, S3Settings
+from agent.clips.settings import ClipBucketSettings, ClipSettings
 from agent.clips.spool import Job, Spool
 from contract.messages import ClipRequest, ClipUpdate
 from tests.agent.clips.clip_harness import DISTRICT, MqttPublisher
@@ -56,7 +57,7 @@ async def main(config: dict[str, object], request: ClipRequest | None) -> None:
     pool = SessionPool()
     publisher = MqttPublisher(str(config["mqtt_host"]), int(str(config["mqtt_port"])), "agent-driver")
     service = ClipService(
-        settings, S3Settings.model_validate(config["s3"]), district=DISTRICT, agent_id="agent-driver",
+        settings, ClipBucketSettings.model_validate(config["s3"]), district=DISTRICT, agent_id="agent-driver",
         pool=pool, publish=publisher, camera_lookup=lambda cid: target if cid == target.camera_id else None,
     )  # fmt: skip
     await service.start()

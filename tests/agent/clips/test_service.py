@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from agent.clips.manifest import load_or_create_key, public_key_pem, verify
 from agent.clips.s3 import clip_keys
 from agent.clips.service import ClipService
-from agent.clips.settings import ClipSettings, S3Settings
+from agent.clips.settings import ClipBucketSettings, ClipSettings
 from contract.messages import ArmRequest
 from tests.agent.clips.clip_harness import (
     DISTRICT,
@@ -53,8 +53,8 @@ class Rig:
         return value or 0.0
 
 
-def s3_settings(ceph: CephS3, bucket: str, **extra: Any) -> S3Settings:
-    return S3Settings(endpoint_url=ceph.endpoint, region=ceph.region, bucket=bucket,
+def s3_settings(ceph: CephS3, bucket: str, **extra: Any) -> ClipBucketSettings:
+    return ClipBucketSettings(endpoint_url=ceph.endpoint, region=ceph.region, bucket=bucket,
                       access_key=ceph.access_key, secret_key=ceph.secret_key, **extra)  # fmt: skip
 
 

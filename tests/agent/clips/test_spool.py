@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from agent.clips.outbox import Outbox
 from agent.clips.service import ClipService
-from agent.clips.settings import ClipSettings, S3Settings
+from agent.clips.settings import ClipBucketSettings, ClipSettings
 from agent.clips.spool import CaptureInfo, Job, Spool
 from agent.clips.writer import progress_path
 from camsim.media import MediaLibrary
@@ -287,9 +287,9 @@ async def test_a_failing_spool_disk_does_not_stop_the_upload_retries(
     settings = ClipSettings(spool_dir=tmp_path / "spool", key_file=tmp_path / "key.pem", retry_base_s=0.01,
                             retry_max_s=0.02)  # fmt: skip
     service = ClipService(
-        settings, S3Settings(), district=DISTRICT, agent_id="a1", pool=FakePool(), publish=lambda u: None,
-        camera_lookup=cameras(), metrics_registry=CollectorRegistry(), s3_client=object(),
-        signer=lambda m: m,
+        settings, ClipBucketSettings(), district=DISTRICT, agent_id="a1", pool=FakePool(),
+        publish=lambda u: None, camera_lookup=cameras(), metrics_registry=CollectorRegistry(),
+        s3_client=object(), signer=lambda m: m,
     )  # fmt: skip
     job = Job(request=clip_request(), state="captured")
     service.spool.save(job)
