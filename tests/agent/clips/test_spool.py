@@ -329,6 +329,17 @@ async def test_clip_arrives_after_s3_gateway_stopped_mid_upload(tmp_path: Path, 
             assert r.sample("cctv_agent_clip_uploads_total", result="retry") >= 1
 
 
+def driver_config(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, bucket: str, *, spec: CameraSpec, rtsp_port: int
+) -> dict[str, Any]:
+    """The CONFIG_JSON of service_driver.py for one camera served on `rtsp_port`."""
+    s3 = s3_settings(ceph_s3, bucket).model_dump(mode="json")
+    s3["secret_key"] = ceph_s3.secret_key
+    return {"spool_dir": str(tmp_path / "spool"), "key_file": str(tmp_path / "key.pem"),
+            "mqtt_host": mosquitto.host, "mqtt_port": mosquitto.port, "camera_id": spec.camera_id,
+            "rtsp_url": f"rtsp://admin:admin@{spec.host}:{rtsp_port}/stream1", "s3": s3}  # fmt: skip
+
+
 @pytest.mark.integration
 async def test_sigkilled_agent_delivers_the_partial_clip_with_its_true_range(
     tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
@@ -337,11 +348,7 @@ async def test_sigkilled_agent_delivers_the_partial_clip_with_its_true_range(
     server = RtspServer(spec, MediaLibrary(tmp_path / "media", loop_s=4.0))
     await server.start()
     collector = UpdateCollector(mosquitto.host, mosquitto.port)
-    config = {"spool_dir": str(tmp_path / "spool"), "key_file": str(tmp_path / "key.pem"),
-              "mqtt_host": mosquitto.host, "mqtt_port": mosquitto.port, "camera_id": spec.camera_id,
-              "rtsp_url": f"rtsp://admin:admin@{spec.host}:{server.port}/stream1",
-              "s3": s3_settings(ceph_s3, s3_bucket[1]).model_dump(mode="json")}  # fmt: skip
-    config["s3"]["secret_key"] = ceph_s3.secret_key  # type: ignore[index]
+    config = driver_config(tmp_path, mosquitto, ceph_s3, s3_bucket[1], spec=spec, rtsp_port=server.port)
     request = clip_request(spec.camera_id, length_s=30, priority="112")
     clip = tmp_path / "spool" / f"{request.request_id}.mp4"
     driver = [sys.executable, str(HERE / "service_driver.py"), json.dumps(config)]
@@ -383,11 +390,7 @@ async def test_agent_sigkilled_between_upload_and_result_delivers_the_result_aft
     server = RtspServer(spec, MediaLibrary(tmp_path / "media", loop_s=2.0))
     await server.start()
     collector = UpdateCollector(mosquitto.host, mosquitto.port)
-    config = {"spool_dir": str(tmp_path / "spool"), "key_file": str(tmp_path / "key.pem"),
-              "mqtt_host": mosquitto.host, "mqtt_port": mosquitto.port, "camera_id": spec.camera_id,
-              "rtsp_url": f"rtsp://admin:admin@{spec.host}:{server.port}/stream1",
-              "s3": s3_settings(ceph_s3, s3_bucket[1]).model_dump(mode="json")}  # fmt: skip
-    config["s3"]["secret_key"] = ceph_s3.secret_key  # type: ignore[index]
+    config = driver_config(tmp_path, mosquitto, ceph_s3, s3_bucket[1], spec=spec, rtsp_port=server.port)
     request = clip_request(spec.camera_id, length_s=1, priority="112")
     driver = [sys.executable, str(HERE / "service_driver.py"), json.dumps(config)]
     try:
