@@ -4,10 +4,11 @@
 
 CONFIG_JSON: {"spool_dir", "key_file", "mqtt_host", "mqtt_port", "s3": {ClipBucketSettings}, "camera_id",
 "rtsp_url"}.
-With REQUEST_JSON (a ClipRequest), the request is handed to the service as if it came from the broker.
-Prints "ready" once the service has started. With CLIP_DRIVER_KILL_AT in the environment the driver SIGKILLs
-itself at that point of a delivery: `result` (the clip, thumbnail and manifest are in S3, the `succeeded`
-result is about to be stored in the outbox) or `uploaded` (the result is stored, the job is about to be
+With REQUEST_JSON (a ClipRequest), the request is handed to the service as if it came from the broker; with
+`-`, the request is read as one line from stdin after "ready" (a window of "now" is then not spent starting
+Python). Prints "ready" once the service has started. With CLIP_DRIVER_KILL_AT in the environment the driver
+SIGKILLs itself at that point of a delivery: `result` (the clip, thumbnail and manifest are in S3, the
+`succeeded` result is about to be stored in the outbox) or `uploaded` (the result is stored, the job is about to be
 marked `uploaded`).
 """
 
@@ -64,6 +65,9 @@ async def main(config: dict[str, object], request: ClipRequest | None) -> None:
     if request is not None:
         service.handle(request)
     print("ready", flush=True)
+    if sys.argv[2:] == ["-"]:
+        line = await asyncio.to_thread(sys.stdin.readline)
+        service.handle(ClipRequest.model_validate_json(line))
     await asyncio.Event().wait()  # until killed
 
 
@@ -71,5 +75,5 @@ if __name__ == "__main__":
     if "CLIP_DRIVER_KILL_AT" in os.environ:
         kill_at(os.environ["CLIP_DRIVER_KILL_AT"])
     loaded = json.loads(sys.argv[1])
-    clip = ClipRequest.model_validate_json(sys.argv[2]) if len(sys.argv) > 2 else None
+    clip = ClipRequest.model_validate_json(sys.argv[2]) if sys.argv[2:] not in ([], ["-"]) else None
     asyncio.run(main(loaded, clip))

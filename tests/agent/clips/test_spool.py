@@ -391,12 +391,19 @@ async def test_agent_sigkilled_between_upload_and_result_delivers_the_result_aft
     await server.start()
     collector = UpdateCollector(mosquitto.host, mosquitto.port)
     config = driver_config(tmp_path, mosquitto, ceph_s3, s3_bucket[1], spec=spec, rtsp_port=server.port)
-    request = clip_request(spec.camera_id, length_s=1, priority="112")
     driver = [sys.executable, str(HERE / "service_driver.py"), json.dumps(config)]
+    env = {**os.environ, "CLIP_DRIVER_KILL_AT": point}
+    first = await asyncio.create_subprocess_exec(
+        *driver, "-", env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    assert first.stdin is not None and first.stdout is not None
     try:
-        env = {**os.environ, "CLIP_DRIVER_KILL_AT": point}
-        first = await asyncio.create_subprocess_exec(*driver, request.model_dump_json(), env=env)
         async with asyncio.timeout(60):
+            assert await first.stdout.readline() == b"ready\n"
+            # A window of "now", asked once the driver runs (starting Python may take seconds on a busy box).
+            request = clip_request(spec.camera_id, length_s=1, priority="112")
+            first.stdin.write(request.model_dump_json().encode() + b"\n")
+            await first.stdin.drain()
             assert await first.wait() == -signal.SIGKILL  # it reached the point and died there
         second = await asyncio.create_subprocess_exec(*driver)
         try:
@@ -405,6 +412,9 @@ async def test_agent_sigkilled_between_upload_and_result_delivers_the_result_aft
             second.terminate()
             await second.wait()
     finally:
+        if first.returncode is None:  # it never reached the point: do not leave it running
+            first.kill()
+            await first.wait()
         collector.close()
         await server.stop()
     assert result.status == "succeeded", result.reason
