@@ -8,8 +8,8 @@ With REQUEST_JSON (a ClipRequest), the request is handed to the service as if it
 `-`, the request is read as one line from stdin after "ready" (a window of "now" is then not spent starting
 Python). Prints "ready" once the service has started. With CLIP_DRIVER_KILL_AT in the environment the driver
 SIGKILLs itself at that point of a delivery: `result` (the clip, thumbnail and manifest are in S3, the
-`succeeded` result is about to be stored in the outbox) or `uploaded` (the result is stored, the job is about to be
-marked `uploaded`).
+`succeeded` result is about to be stored in the outbox) or `uploaded` (the result is stored, the job is about
+to be marked `uploaded`).
 """
 
 from __future__ import annotations
