@@ -4,7 +4,10 @@ One reader thread per camera pulls packets from one RTSP input (PyAV, TCP, strea
 hands copies to every capture of that camera and to its ring buffer. The buffer always keeps the current
 GOP (so a new capture starts at once from the last keyframe); while the camera is armed it keeps whole GOPs
 back to ``preroll_max_s`` / ``preroll_max_bytes``, so a window that began before the request is served.
-A session ends when no capture needs it and its arm has expired (closing the input sends TEARDOWN).
+A request admitted for a window in the buffer holds it (``hold``) until its capture has taken it: the
+capture may wait in the queue behind others, past the arm's end and past ``preroll_max_s``; only
+``preroll_max_bytes`` still bounds what is kept for it.
+A session ends when no capture or hold needs it and its arm has expired (closing the input sends TEARDOWN).
 
 Frames' wall clock: agent/clips/stream.py; one capture: agent/clips/capture.py.
 """
@@ -55,6 +58,7 @@ class Session:
         self.error = ""
         self.subscribers: set[Subscriber] = set()
         self.armed_until = 0.0  # time.monotonic()
+        self.holds: dict[str, float] = {}  # request id -> wall clock its window starts at
         self.gops: deque[list[Frame]] = deque()
         self.buffer_bytes = 0
         self.stopping = False
@@ -79,6 +83,14 @@ class Session:
                 return False
             self.armed_until = max(self.armed_until, time.monotonic() + duration_s)
             return True
+
+    def hold(self, key: str, start: datetime) -> None:
+        with self.lock:
+            self.holds[key] = start.timestamp()
+
+    def release_hold(self, key: str) -> None:
+        with self.lock:
+            self.holds.pop(key, None)
 
     def earliest_buffered(self) -> datetime | None:
         with self.lock:
@@ -186,7 +198,7 @@ class Session:
             self._buffer(frame)
             for subscriber in self.subscribers:
                 subscriber.items.put(frame)
-            if self.subscribers or time.monotonic() < self.armed_until or self.pool.closed.is_set():
+            if self.subscribers or self._needed() or self.pool.closed.is_set():
                 return not self.pool.closed.is_set()
             self.stopping = True
             return False
@@ -198,19 +210,28 @@ class Session:
             return  # joined mid-GOP: the buffer starts at a keyframe
         self.gops[-1].append(frame)
         self.buffer_bytes += len(frame.data)
-        armed = time.monotonic() < self.armed_until
-        while len(self.gops) > 1 and (not armed or self._over_budget()):
+        needed = self._needed()
+        while len(self.gops) > 1 and (not needed or self._over_budget()):
             self.buffer_bytes -= sum(len(f.data) for f in self.gops.popleft())
 
+    def _needed(self) -> bool:
+        """Whether the pre-roll is kept: the camera is armed or an admitted request holds its window."""
+        return time.monotonic() < self.armed_until or bool(self.holds)
+
     def _over_budget(self) -> bool:
+        """Whether the oldest GOP goes: over the byte budget, or over the time budget and no hold needs it
+        (a hold needs the last GOP that starts at or before its window)."""
         assert self.clock is not None
+        if self.buffer_bytes > self.pool.preroll_max_bytes:
+            return True
         span = float((pts_of(self.gops[-1][-1]) - pts_of(self.gops[0][0])) * self.clock.time_base)
-        return span > self.pool.preroll_max_s or self.buffer_bytes > self.pool.preroll_max_bytes
+        held = min(self.holds.values(), default=None)
+        return span > self.pool.preroll_max_s and (held is None or self.clock.wall(self.gops[1][0]) <= held)
 
     def _keep_going(self) -> bool:
         """After a failure: reopen while armed (captures in progress were told and have ended)."""
         with self.lock:
-            if self.pool.closed.is_set() or time.monotonic() >= self.armed_until or self.info is None:
+            if self.pool.closed.is_set() or not self._needed() or self.info is None:
                 self.stopping = True
                 return False
             self.gops.clear()  # timestamps restart on a new input: old GOPs cannot be joined to new ones
@@ -254,9 +275,20 @@ class SessionPool:
 
     def earliest_buffered(self, camera_id: str) -> datetime | None:
         """Wall clock (UTC, ours) of the oldest buffered keyframe of ``camera_id``, if any."""
-        with self._lock:
-            session = self._sessions.get(camera_id)
+        session = self._live(camera_id)
         return session.earliest_buffered() if session is not None else None
+
+    def hold(self, camera_id: str, key: str, start: datetime) -> None:
+        """Keep ``camera_id``'s buffer from ``start`` on (and its session open) until ``release_hold(key)``:
+        for an admitted request whose window is buffered, while its capture waits for a worker."""
+        session = self._live(camera_id)
+        if session is not None:
+            session.hold(key, start)
+
+    def release_hold(self, camera_id: str, key: str) -> None:
+        session = self._live(camera_id)
+        if session is not None:
+            session.release_hold(key)
 
     def capture(
         self,
@@ -322,6 +354,10 @@ class SessionPool:
             self._sessions[camera_id] = session
         session.thread.start()
         return session
+
+    def _live(self, camera_id: str) -> Session | None:
+        with self._lock:
+            return self._sessions.get(camera_id)
 
     def forget(self, session: Session) -> None:
         with self._lock:
