@@ -111,7 +111,7 @@ class Session:
             while not self.pool.closed.is_set():
                 error = self._stream_once()
                 self._end_subscribers(error)
-                if not self._keep_going():
+                if not self._keep_going(error):
                     break
                 log.info("camera %s: stream lost (%s), reopening in %.0f s", self.camera_id, error, delay)
                 if self.pool.closed.wait(delay):
@@ -224,16 +224,25 @@ class Session:
         assert self.clock is not None
         if self.buffer_bytes > self.pool.preroll_max_bytes:
             return True
-        span = float((pts_of(self.gops[-1][-1]) - pts_of(self.gops[0][0])) * self.clock.time_base)
+        if self._span_s() <= self.pool.preroll_max_s:
+            return False
         held = min(self.holds.values(), default=None)
-        return span > self.pool.preroll_max_s and (held is None or self.clock.wall(self.gops[1][0]) <= held)
+        return held is None or self.clock.wall(self.gops[1][0]) <= held
 
-    def _keep_going(self) -> bool:
-        """After a failure: reopen while armed (captures in progress were told and have ended)."""
+    def _span_s(self) -> float:
+        """Media time from the oldest buffered frame to the newest."""
+        assert self.clock is not None
+        return float((pts_of(self.gops[-1][-1]) - pts_of(self.gops[0][0])) * self.clock.time_base)
+
+    def _keep_going(self, error: str) -> bool:
+        """After a failure: reopen while armed or held (captures in progress were told and have ended)."""
         with self.lock:
             if self.pool.closed.is_set() or not self._needed() or self.info is None:
                 self.stopping = True
                 return False
+            if len(self.gops) > 1:  # more than the live GOP: a pre-roll is lost
+                span_s = self._span_s()
+                log.warning("camera %s: pre-roll of %.1f s discarded (%s)", self.camera_id, span_s, error)
             self.gops.clear()  # timestamps restart on a new input: old GOPs cannot be joined to new ones
             self.buffer_bytes = 0
             return True

@@ -268,6 +268,27 @@ async def test_a_held_window_outlives_the_arm_while_its_capture_waits(
 
 
 @pytest.mark.integration
+async def test_a_preroll_lost_with_the_stream_is_logged_with_its_reason(
+    media: MediaLibrary, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stall past the read timeout ends the input; the new one's timestamps restart, so the buffer
+    starts afresh: the operator is told how much pre-roll went and why."""
+    spec = camera()
+    spec.faults.stream_stop_after_s = 2.5  # the camera goes silent, the TCP connection stays
+    pool = SessionPool(open_timeout_s=2, read_timeout_s=1)
+    caplog.set_level("WARNING", logger="agent.clips.session")
+    try:
+        async with serving(spec, media, pool) as server:
+            await asyncio.to_thread(pool.arm, spec.camera_id, url(server), 30)
+            await wait_for(lambda: "pre-roll" in caplog.text, 10)
+    finally:
+        pool.close()
+    message = next(r.getMessage() for r in caplog.records if "pre-roll" in r.getMessage())
+    assert "discarded (stream lost" in message
+    assert "admin" not in message  # the URL (with credentials) is never quoted
+
+
+@pytest.mark.integration
 async def test_stream_loss_keeps_what_was_captured(media: MediaLibrary, tmp_path: Path) -> None:
     spec = camera()
     spec.faults.stream_stop_after_s = 2.0  # the camera goes silent, the TCP connection stays
