@@ -69,6 +69,8 @@ class Admission:
             return None
         job = Job(request=request)
         self._spool.save(job)
+        if _needs_buffer(request):  # kept until the capture takes it, however long the queue makes it wait
+            self._pool.hold(request.camera_id, request.request_id, request.start)
         return job
 
     def _refusal(self, request: ClipRequest) -> str | None:
@@ -82,7 +84,7 @@ class Admission:
             return "camera offline"
         if request.start > datetime.now(UTC) + timedelta(seconds=self._settings.max_future_s):
             return "start too far in the future"
-        if request.start < datetime.now(UTC) - LIVE_TOLERANCE:
+        if _needs_buffer(request):
             earliest = self._pool.earliest_buffered(request.camera_id)
             if earliest is None or request.start < earliest - LIVE_TOLERANCE:
                 return "start further in the past than any buffer holds"
@@ -90,3 +92,7 @@ class Admission:
         admitted = self._spool.admit(request.request_id, estimate, routine=request.priority == "routine")
         self._metrics.spool_full.set(1 if self._spool.full else 0)
         return None if admitted else "spool full"
+
+
+def _needs_buffer(request: ClipRequest) -> bool:
+    return request.start < datetime.now(UTC) - LIVE_TOLERANCE

@@ -76,6 +76,8 @@ class CapturePool(Protocol):
         self, camera_id: str, url: str, duration_s: float, clock_offset_s: float | None = None
     ) -> None: ...
     def earliest_buffered(self, camera_id: str) -> datetime | None: ...
+    def hold(self, camera_id: str, key: str, start: datetime) -> None: ...
+    def release_hold(self, camera_id: str, key: str) -> None: ...
     def capture(
         self, camera_id: str, url: str, start: datetime, end: datetime, out_path: Path, *,
         clock_offset_s: float | None = None, cancel: threading.Event | None = None,
@@ -139,18 +141,21 @@ class Pipeline:
     async def run(self, job: Job, cancel: threading.Event) -> bool:
         """Capture and deliver one queued job. True when finished (delivered or failed for good); False when
         the clip is captured and waits in the spool for S3."""
-        target = self._lookup(job.request.camera_id)
-        if target is None:
-            self._fail(job, "unknown camera")
-            return True
-        job.state = "capturing"
-        self._spool.save(job)
-        self._reporter.send(job.request_id, job.request.camera_id, "capturing")
         finished, give_up = threading.Event(), threading.Event()
-        upload = asyncio.create_task(
-            asyncio.to_thread(self._uploader.upload_file, self._clip_upload(job), finished, give_up)
-        )
-        captured = await self._capture(job, target, cancel)
+        try:
+            target = self._lookup(job.request.camera_id)
+            if target is None:
+                self._fail(job, "unknown camera")
+                return True
+            job.state = "capturing"
+            self._spool.save(job)
+            self._reporter.send(job.request_id, job.request.camera_id, "capturing")
+            upload = asyncio.create_task(
+                asyncio.to_thread(self._uploader.upload_file, self._clip_upload(job), finished, give_up)
+            )
+            captured = await self._capture(job, target, cancel)
+        finally:  # the capture has taken the buffer admission held for it (or failed)
+            self._pool.release_hold(job.request.camera_id, job.request_id)
         if not captured:
             give_up.set()
             finished.set()

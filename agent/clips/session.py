@@ -4,7 +4,10 @@ One reader thread per camera pulls packets from one RTSP input (PyAV, TCP, strea
 hands copies to every capture of that camera and to its ring buffer. The buffer always keeps the current
 GOP (so a new capture starts at once from the last keyframe); while the camera is armed it keeps whole GOPs
 back to ``preroll_max_s`` / ``preroll_max_bytes``, so a window that began before the request is served.
-A session ends when no capture needs it and its arm has expired (closing the input sends TEARDOWN).
+A request admitted for a window in the buffer holds it (``hold``) until its capture has taken it: the
+capture may wait in the queue behind others, past the arm's end and past ``preroll_max_s``; only
+``preroll_max_bytes`` still bounds what is kept for it.
+A session ends when no capture or hold needs it and its arm has expired (closing the input sends TEARDOWN).
 
 Frames' wall clock: agent/clips/stream.py; one capture: agent/clips/capture.py.
 """
@@ -55,6 +58,7 @@ class Session:
         self.error = ""
         self.subscribers: set[Subscriber] = set()
         self.armed_until = 0.0  # time.monotonic()
+        self.holds: dict[str, float] = {}  # request id -> wall clock its window starts at
         self.gops: deque[list[Frame]] = deque()
         self.buffer_bytes = 0
         self.stopping = False
@@ -80,6 +84,14 @@ class Session:
             self.armed_until = max(self.armed_until, time.monotonic() + duration_s)
             return True
 
+    def hold(self, key: str, start: datetime) -> None:
+        with self.lock:
+            self.holds[key] = start.timestamp()
+
+    def release_hold(self, key: str) -> None:
+        with self.lock:
+            self.holds.pop(key, None)
+
     def earliest_buffered(self) -> datetime | None:
         with self.lock:
             if not self.gops or self.clock is None:
@@ -99,7 +111,7 @@ class Session:
             while not self.pool.closed.is_set():
                 error = self._stream_once()
                 self._end_subscribers(error)
-                if not self._keep_going():
+                if not self._keep_going(error):
                     break
                 log.info("camera %s: stream lost (%s), reopening in %.0f s", self.camera_id, error, delay)
                 if self.pool.closed.wait(delay):
@@ -186,7 +198,7 @@ class Session:
             self._buffer(frame)
             for subscriber in self.subscribers:
                 subscriber.items.put(frame)
-            if self.subscribers or time.monotonic() < self.armed_until or self.pool.closed.is_set():
+            if self.subscribers or self._needed() or self.pool.closed.is_set():
                 return not self.pool.closed.is_set()
             self.stopping = True
             return False
@@ -198,21 +210,39 @@ class Session:
             return  # joined mid-GOP: the buffer starts at a keyframe
         self.gops[-1].append(frame)
         self.buffer_bytes += len(frame.data)
-        armed = time.monotonic() < self.armed_until
-        while len(self.gops) > 1 and (not armed or self._over_budget()):
+        needed = self._needed()
+        while len(self.gops) > 1 and (not needed or self._over_budget()):
             self.buffer_bytes -= sum(len(f.data) for f in self.gops.popleft())
 
-    def _over_budget(self) -> bool:
-        assert self.clock is not None
-        span = float((pts_of(self.gops[-1][-1]) - pts_of(self.gops[0][0])) * self.clock.time_base)
-        return span > self.pool.preroll_max_s or self.buffer_bytes > self.pool.preroll_max_bytes
+    def _needed(self) -> bool:
+        """Whether the pre-roll is kept: the camera is armed or an admitted request holds its window."""
+        return time.monotonic() < self.armed_until or bool(self.holds)
 
-    def _keep_going(self) -> bool:
-        """After a failure: reopen while armed (captures in progress were told and have ended)."""
+    def _over_budget(self) -> bool:
+        """Whether the oldest GOP goes: over the byte budget, or over the time budget and no hold needs it
+        (a hold needs the last GOP that starts at or before its window)."""
+        assert self.clock is not None
+        if self.buffer_bytes > self.pool.preroll_max_bytes:
+            return True
+        if self._span_s() <= self.pool.preroll_max_s:
+            return False
+        held = min(self.holds.values(), default=None)
+        return held is None or self.clock.wall(self.gops[1][0]) <= held
+
+    def _span_s(self) -> float:
+        """Media time from the oldest buffered frame to the newest."""
+        assert self.clock is not None
+        return float((pts_of(self.gops[-1][-1]) - pts_of(self.gops[0][0])) * self.clock.time_base)
+
+    def _keep_going(self, error: str) -> bool:
+        """After a failure: reopen while armed or held (captures in progress were told and have ended)."""
         with self.lock:
-            if self.pool.closed.is_set() or time.monotonic() >= self.armed_until or self.info is None:
+            if self.pool.closed.is_set() or not self._needed() or self.info is None:
                 self.stopping = True
                 return False
+            if len(self.gops) > 1:  # more than the live GOP: a pre-roll is lost
+                span_s = self._span_s()
+                log.warning("camera %s: pre-roll of %.1f s discarded (%s)", self.camera_id, span_s, error)
             self.gops.clear()  # timestamps restart on a new input: old GOPs cannot be joined to new ones
             self.buffer_bytes = 0
             return True
@@ -254,9 +284,20 @@ class SessionPool:
 
     def earliest_buffered(self, camera_id: str) -> datetime | None:
         """Wall clock (UTC, ours) of the oldest buffered keyframe of ``camera_id``, if any."""
-        with self._lock:
-            session = self._sessions.get(camera_id)
+        session = self._live(camera_id)
         return session.earliest_buffered() if session is not None else None
+
+    def hold(self, camera_id: str, key: str, start: datetime) -> None:
+        """Keep ``camera_id``'s buffer from ``start`` on (and its session open) until ``release_hold(key)``:
+        for an admitted request whose window is buffered, while its capture waits for a worker."""
+        session = self._live(camera_id)
+        if session is not None:
+            session.hold(key, start)
+
+    def release_hold(self, camera_id: str, key: str) -> None:
+        session = self._live(camera_id)
+        if session is not None:
+            session.release_hold(key)
 
     def capture(
         self,
@@ -322,6 +363,10 @@ class SessionPool:
             self._sessions[camera_id] = session
         session.thread.start()
         return session
+
+    def _live(self, camera_id: str) -> Session | None:
+        with self._lock:
+            return self._sessions.get(camera_id)
 
     def forget(self, session: Session) -> None:
         with self._lock:

@@ -55,6 +55,7 @@ class FakePool:
     fail_with: str | None = None
     calls: list[str] = field(default_factory=list)
     armed: list[tuple[str, float]] = field(default_factory=list)
+    held: dict[str, datetime] = field(default_factory=dict)  # request id -> window start, until released
     started: threading.Event = field(default_factory=threading.Event)
     release: threading.Event | None = None  # when set: captures wait for it before writing
 
@@ -63,6 +64,12 @@ class FakePool:
 
     def earliest_buffered(self, camera_id: str) -> datetime | None:
         return self.earliest
+
+    def hold(self, camera_id: str, key: str, start: datetime) -> None:
+        self.held[key] = start
+
+    def release_hold(self, camera_id: str, key: str) -> None:
+        self.held.pop(key, None)
 
     def capture(
         self, camera_id: str, url: str, start: datetime, end: datetime, out_path: Path, *,

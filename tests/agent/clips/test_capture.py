@@ -233,6 +233,62 @@ async def test_armed_camera_serves_a_window_that_started_before_the_request(
 
 
 @pytest.mark.integration
+async def test_a_held_window_outlives_the_arm_while_its_capture_waits(
+    media: MediaLibrary, tmp_path: Path
+) -> None:
+    """Under concurrent capture an admitted request waits in the queue for a worker; the arm it relied on
+    ends meanwhile (and, with nobody subscribed, so would the session and its buffer). Admission's hold
+    keeps the window buffered until the capture takes it."""
+    spec = camera()
+    pool = SessionPool(open_timeout_s=3, read_timeout_s=2)
+    arm_s = 4.0
+    try:
+        async with serving(spec, media, pool) as server:
+            arm_ends = time.monotonic() + arm_s
+            await asyncio.to_thread(pool.arm, spec.camera_id, url(server), arm_s)
+
+            def buffered_2s() -> bool:
+                earliest = pool.earliest_buffered(spec.camera_id)
+                return earliest is not None and earliest <= soon(-2.2)
+
+            await wait_for(buffered_2s, arm_s)
+            start, end = soon(-2), soon(-1)
+            pool.hold(spec.camera_id, "req-1", start)  # what admission does for a window in the buffer
+            # the request waits for a worker past the arm's end, and past a GOP more (buffer trimmed by then)
+            await wait_for(lambda: time.monotonic() > arm_ends + 2 * GOP_S, arm_s + 3 * GOP_S)
+            result = await capture(pool, server, start, end, tmp_path / "c.mp4")
+            pool.release_hold(spec.camera_id, "req-1")
+            # released and unarmed: the session ends (TEARDOWN) once its capture is done
+            await wait_for(lambda: server.sessions == 0, 2 * GOP_S + 1)
+    finally:
+        pool.close()
+    assert result.error is None and result.complete and result.covered_start is not None
+    assert start - timedelta(seconds=GOP_S) <= result.covered_start <= start
+    assert_playable(tmp_path / "c.mp4", result, "h264")
+
+
+@pytest.mark.integration
+async def test_a_preroll_lost_with_the_stream_is_logged_with_its_reason(
+    media: MediaLibrary, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stall past the read timeout ends the input; the new one's timestamps restart, so the buffer
+    starts afresh: the operator is told how much pre-roll went and why."""
+    spec = camera()
+    spec.faults.stream_stop_after_s = 2.5  # the camera goes silent, the TCP connection stays
+    pool = SessionPool(open_timeout_s=2, read_timeout_s=1)
+    caplog.set_level("WARNING", logger="agent.clips.session")
+    try:
+        async with serving(spec, media, pool) as server:
+            await asyncio.to_thread(pool.arm, spec.camera_id, url(server), 30)
+            await wait_for(lambda: "pre-roll" in caplog.text, 10)
+    finally:
+        pool.close()
+    message = next(r.getMessage() for r in caplog.records if "pre-roll" in r.getMessage())
+    assert "discarded (stream lost" in message
+    assert "admin" not in message  # the URL (with credentials) is never quoted
+
+
+@pytest.mark.integration
 async def test_stream_loss_keeps_what_was_captured(media: MediaLibrary, tmp_path: Path) -> None:
     spec = camera()
     spec.faults.stream_stop_after_s = 2.0  # the camera goes silent, the TCP connection stays

@@ -220,6 +220,24 @@ async def test_112_waiting_behind_routine_work_is_served_first(
         assert pool.calls == [request.request_id for request in order]
 
 
+async def test_a_buffered_window_is_held_while_its_request_waits_for_a_worker(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
+) -> None:
+    pool = FakePool(speed=20.0, release=threading.Event(), earliest=utcnow() - timedelta(seconds=60))
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], pool, max_concurrent_captures=1) as r:
+        busy = clip_request(priority="routine")
+        r.service.handle(busy)
+        await asyncio.to_thread(pool.started.wait, 5)  # the only capture slot is taken
+        past = clip_request(start_in_s=-30, length_s=1)
+        r.service.handle(past)
+        assert pool.held == {past.request_id: past.start}  # kept for it however long the arm lasts
+        assert busy.request_id not in pool.held  # a live window needs no buffer
+        assert pool.release is not None
+        pool.release.set()
+        assert (await final(r, past.request_id)).status == "succeeded"
+        assert pool.held == {}  # released once its capture has run
+
+
 async def test_duplicate_delivery_makes_one_clip_even_across_restarts(
     tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
 ) -> None:
