@@ -223,5 +223,11 @@ def test_shared_subscription_bootstraps_retained_state_and_splits_live_traffic(
     wait_until(lambda: len(db.cameras()) == 50, what="50 cameras indexed")
     publish(*(clip(f"req-{i}", "accepted", i) for i in range(100)))
     wait_until(lambda: len(db.clips()) == 100, what="live clips")
-    got = [c.count("collector_received_messages_total", kind="clip") for c in (a, b)]
+
+    def received() -> list[float]:
+        return [c.count("collector_received_messages_total", kind="clip") for c in (a, b)]
+
+    # The counters follow the commit through each writer's report, a moment after the rows are visible.
+    wait_until(lambda: sum(received()) >= 100, what="every clip counted")
+    got = received()
     assert sum(got) == 100 and min(got) > 0, got
