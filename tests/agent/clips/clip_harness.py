@@ -5,11 +5,14 @@ Not a test module (no `test_` prefix); imported by test_service.py, test_spool.p
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +25,10 @@ from paho.mqtt.properties import Properties
 
 from agent.clips.capture import CaptureResult
 from agent.clips.pipeline import CameraTarget
+from agent.clips.session import SessionPool
+from camsim.media import MediaLibrary
+from camsim.model import CameraSpec
+from camsim.rtsp_server import RtspServer
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest, ClipUpdate, Priority
@@ -194,3 +201,18 @@ class UpdateCollector:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+@asynccontextmanager
+async def serving(
+    spec: CameraSpec, media: MediaLibrary, pool: SessionPool | None = None
+) -> AsyncIterator[RtspServer]:
+    """A camera; ``pool`` is closed before it stops (else its reader waits a read timeout for packets)."""
+    server = RtspServer(spec, media)
+    await server.start()
+    try:
+        yield server
+    finally:
+        if pool is not None:
+            await asyncio.to_thread(pool.close)
+        await server.stop()

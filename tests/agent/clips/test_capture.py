@@ -17,8 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -36,6 +35,7 @@ from camsim.font import read_text
 from camsim.media import MediaLibrary
 from camsim.model import CameraSpec, stream_profiles
 from camsim.rtsp_server import RtspServer
+from tests.agent.clips.clip_harness import serving
 
 W, H, FPS, GOP, LOOP_S = 640, 360, 25, 25, 4.0
 GOP_S = GOP / FPS
@@ -54,21 +54,6 @@ def camera(**kwargs: Any) -> CameraSpec:
     host = f"127.70.1.{next(_hosts)}"
     defaults: dict[str, Any] = {"rtsp_port": 0, "main_size": (W, H), "fps": FPS, "gop": GOP}
     return CameraSpec(f"cam-{host.rsplit('.', 1)[1]}", "test", host, **{**defaults, **kwargs})
-
-
-@asynccontextmanager
-async def serving(
-    spec: CameraSpec, media: MediaLibrary, pool: SessionPool | None = None
-) -> AsyncIterator[RtspServer]:
-    """A camera; ``pool`` is closed before it stops (else its reader waits a read timeout for packets)."""
-    server = RtspServer(spec, media)
-    await server.start()
-    try:
-        yield server
-    finally:
-        if pool is not None:
-            await asyncio.to_thread(pool.close)
-        await server.stop()
 
 
 def url(server: RtspServer) -> str:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -29,7 +27,7 @@ from camsim.font import read_text
 from camsim.media import MediaLibrary, split_annexb
 from camsim.model import CameraSpec, Personality, stream_profiles
 from camsim.picture import PictureSource
-from camsim.rtsp_server import RtspServer
+from tests.agent.clips.clip_harness import serving
 
 W, H, FPS, GOP, LOOP_S = 640, 360, 25, 25, 4.0
 FRAME_S = 1 / FPS
@@ -51,16 +49,6 @@ def camera(personality: Personality | None = None) -> CameraSpec:
         f"cam-{host.rsplit('.', 1)[1]}", "test", host, rtsp_port=0, main_size=(W, H), fps=FPS, gop=GOP,
         personality=personality or Personality(),
     )  # fmt: skip
-
-
-@asynccontextmanager
-async def serving(spec: CameraSpec, media: MediaLibrary) -> AsyncIterator[RtspServer]:
-    server = RtspServer(spec, media)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def capture_window(
