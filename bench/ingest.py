@@ -51,12 +51,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bench.common import Report, parser, process_cpu_seconds
-from collector.buffered_client import BufferedClient
 from collector.config import CollectorSettings
-from collector.ingest import Ingest, Subscriber
+from collector.index.store import open_store
+from collector.ingest.buffered_client import BufferedClient
+from collector.ingest.pipeline import Ingest, Subscriber
+from collector.ingest.writer import BatchWriter, Received, WriterStats
 from collector.metrics import CollectorMetrics
-from collector.store import open_store
-from collector.writer import BatchWriter, Received, WriterStats
 from contract import topics
 from contract.codec import encode
 from contract.districts import DISTRICTS

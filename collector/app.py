@@ -17,12 +17,12 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import start_http_server
 
-from collector.api import StoreThread, make_app
 from collector.config import CollectorSettings
-from collector.index_metrics import IndexGauges
-from collector.ingest import Ingest
+from collector.index.gauges import IndexGauges
+from collector.index.store import Store, open_store
+from collector.ingest.pipeline import Ingest
 from collector.metrics import CollectorMetrics
-from collector.store import Store, open_store
+from collector.platform.api import StoreThread, make_app
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from collector.config import CollectorSettings
-from collector.store import CameraView, Store, open_store
+from collector.index.store import CameraView, Store, open_store
 from common import jsonlog
 from common.settings import EXIT_CONFIG, ConfigError, load
 from contract.messages import CameraState
@@ -153,7 +153,7 @@ def _camera_dict(r: CameraView) -> dict[str, object]:
 
 
 def _uptime(store: Store, args: argparse.Namespace) -> int:
-    from collector import uptime
+    from collector.index import uptime
 
     try:
         window = uptime.parse_duration(args.since)
@@ -183,7 +183,7 @@ def _uptime(store: Store, args: argparse.Namespace) -> int:
 def _reconcile(store: Store, settings: CollectorSettings, rebuild: bool, as_json: bool) -> int:
     """0: index and bucket agree; 1: problems found (invalid manifests, missing objects, rebuild refused,
     bucket unreadable); 2: configuration error."""
-    from collector.reconcile import ReconcileError, reconcile
+    from collector.index.reconcile import ReconcileError, reconcile
     from common.s3 import make_client
 
     if not settings.s3.bucket:

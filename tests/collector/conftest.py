@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from collector.store import Store, open_store
+from collector.index.store import Store, open_store
 from contract.messages import AgentState, CameraMeta, CameraStatus, ClipUpdate, HealthEntry, HealthSnapshot
 from tests.collector.pg import PgService, available
 from tests.services import Mosquitto, free_port

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from collector.acks import AckLedger
+from collector.ingest.acks import AckLedger
 
 
 def test_ids_are_due_once_their_chunk_is_committed_in_the_order_received() -> None:

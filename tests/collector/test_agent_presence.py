@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from collector import uptime
-from collector.index_metrics import IndexGauges
-from collector.store import Batch, Store, open_store
+from collector.index import uptime
+from collector.index.gauges import IndexGauges
+from collector.index.store import Batch, Store, open_store
 from contract.messages import AnyMessage
 from tests.collector.conftest import agent, at, status
 

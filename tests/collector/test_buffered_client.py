@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collector.buffered_client import READ_SIZE, BufferedClient
+from collector.ingest.buffered_client import READ_SIZE, BufferedClient
 from common.mqtt_client import new_client
 from common.mqtt_settings import MqttSettings
 from tests.services import Mosquitto

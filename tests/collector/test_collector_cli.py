@@ -14,9 +14,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.api import StoreThread, make_app
 from collector.cli import main
-from collector.store import Batch, open_store
+from collector.index.store import Batch, open_store
+from collector.platform.api import StoreThread, make_app
 from contract.codec import encode
 from contract.messages import AnyMessage
 from tests.collector.conftest import agent, meta, start_collector_process, status, wait_until

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from collector.health import IngestHealth
-from collector.writer import WriterStats
+from collector.ingest.health import IngestHealth
+from collector.ingest.writer import WriterStats
 
 
 class Clock:

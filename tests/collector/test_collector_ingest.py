@@ -13,9 +13,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.config import CollectorSettings
-from collector.ingest import Ingest
+from collector.index.store import Store, open_store
+from collector.ingest.pipeline import Ingest
 from collector.metrics import CollectorMetrics
-from collector.store import Store, open_store
 from contract import topics
 from contract.codec import encode
 from contract.messages import AnyMessage

@@ -12,8 +12,8 @@ from botocore.exceptions import ClientError
 
 from agent.clips.upload import Uploader, UploadScheduler
 from collector.cli import main
-from collector.reconcile import reconcile
-from collector.store import Batch, Store
+from collector.index.reconcile import reconcile
+from collector.index.store import Batch, Store
 from contract.messages import ClipUpdate
 from tests.collector.conftest import clip
 from tests.contract.golden_manifest.delivery import deliver_recorded_clip, recorded_request

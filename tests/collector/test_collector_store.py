@@ -11,8 +11,15 @@ import psycopg
 import pytest
 from pydantic import BaseModel
 
-from collector.store import Batch, DeadLetter, Store, StoreRejectedError, StoreUnavailableError, open_store
-from collector.store_postgres import BULK_MIN_ROWS
+from collector.index.store import (
+    Batch,
+    DeadLetter,
+    Store,
+    StoreRejectedError,
+    StoreUnavailableError,
+    open_store,
+)
+from collector.index.store_postgres import BULK_MIN_ROWS
 from tests.collector.conftest import agent, at, clip, forced, health, meta, status
 from tests.collector.pg import PgService
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from collector import uptime
-from collector.store import Batch, Store, Transition
+from collector.index import uptime
+from collector.index.store import Batch, Store, Transition
 from tests.collector.conftest import at, status
 
 

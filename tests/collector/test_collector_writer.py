@@ -10,8 +10,8 @@ from collections import Counter
 from pydantic import BaseModel
 
 from collector.config import CollectorSettings
-from collector.store import Batch, Store, StoreUnavailableError
-from collector.writer import BatchWriter, Received, WriterStats
+from collector.index.store import Batch, Store, StoreUnavailableError
+from collector.ingest.writer import BatchWriter, Received, WriterStats
 from contract.codec import encode
 from contract.messages import AnyMessage
 from tests.collector.conftest import agent, clip, forced, health, meta, status

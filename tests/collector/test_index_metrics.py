@@ -6,8 +6,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from collector.index_metrics import IndexGauges
-from collector.store import Batch, Store, open_store
+from collector.index.gauges import IndexGauges
+from collector.index.store import Batch, Store, open_store
 from tests.collector.conftest import agent, status
 
 

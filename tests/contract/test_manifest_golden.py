@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 
 from agent.clips.manifest import public_key_pem, verify
-from collector.reconcile import manifest_row
-from collector.store import Batch
+from collector.index.reconcile import manifest_row
+from collector.index.store import Batch
 from contract.manifest import parse_manifest
 from contract.messages import ClipUpdate
 from tests.contract.golden_manifest.delivery import (

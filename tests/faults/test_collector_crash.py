@@ -16,7 +16,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.store import Store, open_store
+from collector.index.store import Store, open_store
 from contract.codec import encode
 from contract.messages import AnyMessage
 from tests.collector.conftest import agent, status

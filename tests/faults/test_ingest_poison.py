@@ -22,7 +22,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.store import open_store
+from collector.index.store import open_store
 from contract import topics
 from contract.codec import encode
 from contract.messages import AnyMessage

@@ -26,7 +26,7 @@ import pytest
 
 from agent.app import Agent
 from agent.config import AgentSettings
-from collector.store import ClipRow, open_store
+from collector.index.store import ClipRow, open_store
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest

@@ -16,7 +16,7 @@ from dataclasses import astuple
 from importlib import resources
 from typing import Any
 
-from collector.store import (
+from collector.index.store import (
     CLIP_STATUS_RANK,
     AgentRow,
     Batch,
@@ -152,7 +152,7 @@ WHERE clips.district = excluded.district AND (excluded.status_rank > clips.statu
 class SqlStore(ABC):
     """Store implementation over a DB-API connection; subclasses connect and pick the migrations folder."""
 
-    engine: str  # name of the folder under collector/migrations
+    engine: str  # name of the folder under collector/index/migrations
 
     def __init__(self) -> None:
         self._conn: Any = self._connect()
@@ -514,8 +514,8 @@ def _filters(values: dict[str, str | None]) -> tuple[str, tuple[Any, ...]]:
 
 
 def _migrations(engine: str) -> list[tuple[int, str]]:
-    """(version, script) of collector/migrations/<engine>/NNNN_name.sql, in version order."""
-    folder = resources.files("collector").joinpath("migrations", engine)
+    """(version, script) of collector/index/migrations/<engine>/NNNN_name.sql, in version order."""
+    folder = resources.files("collector.index").joinpath("migrations", engine)
     found = []
     for entry in folder.iterdir():
         match = _MIGRATION_NAME.match(entry.name)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from itertools import groupby
 from typing import Any
 
-from collector.store import AVAILABLE_STATES, Store, Transition
+from collector.index.store import AVAILABLE_STATES, Store, Transition
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from collector.store import Store
+from collector.index.store import Store
 
 log = logging.getLogger(__name__)
 

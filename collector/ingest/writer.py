@@ -6,7 +6,7 @@ It runs in its own process so decoding and SQL do not compete with paho's networ
 and exit. After each commit (and whenever it rejected something, and after each failed attempt while the store
 is unavailable) the writer sends a `WriterStats` back, which the parent turns into Prometheus metrics and
 health. Chunks are numbered: a report's `committed_through` tells the MQTT side which messages it may now
-acknowledge (collector/acks.py). The `stop` event asks a writer stuck on an unavailable store to give up; what
+acknowledge (acks.py). The `stop` event asks a writer stuck on an unavailable store to give up; what
 it did not commit is never reported as committed, so never acknowledged.
 """
 
@@ -26,7 +26,14 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 from collector.config import CollectorSettings
-from collector.store import Batch, DeadLetter, Store, StoreRejectedError, StoreUnavailableError, open_store
+from collector.index.store import (
+    Batch,
+    DeadLetter,
+    Store,
+    StoreRejectedError,
+    StoreUnavailableError,
+    open_store,
+)
 from common import jsonlog
 from contract.codec import decode
 from contract.errors import ContractError

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from collector.store import ClipRow, Store
+from collector.index.store import ClipRow, Store
 from contract.errors import ContractError
 from contract.manifest import MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from collector.store_sql import SqlStore
+from collector.index.store_sql import SqlStore
 
 
 def sqlite_path(url: str) -> str:

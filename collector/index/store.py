@@ -361,11 +361,11 @@ class Store(Protocol):
 def open_store(url: str) -> Store:
     """A store for `sqlite:///path` or `postgresql://...` (not migrated: call `migrate()`)."""
     if url.startswith("sqlite://"):
-        from collector.store_sqlite import SqliteStore
+        from collector.index.store_sqlite import SqliteStore
 
         return SqliteStore(url)
     if url.startswith(("postgresql://", "postgres://")):
-        from collector.store_postgres import PostgresStore
+        from collector.index.store_postgres import PostgresStore
 
         return PostgresStore(url)
     raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")

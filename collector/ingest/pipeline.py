@@ -1,5 +1,5 @@
 """MQTT in, index out: a paho-mqtt (MQTT 5) subscriber thread hands raw messages, in chunks, through a bounded
-queue to a writer process (collector/writer.py) that decodes, checks and commits them in batches (one
+queue to a writer process (collector/ingest/writer.py) that decodes, checks and commits them in batches (one
 transaction per `ingest.batch_max` messages or `ingest.batch_ms`, whichever first).
 
 Lifecycle (sinks first, sources last): `Ingest.start()` starts the writer, then the subscriber; `stop()`
@@ -7,7 +7,7 @@ stops taking messages, lets the writer commit what it holds, acknowledges that, 
 keeps the persistent session and queues QoS 1 messages meanwhile).
 
 Durability: a QoS 1 message is acknowledged only once the writer has committed it (or rejected it), see
-collector/acks.py. A crash loses nothing acknowledged: the broker delivers the rest again to the resumed
+acks.py. A crash loses nothing acknowledged: the broker delivers the rest again to the resumed
 session, and the idempotent upserts absorb what was committed twice. The broker may send at most
 `ingest.receive_maximum` messages ahead of their acknowledgement (the MQTT 5 Receive Maximum).
 """
@@ -26,11 +26,11 @@ from typing import Any, cast
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from collector import writer
-from collector.acks import AckLedger
-from collector.buffered_client import BufferedClient
 from collector.config import CollectorSettings
-from collector.health import IngestHealth
+from collector.ingest import writer
+from collector.ingest.acks import AckLedger
+from collector.ingest.buffered_client import BufferedClient
+from collector.ingest.health import IngestHealth
 from collector.metrics import CollectorMetrics
 from common.mqtt_client import connect_persistent, new_client
 from contract import topics

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from collector.writer import WriterStats
+from collector.ingest.writer import WriterStats
 
 
 class IngestHealth:

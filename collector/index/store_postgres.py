@@ -9,8 +9,8 @@ from typing import Any
 
 import psycopg
 
-from collector.store import Batch
-from collector.store_sql import HISTORY_ON_CONFLICT, STATUS_COLUMNS, STATUS_ON_CONFLICT, SqlStore
+from collector.index.store import Batch
+from collector.index.store_sql import HISTORY_ON_CONFLICT, STATUS_COLUMNS, STATUS_ON_CONFLICT, SqlStore
 
 MIGRATION_LOCK_ID = 0x43435456  # "CCTV"
 BULK_MIN_ROWS = 500  # below this, per-row statements in one pipeline cost less than COPY and a temp table

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from collector.store import Store
+from collector.index.store import Store
 from contract.messages import CameraState
 
 T = TypeVar("T")

@@ -1,0 +1,1 @@
+"""Who may do what: token verification, the agency policy file, the one decision function, rate limits."""

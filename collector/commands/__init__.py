@@ -1,0 +1,1 @@
+"""Commands to district agents: signed, recorded, and published from a durable outbox until answered."""

@@ -1,0 +1,1 @@
+"""The index store: one interface per user, SQLite and PostgreSQL backends, migrations, reconcile."""

@@ -1,0 +1,1 @@
+"""The public HTTP API under /v1 (FastAPI): routers by resource, schemas, errors with stable codes."""
