@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     jsonlog.setup(settings.log_level)
     if args.command == "public-key":
-        from agent.clips.manifest import load_or_create_key, public_key_pem
+        from common.signing import load_or_create_key, public_key_pem
 
         sys.stdout.write(public_key_pem(load_or_create_key(settings.clips.key_file)).decode())
         return 0

@@ -6,8 +6,8 @@ no field here on purpose: they never leave the district. Unknown fields are reje
 change of fields is a change of this model (the covered window may gain fields, e.g. the time source and its
 uncertainty), and a change that old readers cannot accept is a new `v`.
 
-Canonical form and signing live with the agent's key handling (agent/clips/manifest.py): the signature covers
-the canonical JSON of this model's dump without `signature`.
+Canonical form and signing: common/signing.py; the signature covers the canonical JSON of this model's dump
+without `signature` (agent/clips/manifest.py).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pydantic import (
 
 from contract.errors import ContractError
 from contract.messages import DistrictSlug, Ident, Text
+from contract.signature import Signature
 
 MANIFEST_VERSION: Literal[1] = 1
 MANIFEST_SUFFIX = ".manifest.json"
@@ -73,12 +74,6 @@ class Covered(_Part):
 class Digest(_Part):
     sha256: Sha256
     size_bytes: int = Field(ge=0)
-
-
-class Signature(_Part):
-    alg: Literal["ed25519"]
-    key_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description="first 16 hex of SHA-256 of the key")]
-    value: Annotated[str, Field(min_length=1, max_length=200, description="base64 of the signature")]
 
 
 class Manifest(_Part):

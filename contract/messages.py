@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from common.jsonlog import redact
+from contract.signature import Signature
 from contract.topics import DISTRICT_PATTERN, ID_PATTERN
 
 VERSION: Literal[1] = 1
@@ -47,6 +48,17 @@ AgentPresence = Literal["online", "offline"]
 # searches for vulnerable people before routine work.
 Priority = Literal["112", "119", "disaster", "vulnerable", "routine"]
 PRIORITY_RANK: dict[Priority, int] = {"112": 0, "119": 1, "disaster": 2, "vulnerable": 3, "routine": 4}
+# The five safety services of the national smart city platform; an incident names one.
+Service = Literal["112-video", "112-dispatch", "119-dispatch", "disaster", "vulnerable"]
+SERVICE_PRIORITY: dict[Service, Priority] = {
+    "112-video": "112",
+    "112-dispatch": "112",
+    "119-dispatch": "119",
+    "disaster": "disaster",
+    "vulnerable": "vulnerable",
+}
+# Where a clip's footage came from: the live stream, the agent's pre-roll buffer, or recorded storage.
+ClipSource = Literal["live", "preroll", "recording"]
 
 
 class Message(BaseModel):
@@ -170,6 +182,10 @@ class ClipRequest(Message):
     priority: Priority = "routine"
     requested_by: Annotated[str, Field(max_length=128, pattern=_NO_NUL)] = ""
     sent_at: Timestamp
+    # Set by the collector on every command it signs; the agent checks them against its district policy.
+    service: Service | None = None
+    expires_at: Timestamp | None = None
+    signature: Signature | None = None
 
     @model_validator(mode="after")
     def _window_order(self) -> ClipRequest:
@@ -187,6 +203,10 @@ class ArmRequest(Message):
     priority: Priority = "routine"
     agency: Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_NUL)]
     sent_at: Timestamp
+    incident: Annotated[str, Field(max_length=64, pattern=_NO_NUL)] = ""
+    service: Service | None = None
+    expires_at: Timestamp | None = None
+    signature: Signature | None = None
 
 
 ClipStatusName = Literal["accepted", "capturing", "uploading", "succeeded", "failed"]
@@ -207,6 +227,7 @@ class ClipUpdate(Message):
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     covered_start: Timestamp | None = None
     covered_end: Timestamp | None = None
+    source: ClipSource | None = None
     sent_at: Timestamp
 
 

@@ -1,9 +1,8 @@
 """Evidence manifests: what a clip is, who asked for it and why, signed with the agent's Ed25519 key.
 
-The fields are the contract's (contract/manifest.py, shared with the collector). Canonical form: JSON with
-sorted keys, no spaces, UTF-8. The signature covers the canonical JSON of the manifest model's dump without
-its ``signature`` field and is stored in it as
-``{"alg": "ed25519", "key_id": <first 16 hex of SHA-256 of the raw public key>, "value": <base64>}``.
+The fields are the contract's (contract/manifest.py, shared with the collector); keys, canonical form and the
+signature's shape are common/signing.py's. The signature covers the canonical JSON of the manifest model's
+dump without its ``signature`` field.
 The camera's network address never goes in: addresses and credentials stay in the district.
 
 ``cctv-agent verify-clip --clip F --manifest M --public-key K [--thumbnail T] [--json]`` checks a clip
@@ -17,7 +16,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -29,8 +27,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
+from common.signing import key_id, sign, signed_body
 from contract.errors import ContractError
-from contract.manifest import MANIFEST_VERSION, Digest, Manifest, Signature, first_error, parse_manifest
+from contract.manifest import MANIFEST_VERSION, Digest, Manifest, first_error, parse_manifest
 
 log = logging.getLogger(__name__)
 
@@ -38,46 +37,6 @@ ALG: Literal["ed25519"] = "ed25519"
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 _TEXT_MAX = 500  # contract.messages.Text: a camera may send a longer manufacturer or model
 _CHUNK = 1 << 20
-
-
-def canonical_json(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    """The agent's signing key from a PEM file; created (mode 0600, directory 0700) if it does not exist."""
-    path = Path(path)
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        try:  # O_EXCL: two agents starting at once must not overwrite each other's key
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return load_or_create_key(path)
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-        log.info("created signing key %s (key id %s)", path, key_id(key.public_key()))
-        return key
-    if path.stat().st_mode & 0o077:
-        log.warning("signing key %s is readable by others; chmod 600 it", path)
-    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(loaded, Ed25519PrivateKey):
-        raise ValueError(f"{path} is not an Ed25519 private key")
-    return loaded
-
-
-def public_key_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 def file_digest(data: bytes | Path) -> tuple[str, int]:
@@ -149,11 +108,6 @@ def build_manifest(
     )
 
 
-def signed_body(manifest: Manifest) -> bytes:
-    """What the signature covers: the canonical JSON of the manifest's dump without its signature."""
-    return canonical_json(manifest.model_dump(mode="json", exclude={"signature"}))
-
-
 def manifest_json(manifest: Manifest) -> bytes:
     """The stored form of a manifest (sorted keys, indented), as uploaded next to its clip."""
     return json.dumps(manifest.model_dump(mode="json"), sort_keys=True, indent=1, ensure_ascii=False).encode()
@@ -161,9 +115,7 @@ def manifest_json(manifest: Manifest) -> bytes:
 
 def sign_manifest(manifest: Manifest, key: Ed25519PrivateKey) -> Manifest:
     """A copy of ``manifest`` with its ``signature`` (any old one is replaced)."""
-    value = base64.b64encode(key.sign(signed_body(manifest))).decode()
-    signature = Signature(alg=ALG, key_id=key_id(key.public_key()), value=value)
-    return manifest.model_copy(update={"signature": signature})
+    return manifest.model_copy(update={"signature": sign(signed_body(manifest), key)})
 
 
 def verify(

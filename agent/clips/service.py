@@ -169,7 +169,8 @@ class ClipService:
         return ObjectLock(self._s3.object_lock_mode, days) if days else None
 
     def _default_signer(self) -> Signer:
-        from agent.clips.manifest import load_or_create_key, sign_manifest
+        from agent.clips.manifest import sign_manifest
+        from common.signing import load_or_create_key
 
         key = load_or_create_key(self.settings.key_file)
         return lambda manifest: sign_manifest(manifest, key)

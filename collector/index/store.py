@@ -13,11 +13,14 @@ engine converts its driver's exceptions into these two, in one place (`SqlStore.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+if TYPE_CHECKING:
+    from collector.index.tx import Tx
 from contract.messages import (
     AgentState,
     AnyMessage,
@@ -353,6 +356,10 @@ class Store(Protocol):
 
     def replace_clips(self, rows: list[ClipRow]) -> int:
         """Swap the whole clip index for `rows` in one transaction; the number of rows it replaced."""
+        ...
+
+    def transaction(self) -> contextlib.AbstractContextManager[Tx]:
+        """One transaction for the platform's writes (collector/index/tx.py)."""
         ...
 
     def close(self) -> None: ...

@@ -29,6 +29,7 @@ from collector.index.store import (
     StoreUnavailableError,
     Transition,
 )
+from collector.index.tx import Tx
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,22 @@ class SqlStore(ABC):
         return applied
 
     # -- writes -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """One transaction for the platform's writes: committed when the block ends, rolled back if it raises
+        (as StoreError, classified like ingest's)."""
+        try:
+            cur = self._conn.cursor()
+            self._begin(cur)
+            yield Tx(cur, self.engine, self._sql)
+            self._conn.commit()
+        except Exception as exc:
+            self._recover()
+            raise self._classify(exc) from exc
+
+    def _begin(self, cur: Any) -> None:  # noqa: B027 - deliberately empty: drivers begin implicitly
+        """Start a write transaction (SQLite overrides this to take its write lock first)."""
+
     def apply(self, batch: Batch) -> None:
         """Write a batch in one transaction. On failure nothing of it is kept and a StoreError says whether a
         retry can succeed; a lost connection is replaced first, so that it can."""

@@ -11,6 +11,7 @@ import fcntl
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from collector.index.store_sql import SqlStore
 
@@ -38,6 +39,11 @@ class SqliteStore(SqlStore):
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=10000")
         return conn
+
+    def _begin(self, cur: Any) -> None:
+        if self._conn.in_transaction:
+            self._conn.commit()  # a read left open must not turn the write lock into an upgrade
+        cur.execute("BEGIN IMMEDIATE")
 
     def _rejection_reason(self, exc: Exception) -> str | None:
         # OperationalError (locked, disk I/O) is transient; these are about the values of the batch.

@@ -14,9 +14,10 @@ import json
 import os
 from pathlib import Path
 
-from agent.clips.manifest import public_key_pem, verify
+from agent.clips.manifest import verify
 from collector.index.reconcile import manifest_row
 from collector.index.store import Batch
+from common.signing import public_key_pem
 from contract.manifest import parse_manifest
 from contract.messages import ClipUpdate
 from tests.contract.golden_manifest.delivery import (

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from agent.app import Agent
-from agent.clips.manifest import load_or_create_key, public_key_pem, verify
+from agent.clips.manifest import verify
 from agent.config import AgentSettings
+from common.signing import load_or_create_key, public_key_pem
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest

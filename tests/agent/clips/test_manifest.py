@@ -12,15 +12,12 @@ import pytest
 from agent.clips.manifest import (
     build_manifest,
     file_digest,
-    key_id,
-    load_or_create_key,
     manifest_json,
-    public_key_pem,
     sign_manifest,
-    signed_body,
     verify,
     verify_main,
 )
+from common.signing import key_id, load_or_create_key, public_key_pem, signed_body
 from contract.manifest import Manifest
 
 CLIP = b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 40

@@ -20,10 +20,11 @@ from botocore.exceptions import ClientError
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from agent.clips.manifest import load_or_create_key, public_key_pem, verify
+from agent.clips.manifest import verify
 from agent.clips.s3 import clip_keys
 from agent.clips.service import ClipService
 from agent.clips.settings import ClipBucketSettings, ClipSettings
+from common.signing import load_or_create_key, public_key_pem
 from contract.messages import ArmRequest
 from tests.agent.clips.clip_harness import (
     DISTRICT,

@@ -1,0 +1,36 @@
+"""One database transaction, as the platform's parts use it: incidents, clip requests, the command outbox and
+the audit record of each action are written through the same `Tx`, so they commit together or not at all.
+
+Statements use `?` placeholders on both engines (translated for PostgreSQL). `Store.transaction()` opens one:
+on SQLite with BEGIN IMMEDIATE (the write lock is taken first, so two writers never deadlock on an upgrade and
+the audit chain's head is read and extended by one writer at a time); on PostgreSQL callers that need that
+order lock a row (`SELECT ... FOR UPDATE`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class Tx:
+    def __init__(self, cursor: Any, engine: str, sql: Callable[[str], str]) -> None:
+        self._cur, self.engine, self._sql = cursor, engine, sql
+
+    def execute(self, statement: str, params: tuple[Any, ...] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        self._cur.execute(self._sql(statement), params)
+        return int(self._cur.rowcount)
+
+    def executemany(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self._cur.executemany(self._sql(statement), rows)
+
+    def query(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        self._cur.execute(self._sql(statement), params)
+        rows: list[tuple[Any, ...]] = self._cur.fetchall()
+        return rows
+
+    def for_update(self) -> str:
+        """Row-lock suffix for a SELECT that must serialise writers (SQLite: empty, it locks the file)."""
+        return " FOR UPDATE" if self.engine == "postgres" else ""
