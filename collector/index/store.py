@@ -362,6 +362,10 @@ class Store(Protocol):
         """One transaction for the platform's writes (collector/index/tx.py)."""
         ...
 
+    def reading(self) -> contextlib.AbstractContextManager[Tx]:
+        """A read-only `Tx` for the API's queries (collector/index/queries.py); takes no write lock."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -58,7 +58,7 @@ SELECT c.camera_id, c.district, c.agent_id, COALESCE(c.name, '') AS name,
   CASE WHEN a.state = 'offline' THEN 'unknown' ELSE COALESCE(c.state, 'unknown') END AS state,
   CASE WHEN a.state = 'offline' THEN 'agent_offline' ELSE c.reasons END AS reasons,
   COALESCE(c.manufacturer, '') AS manufacturer, COALESCE(c.model, '') AS model, c.last_seen,
-  a.state AS agent_state
+  a.state AS agent_state, c.lat, c.lon, c.meta_updated_at
 FROM cameras c LEFT JOIN agents a ON a.district = c.district
 """
 
@@ -231,8 +231,9 @@ class SqlStore(ABC):
     # -- writes -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
-        """One transaction for the platform's writes: committed when the block ends, rolled back if it raises
-        (as StoreError, classified like ingest's)."""
+        """One transaction for the platform's writes: committed when the block ends, rolled back if it raises.
+        A driver error is raised as StoreError (classified like ingest's); the caller's own exception (an API
+        refusal, say) is raised unchanged."""
         try:
             cur = self._conn.cursor()
             self._begin(cur)
@@ -240,7 +241,17 @@ class SqlStore(ABC):
             self._conn.commit()
         except Exception as exc:
             self._recover()
-            raise self._classify(exc) from exc
+            raise self._from_driver(exc) from exc
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Tx]:
+        """Reads for the API, without a write lock; the read transaction ends with the block."""
+        try:
+            yield Tx(self._conn.cursor(), self.engine, self._sql)
+            self._conn.commit()
+        except Exception as exc:
+            self._recover()
+            raise self._from_driver(exc) from exc
 
     def _begin(self, cur: Any) -> None:  # noqa: B027 - deliberately empty: drivers begin implicitly
         """Start a write transaction (SQLite overrides this to take its write lock first)."""
@@ -254,6 +265,13 @@ class SqlStore(ABC):
         except Exception as exc:
             self._recover()
             raise self._classify(exc) from exc
+
+    # The driver's exceptions (subclasses add theirs); anything else raised inside a transaction block is the
+    # caller's own (a refusal, a bug) and passes through unchanged after the rollback.
+    driver_errors: tuple[type[Exception], ...] = (OverflowError, UnicodeError)
+
+    def _from_driver(self, exc: Exception) -> Exception:
+        return self._classify(exc) if isinstance(exc, self.driver_errors) else exc
 
     def _classify(self, exc: Exception) -> StoreError:
         """The one place a driver's exception becomes StoreRejectedError (a value the database cannot hold) or

@@ -54,7 +54,7 @@ class Collector:
 
     def healthz(self) -> tuple[int, dict[str, Any]] | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=2) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/v1/healthz", timeout=2) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
@@ -62,7 +62,8 @@ class Collector:
             return None
 
     def cameras(self) -> dict[str, tuple[str, str, str]]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/cameras", timeout=5) as resp:
+        url = f"http://127.0.0.1:{self.http_port}/v1/cameras?limit=1000"
+        with urllib.request.urlopen(url, timeout=5) as resp:
             return {
                 c["camera_id"]: (c["district"], c["agent_id"], c["state"])
                 for c in json.loads(resp.read())["cameras"]

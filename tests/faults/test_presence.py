@@ -53,7 +53,7 @@ class Collector:
             return None
 
     async def cameras(self) -> dict[str, dict[str, Any]]:
-        body = await self._get(self.http_port, "/cameras?district=gangnam")
+        body = await self._get(self.http_port, "/v1/cameras?district=gangnam")
         return {} if body is None else {c["camera_id"]: c for c in json.loads(body)["cameras"]}
 
     async def gauge(self, name: str, labels: dict[str, str]) -> float | None:
