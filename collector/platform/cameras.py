@@ -6,12 +6,12 @@ import base64
 import binascii
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from collector.index import queries
-from collector.platform.context import Platform, platform
 from collector.platform.errors import ERROR_RESPONSES, ApiError
+from collector.platform.guard import CallerDep
 from collector.platform.schemas import Camera, DistrictSlugQuery
 from contract.messages import CameraState
 
@@ -26,7 +26,7 @@ class CameraPage(BaseModel):
 
 @router.get("/cameras", summary="Cameras, filtered and paginated (ordered by camera id)")
 def list_cameras(
-    p: Annotated[Platform, Depends(platform)],
+    c: CallerDep,
     *,
     district: DistrictSlugQuery = None,
     state: Annotated[CameraState | None, Query()] = None,
@@ -34,8 +34,9 @@ def list_cameras(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> CameraPage:
+    c.require("cameras.list", district=district)
     flt = queries.CameraFilter(district, state, parse_bbox(bbox))
-    with p.store().reading() as tx:
+    with c.p.store().reading() as tx:
         rows = queries.camera_page(tx, flt, limit + 1, decode_cursor(cursor))
     more = len(rows) > limit
     rows = rows[:limit]

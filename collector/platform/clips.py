@@ -81,7 +81,7 @@ class ClipList(BaseModel):
 def request_clips(c: CallerDep, incident_id: str, body: ClipsAsk) -> ClipList:
     with c.p.store().reading() as tx:
         row = grants.load(tx, incident_id)
-    incident = grants.view(row, c.now)
+    incident = grants.view(row)
     c.require("cameras.nearby" if body.nearest else "incident.read", incident=incident, purpose=row.purpose)
     agency = c.agency
     assert agency is not None  # the decision refuses unknown agencies
@@ -119,7 +119,7 @@ def get_clip(c: CallerDep, clip_id: str) -> Clip:
             raise not_found("clip", clip_id)
         row = grants.load(tx, state.request.incident_id)
         item = queries.cameras_by_id(tx, [state.request.camera_id]).get(state.request.camera_id)
-    incident = grants.view(row, c.now)
+    incident = grants.view(row)
     c.require("clip.read", incident=incident, purpose=row.purpose)
     clip = _clip(state)
     if state.status != "succeeded" or state.object_key is None or c.p.objects is None:

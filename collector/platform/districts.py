@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel
 
 from collector.index import queries
-from collector.platform.context import Platform, platform
 from collector.platform.errors import ERROR_RESPONSES
+from collector.platform.guard import CallerDep
 from collector.platform.schemas import utc
 from contract.districts import DISTRICTS
 
@@ -33,8 +32,9 @@ class DistrictList(BaseModel):
 
 
 @router.get("/districts", summary="Every district: agent presence and camera availability")
-def list_districts(p: Annotated[Platform, Depends(platform)]) -> DistrictList:
-    with p.store().reading() as tx:
+def list_districts(c: CallerDep) -> DistrictList:
+    c.require("districts.list")
+    with c.p.store().reading() as tx:
         rows = queries.districts(tx, DISTRICTS)
     return DistrictList(
         districts=[

@@ -16,8 +16,9 @@ from collector.platform.nearby import near
 from collector.platform.schemas import Grant, Incident, NearbyCamera, PositionOut, utc
 
 
-def view(row: db.IncidentRow, now: float) -> IncidentView:
-    state, _ = row.state(now)
+def view(row: db.IncidentRow) -> IncidentView:
+    """The incident as the decision judges it; its time limit is judged there (`incident_expired`)."""
+    state = "closed" if row.closed_at is not None and row.closed_at < row.expires_at else "open"
     return IncidentView(
         incident_id=row.incident_id,
         agency=row.agency,
@@ -45,7 +46,7 @@ def shown(c: Caller, row: db.IncidentRow, *, with_grant: bool = True) -> Inciden
         agency = c.p.access.policy.agencies.get(row.agency)
         grant = Grant(
             scope=agency.scope if agency is not None else "none",
-            radius_m=c.p.access.grant_radius_m(view(row, c.now), c.now),
+            radius_m=c.p.access.grant_radius_m(view(row), c.now),
             positions=[
                 PositionOut(lat=p.lat, lon=p.lon, at=p.at, district=p.district) for p in row.positions
             ],
@@ -77,7 +78,7 @@ def nearby(c: Caller, row: db.IncidentRow, limit: int) -> list[NearbyCamera]:
     agency = c.p.access.policy.agencies.get(row.agency)
     if agency is None or c.p.cameras is None:
         return []
-    radius = c.p.access.grant_radius_m(view(row, c.now), c.now)
+    radius = c.p.access.grant_radius_m(view(row), c.now)
     districts = None if agency.districts == "all" else agency.districts
     max_m = None if agency.scope == "own_district" else radius
     found = near(c.p.cameras.index, [(p.lat, p.lon) for p in row.positions], limit, max_m, districts)

@@ -97,7 +97,7 @@ def list_incidents(
 def get_incident(c: CallerDep, incident_id: str) -> Incident:
     with c.p.store().reading() as tx:
         row = grants.load(tx, incident_id)
-    c.require("incident.read", incident=grants.view(row, c.now))
+    c.require("incident.read", incident=grants.view(row))
     return grants.shown(c, row)
 
 
@@ -107,11 +107,11 @@ def incident_cameras(
 ) -> NearbyList:
     with c.p.store().reading() as tx:
         row = grants.load(tx, incident_id)
-    c.require("cameras.nearby", incident=grants.view(row, c.now), purpose=row.purpose)
+    c.require("cameras.nearby", incident=grants.view(row), purpose=row.purpose)
     cameras = grants.nearby(c, row, min(limit or c.p.settings.nearby_default, c.p.settings.nearby_max))
     with c.p.store().transaction() as tx:
         c.audit(tx, "cameras.nearby", row.incident_id, subjects=grants.subjects(cameras), purpose=row.purpose)
-    radius = c.p.access.grant_radius_m(grants.view(row, c.now), c.now)
+    radius = c.p.access.grant_radius_m(grants.view(row), c.now)
     return NearbyList(incident_id=row.incident_id, radius_m=radius, cameras=cameras)
 
 
@@ -123,7 +123,7 @@ def add_position(c: CallerDep, incident_id: str, body: PositionAdd) -> Incident:
         raise ApiError(422, "position_in_future", "at lies in the future", "at")
     with c.p.store().reading() as tx:
         row = grants.load(tx, incident_id)
-    c.require("incident.update", incident=grants.view(row, c.now), district=district, purpose=row.purpose)
+    c.require("incident.update", incident=grants.view(row), district=district, purpose=row.purpose)
     if len(row.positions) >= MAX_POSITIONS:
         raise ApiError(
             422, "too_many_positions", f"an incident holds at most {MAX_POSITIONS} positions", "lat"
@@ -139,7 +139,7 @@ def add_position(c: CallerDep, incident_id: str, body: PositionAdd) -> Incident:
 def close_incident(c: CallerDep, incident_id: str) -> Incident:
     with c.p.store().reading() as tx:
         row = grants.load(tx, incident_id)
-    c.require("incident.close", incident=grants.view(row, c.now), purpose=row.purpose)
+    c.require("incident.close", incident=grants.view(row), purpose=row.purpose)
     with c.p.store().transaction() as tx:
         if not db.close_incident(tx, incident_id, c.now, c.principal.account):
             raise ApiError(409, "incident_closed", f"incident {incident_id} is closed already")
@@ -152,7 +152,7 @@ def _grant_detail(c: Caller, row: db.IncidentRow) -> dict[str, object]:
     """The grant as the audit trail records each change of it."""
     return {
         "service": row.service,
-        "radius_m": c.p.access.grant_radius_m(grants.view(row, c.now), c.now),
+        "radius_m": c.p.access.grant_radius_m(grants.view(row), c.now),
         "positions": [[p.lat, p.lon, p.at] for p in row.positions],
         "expires_at": row.expires_at,
         "closed_at": row.closed_at,

@@ -4,18 +4,23 @@ and one error shape with a stable code and the field at fault (ASGI app over htt
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from collector.index.store import Batch, Store
+from collector.access.gate import Access
+from collector.access.settings import AccessSettings
+from collector.access.tokens import issue_token
+from collector.index.store import Batch, Store, open_store
 from collector.platform.api import create_app
 from collector.platform.context import Platform
 from collector.platform.stores import ThreadStores
 from contract.districts import DISTRICTS
 from contract.messages import AnyMessage
 from tests.collector.conftest import agent, meta, status
+from tests.collector.platform_harness import AUDIENCE, ISSUER, POLICY, write_jwks
 
 HEALTH: dict[str, Any] = {"ok": True}
 
@@ -39,15 +44,20 @@ def seed(store: Store) -> None:
 
 
 @pytest.fixture
-async def client(store: Store, store_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    from collector.index.store import open_store
-
+async def client(store: Store, store_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with real token checks; requests carry a platform operator's token (cameras, districts)."""
     seed(store)
     HEALTH.clear()
     HEALTH["ok"] = True
+    idp_key, jwks = write_jwks(tmp_path)
+    settings = AccessSettings(jwks_file=jwks, issuer=ISSUER, audience=AUDIENCE, policy_file=POLICY)
     stores = ThreadStores(lambda: open_store(store_url))
-    app = create_app(Platform(stores, lambda: dict(HEALTH)))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+    app = create_app(Platform(stores, lambda: dict(HEALTH), access=Access.from_settings(settings)))
+    token = issue_token(idp_key, sub="ops-lee", agency="platform-ops", role="platform", iss=ISSUER, aud=AUDIENCE,
+                        ttl_s=600)  # fmt: skip
+    headers = {"Authorization": f"Bearer {token}"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as c:
         yield c
     stores.close()
 
@@ -125,3 +135,13 @@ async def test_healthz_is_503_with_the_reason_when_unhealthy(client: httpx.Async
     HEALTH.update(ok=False, writer_alive=False)  # what a load balancer or Kubernetes probe must see
     r = await client.get("/v1/healthz")
     assert r.status_code == 503 and r.json()["writer_alive"] is False
+    assert (
+        await client.get("/v1/healthz", headers={"Authorization": ""})
+    ).status_code == 503  # no token needed
+
+
+@pytest.mark.parametrize("path", ["/v1/cameras", "/v1/districts"])
+async def test_reads_need_a_token(client: httpx.AsyncClient, path: str) -> None:
+    r = await client.get(path, headers={"Authorization": ""})
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "token_missing")
+    assert r.headers["WWW-Authenticate"] == "Bearer"
