@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from collector.access.gate import Access
 from collector.access.settings import AccessSettings
 from collector.access.tokens import issue_token, jwks_for
 from collector.commands.signing import CommandSigner
+
 from collector.config import PlatformSettings
 from collector.index.store import Batch, Store, open_store
 from collector.platform.api import create_app

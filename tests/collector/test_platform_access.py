@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from collector.access.tokens import issue_token
+
 from tests.collector.platform_harness import AUDIENCE, ISSUER, POLICY, Harness, harness
 from tests.collector.test_platform_incidents import incident
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-
 from collector.access.gate import Access
 from collector.access.settings import AccessSettings
 from collector.access.tokens import issue_token
+
 from collector.index.store import Batch, Store, open_store
 from collector.platform.api import create_app
 from collector.platform.context import Platform
@@ -53,8 +53,8 @@ async def client(store: Store, store_url: str, tmp_path: Path) -> AsyncIterator[
     settings = AccessSettings(jwks_file=jwks, issuer=ISSUER, audience=AUDIENCE, policy_file=POLICY)
     stores = ThreadStores(lambda: open_store(store_url))
     app = create_app(Platform(stores, lambda: dict(HEALTH), access=Access.from_settings(settings)))
-    token = issue_token(idp_key, sub="ops-lee", agency="platform-ops", role="platform", iss=ISSUER, aud=AUDIENCE,
-                        ttl_s=600)  # fmt: skip
+    claims = {"sub": "ops-lee", "agency": "platform-ops", "role": "platform", "iss": ISSUER, "aud": AUDIENCE}
+    token = issue_token(idp_key, ttl_s=600, **claims)
     headers = {"Authorization": f"Bearer {token}"}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as c:
