@@ -75,6 +75,7 @@ class ClipState:
     covered_start: float | None
     covered_end: float | None
     updated_at: float | None
+    footage: str | None = None
 
 
 _INCIDENT_COLUMNS = (
@@ -87,7 +88,7 @@ _REQUEST_COLUMNS = (
 )
 _CLIP_COLUMNS = (
     "c.status, c.reason, c.object_key, c.thumbnail_key, c.manifest_key, c.size_bytes, c.sha256, "
-    "c.covered_start, c.covered_end, c.updated_at"
+    "c.covered_start, c.covered_end, c.updated_at, c.footage"
 )
 
 
@@ -213,9 +214,9 @@ def _incident(r: tuple[Any, ...], positions: tuple[Position, ...]) -> IncidentRo
 
 def _clip_state(r: tuple[Any, ...]) -> ClipState:
     req = ClipRequestRow(*r[:8], float(r[8]), float(r[9]), float(r[10]))
-    (status, reason, obj, thumb, manifest, size, sha, c_start, c_end, updated) = r[11:]
+    (status, reason, obj, thumb, manifest, size, sha, c_start, c_end, updated, footage) = r[11:]
     return ClipState(
         req, status, reason, obj, thumb, manifest, None if size is None else int(size), sha,
         None if c_start is None else float(c_start), None if c_end is None else float(c_end),
-        None if updated is None else float(updated),
+        None if updated is None else float(updated), footage,
     )  # fmt: skip

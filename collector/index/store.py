@@ -137,6 +137,7 @@ class ClipRow:
     updated_at: float = 0.0
     missing_object: bool = False
     source: str = "mqtt"  # or "manifest" when reconciliation indexed it from the bucket
+    footage: str | None = None  # where the agent took it from: live, preroll, recording (ClipUpdate.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +291,7 @@ def _clip_row(m: ClipUpdate) -> ClipRow:
         covered_start=epoch(m.covered_start),
         covered_end=epoch(m.covered_end),
         updated_at=m.sent_at.timestamp(),
+        footage=m.source,
     )
 
 

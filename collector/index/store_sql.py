@@ -122,7 +122,8 @@ ON CONFLICT (district, taken_at, state) DO UPDATE SET cameras = excluded.cameras
 
 _CLIP_COLUMNS = (
     "request_id, camera_id, district, agent_id, status, reason, object_key, thumbnail_key, manifest_key, "
-    "size_bytes, sha256, covered_start, covered_end, agency, incident, updated_at, missing_object, source"
+    "size_bytes, sha256, covered_start, covered_end, agency, incident, updated_at, missing_object, source, "
+    "footage"
 )
 _CLIP_KEEP = (
     "object_key",
@@ -134,13 +135,14 @@ _CLIP_KEEP = (
     "covered_end",
     "agency",
     "incident",
+    "footage",
 )
 # Progress never regresses: a lower rank, or an older update of the same rank, changes nothing. The reason
 # is the latest update's (it explains the current status); keys and digests, once known, are kept.
 # `succeeded` outranks `failed` (a late `failed` leaves a delivered clip as it is); a QoS 1 duplicate rewrites
 # the same values.
 UPSERT_CLIP = f"""
-INSERT INTO clips ({_CLIP_COLUMNS}, status_rank) VALUES ({", ".join(["?"] * 19)})
+INSERT INTO clips ({_CLIP_COLUMNS}, status_rank) VALUES ({", ".join(["?"] * 20)})
 ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, status_rank = excluded.status_rank,
   agent_id = COALESCE(excluded.agent_id, clips.agent_id), reason = excluded.reason,
   {", ".join(f"{c} = COALESCE(excluded.{c}, clips.{c})" for c in _CLIP_KEEP)},

@@ -64,7 +64,7 @@ class Clip(BaseModel):
     covered_end: datetime | None = None
     size_bytes: int | None = None
     sha256: str | None = None
-    source: str | None = None
+    source: str | None = None  # where the agent took the footage from: live, preroll, recording
     manifest_verified: bool | None = None
     manifest_problem: str | None = None
     playback: Playback | None = None
@@ -276,4 +276,5 @@ def _clip(s: db.ClipState) -> Clip:
         covered_end=utc(s.covered_end),
         size_bytes=s.size_bytes,
         sha256=s.sha256,
+        source=s.footage,
     )

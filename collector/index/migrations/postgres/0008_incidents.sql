@@ -46,3 +46,6 @@ CREATE TABLE clip_requests (
 CREATE INDEX clip_requests_incident ON clip_requests (incident_id, requested_at);
 CREATE INDEX clip_requests_camera ON clip_requests (camera_id, requested_at);
 CREATE INDEX clip_requests_agency ON clip_requests (agency, requested_at);
+
+-- Where the agent took a clip's footage from (ClipUpdate.source: live, preroll, recording).
+ALTER TABLE clips ADD COLUMN footage TEXT;
