@@ -182,7 +182,8 @@ class ClipFilter:
 
 def clip_states(tx: Tx, flt: ClipFilter, limit: int, offset: int) -> list[ClipState]:
     """An agency's clip requests matching `flt` (by request time), newest first."""
-    clauses, params = ["r.agency = ?"], [flt.agency]
+    clauses: list[str] = ["r.agency = ?"]
+    params: list[Any] = [flt.agency]
     for clause, value in (
         ("r.camera_id = ?", flt.camera_id),
         ("r.incident_id = ?", flt.incident_id),
@@ -213,7 +214,9 @@ def _incident(r: tuple[Any, ...], positions: tuple[Position, ...]) -> IncidentRo
 
 
 def _clip_state(r: tuple[Any, ...]) -> ClipState:
-    req = ClipRequestRow(*r[:8], float(r[8]), float(r[9]), float(r[10]))
+    req = ClipRequestRow(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], float(r[8]), float(r[9]), float(r[10])
+    )
     (status, reason, obj, thumb, manifest, size, sha, c_start, c_end, updated, footage) = r[11:]
     return ClipState(
         req, status, reason, obj, thumb, manifest, None if size is None else int(size), sha,

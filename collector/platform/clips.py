@@ -228,10 +228,10 @@ def _command(c: Caller, row: db.IncidentRow, req: db.ClipRequestRow) -> ClipRequ
         purpose=row.purpose,
         agency=req.agency,
         incident=row.incident_id,
-        priority=req.priority,  # type: ignore[arg-type]
+        priority=req.priority,
         requested_by=req.requested_by,
         sent_at=datetime.fromtimestamp(c.now, UTC),
-        service=row.service,  # type: ignore[arg-type]
+        service=row.service,
     )
 
 
@@ -270,7 +270,7 @@ def _clip(s: db.ClipState) -> Clip:
         requested_at=datetime.fromtimestamp(r.requested_at, UTC),
         start=datetime.fromtimestamp(r.start_at, UTC),
         end=datetime.fromtimestamp(r.end_at, UTC),
-        state=s.status or "requested",  # type: ignore[arg-type]
+        state=s.status or "requested",
         reason=s.reason,
         covered_start=utc(s.covered_start),
         covered_end=utc(s.covered_end),

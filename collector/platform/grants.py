@@ -50,7 +50,7 @@ def shown(c: Caller, row: db.IncidentRow, *, with_grant: bool = True) -> Inciden
             positions=[
                 PositionOut(lat=p.lat, lon=p.lon, at=p.at, district=p.district) for p in row.positions
             ],
-            expires_at=row.expires_at,  # type: ignore[arg-type]  # pydantic turns epoch seconds into a datetime
+            expires_at=row.expires_at,
         )
     closed_at = (
         row.closed_at if row.closed_at is not None else (row.expires_at if reason == "expired" else None)
@@ -59,15 +59,15 @@ def shown(c: Caller, row: db.IncidentRow, *, with_grant: bool = True) -> Inciden
         incident_id=row.incident_id,
         incident_no=row.incident_no,
         agency=row.agency,
-        service=row.service,  # type: ignore[arg-type]
+        service=row.service,
         type=row.kind,
         purpose=row.purpose,
         district=row.district,
-        occurred_at=row.occurred_at,  # type: ignore[arg-type]
-        opened_at=row.opened_at,  # type: ignore[arg-type]
+        occurred_at=row.occurred_at,
+        opened_at=row.opened_at,
         opened_by=row.opened_by,
-        state=state,  # type: ignore[arg-type]
-        close_reason=reason,  # type: ignore[arg-type]
+        state=state,
+        close_reason=reason,
         closed_at=utc(closed_at),
         grant=grant,
     )

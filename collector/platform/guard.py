@@ -89,7 +89,7 @@ class Caller:
             purpose=purpose,
             incident=incident,
             subjects=tuple(subjects),
-            result=result,  # type: ignore[arg-type]  # "allowed" | "refused" | "error"
+            result=result,
             code=code,
             detail=detail or {},
         )

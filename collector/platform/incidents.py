@@ -175,7 +175,7 @@ def _arm(c: Caller, tx: Tx, row: db.IncidentRow, cameras: list[NearbyCamera]) ->
             priority=SERVICE_PRIORITY[row.service],  # type: ignore[index]
             agency=row.agency,
             incident=row.incident_id,
-            service=row.service,  # type: ignore[arg-type]
+            service=row.service,
             sent_at=datetime.fromtimestamp(c.now, UTC),
         )
         enqueue(tx, c.p.signer.sign(command), c.now)

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from collector.access.gate import Access
 from collector.access.settings import AccessSettings
-from collector.access.tokens import issue_token, jwks_for
+from collector.access.tokens import issue_token
 from collector.commands.signing import CommandSigner
 
 from collector.config import PlatformSettings
@@ -24,13 +24,8 @@ from collector.platform.context import Platform
 from collector.platform.manifests import ClipObjects
 from collector.platform.nearby import CameraIndex
 from collector.platform.stores import ThreadStores
-from common.signing import key_id, load_or_create_key
 from contract.messages import AnyMessage
-from tests.collector.conftest import agent, meta, status
-
-ROOT = Path(__file__).resolve().parents[2]
-POLICY = ROOT / "deploy" / "policy.example.toml"
-ISSUER, AUDIENCE = "https://idp.test.example", "cctv-platform"
+from tests.collector.conftest import AUDIENCE, ISSUER, POLICY, agent, meta, status, write_jwks
 
 # Real places (lat, lon) and the district their polygon puts them in.
 GANGNAM_OFFICE = (37.5172, 127.0473)
@@ -105,14 +100,6 @@ class Harness:
         with self.store.reading() as tx:
             rows = tx.query("SELECT kind, payload FROM command_outbox ORDER BY created_at, request_id")
         return [{"kind": k, **json.loads(p)} for k, p in rows]
-
-
-def write_jwks(tmp_path: Path) -> tuple[Path, Path]:
-    key_path = tmp_path / "idp.key"
-    key = load_or_create_key(key_path)
-    jwks = tmp_path / "jwks.json"
-    jwks.write_text(json.dumps(jwks_for(key.public_key(), key_id(key.public_key()))))
-    return key_path, jwks
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ from collector.cli import main
 from collector.index.store import Batch, open_store
 from contract.codec import encode
 from contract.messages import AnyMessage
-from tests.collector.conftest import agent, meta, start_collector_process, status, wait_until
+from tests.collector.conftest import agent, api_headers, meta, start_collector_process, status, wait_until
 from tests.services import Mosquitto
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "collector" / "index" / "migrations" / "sqlite"
@@ -122,7 +122,8 @@ def test_run_serves_api_and_metrics_and_drains_on_sigterm(tmp_path: Path, mosqui
         client.disconnect()
         client.loop_stop()
         url = f"http://127.0.0.1:{http_port}/v1/cameras?district=gangnam"
-        wait_until(lambda: (_get(url) or {}).get("count") == 1, what="the camera in the API")
+        headers = api_headers(tmp_path)
+        wait_until(lambda: (_get(url, headers) or {}).get("count") == 1, what="the camera in the API")
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         assert 'collector_received_messages_total{kind="camera_status"} 1.0' in text
@@ -136,9 +137,9 @@ def test_run_serves_api_and_metrics_and_drains_on_sigterm(tmp_path: Path, mosqui
             proc.wait()
 
 
-def _get(url: str) -> dict[str, Any] | None:
+def _get(url: str, headers: dict[str, str] | None = None) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - http://127.0.0.1 only
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as resp:  # noqa: S310 - http://127.0.0.1 only
             body: dict[str, Any] = json.loads(resp.read())
             return body
     except (OSError, ValueError):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from collector.access.tokens import issue_token
 
-from tests.collector.platform_harness import AUDIENCE, ISSUER, POLICY, Harness, harness
+from tests.collector.conftest import AUDIENCE, ISSUER, POLICY
+from tests.collector.platform_harness import Harness, harness
 from tests.collector.test_platform_incidents import incident
 
 

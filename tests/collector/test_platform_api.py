@@ -19,8 +19,7 @@ from collector.platform.context import Platform
 from collector.platform.stores import ThreadStores
 from contract.districts import DISTRICTS
 from contract.messages import AnyMessage
-from tests.collector.conftest import agent, meta, status
-from tests.collector.platform_harness import AUDIENCE, ISSUER, POLICY, write_jwks
+from tests.collector.conftest import AUDIENCE, ISSUER, POLICY, agent, meta, status, write_jwks
 
 HEALTH: dict[str, Any] = {"ok": True}
 

@@ -1,0 +1,144 @@
+"""The platform end to end inside `cctv-collector run`, over real HTTP and a real Mosquitto (SQLite and
+PostgreSQL): cameras reported by an agent become the nearest cameras of an incident, a clip request reaches
+the district's command topic signed by the collector, and the agent's answer shows in the clip's state."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from common.signing import key_id, load_or_create_key, signature_problem, signed_body
+from contract import topics
+from contract.codec import encode
+from contract.messages import AnyMessage, ClipRequest, ClipUpdate
+from tests.collector.conftest import agent, api_headers, meta, start_collector_process, wait_until
+from tests.collector.platform_harness import CAMERAS, GANGNAM_OFFICE
+from tests.services import Mosquitto
+
+pytestmark = pytest.mark.integration
+
+
+class Agent:
+    """What a district agent does on the broker: report cameras, take commands, answer them."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.commands: list[dict[str, Any]] = []
+        self.got = threading.Condition()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(topics.commands_filter("gangnam"), qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.got:
+            self.commands.append(json.loads(msg.payload))
+
+    def publish(self, *messages: AnyMessage) -> None:
+        for m in messages:
+            d = encode(m)
+            self.client.publish(d.topic, d.payload, qos=1, retain=d.retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def running(tmp_path: Path, mosquitto: Mosquitto, store_url: str) -> Iterator[tuple[httpx.Client, Agent]]:
+    proc, http_port, _ = start_collector_process(
+        tmp_path,
+        mosquitto,
+        stderr=subprocess.PIPE,
+        store_url=store_url,
+        extra="[platform]\nnearest_refresh_s = 0.2",
+    )
+    district_agent = Agent(mosquitto)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=5)
+    try:
+        wait_until(lambda: _up(client), timeout_s=20, what="the API")
+        yield client, district_agent
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        client.close()
+        district_agent.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _up(client: httpx.Client) -> bool:
+    try:
+        return client.get("/v1/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_incident_to_signed_clip_command_to_clip_state(
+    running: tuple[httpx.Client, Agent], tmp_path: Path
+) -> None:
+    client, district_agent = running
+    gangnam = {c: at for c, (d, at) in CAMERAS.items() if d == "gangnam"}
+    district_agent.publish(agent(), *(meta(c, lat=lat, lon=lon) for c, (lat, lon) in gangnam.items()))
+    ops, police = api_headers(tmp_path), api_headers(tmp_path, "police-112", "operator", "officer-kim")
+    wait_until(
+        lambda: client.get("/v1/cameras", headers=ops).json().get("count") == len(gangnam),
+        what="cameras indexed",
+    )
+    body = {
+        "incident_no": "112-2026-0042", "service": "112-video", "type": "robbery",
+        "lat": GANGNAM_OFFICE[0], "lon": GANGNAM_OFFICE[1], "occurred_at": datetime.now(UTC).isoformat(),
+        "radius_m": 500, "purpose": "follow the suspect",
+    }  # fmt: skip
+    r = client.post("/v1/incidents", json=body, headers=police)
+    assert r.status_code == 201, r.text
+    incident_id = r.json()["incident"]["incident_id"]
+    nearby = f"/v1/incidents/{incident_id}/cameras"
+    wait_until(  # the nearest-camera index follows the cameras table within its refresh interval
+        lambda: (
+            [c["camera_id"] for c in client.get(nearby, headers=police).json()["cameras"]]
+            == ["gn-office", "gn-office-2"]
+        ),
+        what="the nearest cameras",
+    )
+    now = datetime.now(UTC)
+    window = {"start": (now - timedelta(seconds=30)).isoformat(), "end": now.isoformat()}
+    r = client.post(f"/v1/incidents/{incident_id}/clips", json={"nearest": 1, **window}, headers=police)
+    assert r.status_code == 202, r.text
+    [clip] = r.json()["clips"]
+
+    with district_agent.got:
+        assert district_agent.got.wait_for(lambda: district_agent.commands, timeout=10)
+    [raw] = district_agent.commands
+    command = ClipRequest.model_validate(raw)
+    public = load_or_create_key(tmp_path / "commands.key").public_key()
+    assert signature_problem(signed_body(command), command.signature, {key_id(public): public}) is None
+    assert (command.request_id, command.camera_id, command.priority, command.requested_by) == (
+        clip["clip_id"],
+        "gn-office",
+        "112",
+        "officer-kim",
+    )
+
+    answer = {"district": "gangnam", "request_id": command.request_id, "camera_id": "gn-office",
+              "agent_id": "agent-gangnam"}  # fmt: skip
+    district_agent.publish(
+        ClipUpdate(**answer, status="capturing", sent_at=datetime.now(UTC), source="preroll")
+    )
+    wait_until(
+        lambda: client.get(f"/v1/clips/{clip['clip_id']}", headers=police).json()["state"] == "capturing",
+        what="the agent's answer in the clip's state",
+    )
+    assert client.get(f"/v1/clips/{clip['clip_id']}", headers=police).json()["source"] == "preroll"
