@@ -7,7 +7,9 @@ pure: the clock is passed in. Its answer is a stable slug that the clip service 
 reason and counts in `cctv_agent_commands_refused_total{reason}`:
 
   signature_missing, unknown_key, signature_invalid   the collector did not sign it (see UNAUTHENTICATED)
-  other_district      signed for another district
+  other_district      signed for another district (on the wire the codec already drops a command whose
+                      district is not its topic's, counted as cctv_agent_commands_rejected_total
+                      {reason="district_mismatch"}; this check guards every other way in)
   expiry_missing, command_expired, expiry_too_far      `expires_at` absent, passed, or beyond max_expiry_s
   agency_not_served, service_missing, service_not_served
   window_too_long, window_too_old, window_in_future    max_window_s, max_past_s, max_future_s

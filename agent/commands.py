@@ -8,10 +8,6 @@ commands costs a failed decode each and delays nothing else. A command that vali
 loop, where the clip service answers it (accepted, or failed with its reason: unknown camera, spool full ...)
 and serves captures by priority, 112 first. After `stop_accepting()` (the first step of a shutdown) a valid
 clip request gets `failed` at once instead: never silence for a request that was understood.
-
-A command that is valid but names another district than its topic is handed on too, not dropped: the clip
-service refuses it (`other_district`, agent/command_policy.py) with an answer, like any command the district
-does not serve.
 """
 
 from __future__ import annotations
@@ -21,11 +17,8 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from agent.metrics import AgentMetrics
 from common.jsonlog import RejectLog
-from contract import topics
 from contract.codec import Delivery, decode, encode
 from contract.errors import ContractError
 from contract.messages import ArmRequest, ClipRequest, ClipUpdate
@@ -68,17 +61,13 @@ class CommandAdmission:
     def receive(self, topic: str, payload: bytes) -> None:
         """One message from the broker, on paho's thread: reject it here, or hand it to the loop."""
         try:
-            message = decode(topic, payload)
+            command = decode(topic, payload)
         except ContractError as exc:
-            other = _other_district(topic, payload) if exc.reason == "district_mismatch" else None
-            if other is None:
-                self._metrics.commands_rejected.labels(exc.reason).inc()
-                self._rejects.note(exc, topic)
-                return
-            message = other
-        if not isinstance(message, Command):  # the codec maps cmd/ topics to commands only
+            self._metrics.commands_rejected.labels(exc.reason).inc()
+            self._rejects.note(exc, topic)
             return
-        command = message
+        if not isinstance(command, Command):  # the codec maps cmd/ topics to commands only
+            return
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._admit, command)
 
@@ -101,12 +90,3 @@ class CommandAdmission:
             sent_at=datetime.now(UTC),
         )
         self._publish(encode(update), "clip")
-
-
-def _other_district(topic: str, payload: bytes) -> Command | None:
-    """A command that broke only the district rule, for the clip service to refuse with an answer."""
-    model = ClipRequest if topics.parse(topic).command == "clip" else ArmRequest
-    try:
-        return model.model_validate_json(payload)
-    except ValidationError:
-        return None
