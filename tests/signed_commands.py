@@ -28,10 +28,15 @@ OTHER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
 def signed(command: C, key: Ed25519PrivateKey = COLLECTOR_KEY, *, ttl_s: float = 60.0,
            service: Service = "112-video") -> C:  # fmt: skip
     """`command` with a service (unless it has one), `expires_at` = now + ttl_s, signed by `key`."""
-    unsigned = command.model_copy(
-        update={"service": command.service or service, "signature": None,
-                "expires_at": datetime.now(UTC) + timedelta(seconds=ttl_s)}
-    )  # fmt: skip
+    expires_at = datetime.now(UTC) + timedelta(seconds=ttl_s)
+    return sign_as_is(
+        command.model_copy(update={"service": command.service or service, "expires_at": expires_at}), key
+    )
+
+
+def sign_as_is(command: C, key: Ed25519PrivateKey = COLLECTOR_KEY) -> C:
+    """`command` signed by `key` with its fields as they are (any signature it had replaced)."""
+    unsigned = command.model_copy(update={"signature": None})
     return unsigned.model_copy(update={"signature": sign(signed_body(unsigned), key)})
 
 
