@@ -105,6 +105,7 @@ async def test_clip_is_captured_uploaded_signed_and_reported(
             "succeeded",
         ]
         assert result.reason is None
+        assert result.source == "live"  # the window starts now: cut from the live stream
         start = request.start
         assert result.object_key == (f"{DISTRICT}/cam-1/{start:%Y/%m/%d}/{start:%Y%m%dT%H%M%SZ}_"
                                      f"{request.request_id}.mp4")  # fmt: skip
@@ -316,9 +317,12 @@ async def test_arm_command_keeps_a_preroll(
         arm = signed(ArmRequest(district=DISTRICT, request_id="arm-1", camera_id="cam-2", duration_s=300,
                                 agency="seoul-police", sent_at=utcnow()))  # fmt: skip
         r.service.handle(arm)
-        assert r.pool.armed == [("cam-2", 300)]
+        r.service.handle(arm.model_copy(update={"request_id": "arm-forged", "duration_s": 3600}))
+        assert r.pool.armed == [("cam-2", 300)]  # the forged one is refused
+        assert r.sample("cctv_agent_commands_refused_total", reason="signature_invalid") == 1
         # with a buffer that reaches back far enough, a past start is served
         r.pool.earliest = utcnow() - timedelta(seconds=60)
         request = clip_request(start_in_s=-30, length_s=1)
         r.service.handle(request)
-        assert (await final(r, request.request_id)).status == "succeeded"
+        result = await final(r, request.request_id)
+        assert (result.status, result.source) == ("succeeded", "preroll")
