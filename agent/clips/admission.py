@@ -82,24 +82,25 @@ class Admission:
 
     def _take(self, request: ClipRequest) -> Job | None:
         """Spool the request's job, or send its refusal (None)."""
-        refusal = self._refusal(request)
+        source = _source(request)  # decided once: the buffer hold and the updates follow it
+        refusal = self._refusal(request, source)
         if refusal is not None:
             self._metrics.requests.labels(refusal.replace(" ", "_")).inc()
             self._reporter.failed(request.request_id, request.camera_id, refusal)
             return None
-        job = Job(request=request, source=_source(request))
+        job = Job(request=request, source=source)
         self._spool.save(job)
         if job.source == "preroll":  # kept until the capture takes it, however long the queue makes it wait
             self._pool.hold(request.camera_id, request.request_id, request.start)
         return job
 
-    def _refusal(self, request: ClipRequest) -> str | None:
+    def _refusal(self, request: ClipRequest, source: ClipSource) -> str | None:
         target = self._lookup(request.camera_id)
         if target is None:
             return "unknown camera"
         if not target.online:
             return "camera offline"
-        if _source(request) == "preroll":
+        if source == "preroll":
             earliest = self._pool.earliest_buffered(request.camera_id)
             if earliest is None or request.start < earliest - LIVE_TOLERANCE:
                 return "start further in the past than any buffer holds"

@@ -1,9 +1,10 @@
 """The agent's clip service: the facade that takes clip and arm commands and runs the parts delivering clips.
 
-The parts, one job each: admission.py (duplicate, refusal with its reason, spool admission), captures.py (the
-priority queue and its capture workers), retry.py (upload retries of spooled clips, spool housekeeping), and
-the pipeline (capture, upload, manifest, result). Uploads share one scheduler that orders parts by priority
-under the district's bandwidth cap.
+The parts, one job each: admission.py (duplicate, the district's command policy of agent/command_policy.py,
+refusal with its reason, spool admission), captures.py (the priority queue and its capture workers), retry.py
+(upload retries of spooled clips, spool housekeeping), and the pipeline (capture, upload, manifest, the
+provision ledger of agent/provisions.py, result). Uploads share one scheduler that orders parts by priority
+under the district's bandwidth cap. An arm command passes the same policy before a camera is armed.
 
 Lifecycle: `start()` opens the outbox, resumes what the spool holds (partial captures from a crash are cut to
 their last complete fragment and delivered), then starts the workers. `handle()` is called on the event loop
