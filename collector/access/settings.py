@@ -30,8 +30,10 @@ class AccessSettings(BaseModel):
 
     jwks_file: Path | None = None
     jwks_url: str | None = Field(default=None, pattern=r"^https?://")
-    # How long keys fetched from jwks_url are reused; an unknown `kid` refetches sooner (at most every 30 s).
+    # How long keys fetched from jwks_url are reused. A token with an unknown `kid` (a rotated key) refetches
+    # them sooner, at most once per jwks_refetch_s, so that forged kids cannot flood the identity provider.
     jwks_cache_s: float = Field(default=300.0, gt=0)
+    jwks_refetch_s: float = Field(default=30.0, ge=1)
     jwks_timeout_s: float = Field(default=5.0, gt=0, le=60)
     issuer: str = ""
     audience: str = ""

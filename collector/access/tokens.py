@@ -57,11 +57,17 @@ class _FileKeys:
 
 
 class _UrlKeys:
-    def __init__(self, url: str, cache_s: float, timeout_s: float) -> None:
-        self._client = jwt.PyJWKClient(url, cache_jwk_set=True, lifespan=cache_s, timeout=timeout_s)
+    def __init__(self, s: AccessSettings, url: str) -> None:
+        self._client = jwt.PyJWKClient(
+            url,
+            cache_jwk_set=True,
+            lifespan=s.jwks_cache_s,
+            timeout=s.jwks_timeout_s,
+            cooldown_duration=s.jwks_refetch_s,
+        )
 
     def find(self, kid: str | None) -> jwt.PyJWK | None:
-        try:  # an unknown kid refetches the set (a rotated key), at most every 30 s
+        try:  # an unknown kid refetches the set (a rotated key), at most once per jwks_refetch_s
             return self._client.get_signing_key(kid) if kid else None
         except jwt.PyJWKClientConnectionError as exc:
             raise AuthError("keys_unavailable", f"cannot read the JWKS: {exc}") from None
@@ -93,7 +99,7 @@ class TokenVerifier:
         if settings.jwks_file is not None:
             self._keys = _FileKeys(settings.jwks_file)
         elif settings.jwks_url is not None:
-            self._keys = _UrlKeys(settings.jwks_url, settings.jwks_cache_s, settings.jwks_timeout_s)
+            self._keys = _UrlKeys(settings, settings.jwks_url)
         else:
             self._keys = _NoKeys()
 
