@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 from collector.access.decision import CameraPlace, Decision, IncidentView, decide, grant_radius_m
-from collector.access.policy import Action, Policy, load_policy
+from collector.access.policy import Action, AgencyPolicy, Policy, load_policy
 from collector.access.ratelimit import RateLimiter
 from collector.access.settings import AccessSettings
 from collector.access.tokens import Principal, TokenVerifier
@@ -67,6 +67,10 @@ class Access:
             district=district,
             now=now,
         )
+
+    def agency(self, principal: Principal) -> AgencyPolicy | None:
+        """The principal's agency policy (its limits: max_radius_m, max_window_s, ...), None if unknown."""
+        return self.policy.agencies.get(principal.agency)
 
     def grant_radius_m(self, incident: IncidentView, now: float) -> float:
         return grant_radius_m(self.policy, incident, now)
