@@ -20,7 +20,7 @@ __all__ = ["Action", "CameraPlace", "Decision", "IncidentView", "decide", "grant
 _LIVE_INCIDENT_ACTIONS: frozenset[Action] = frozenset(
     {"incident.update", "incident.close", "cameras.nearby", "clip.request", "clip.playback"}
 )
-_NEEDS_INCIDENT: frozenset[Action] = _LIVE_INCIDENT_ACTIONS | {"clip.read"}
+_ON_INCIDENT: frozenset[Action] = _LIVE_INCIDENT_ACTIONS | {"incident.read", "clip.read"}
 _NEEDS_CAMERA: frozenset[Action] = frozenset({"clip.request", "clip.playback"})
 # Listings filtered by district: an agency limited to some districts must name one of them.
 _DISTRICT_LISTINGS: frozenset[Action] = frozenset({"cameras.list"})
@@ -110,12 +110,10 @@ def _by_action(
         return _opening(agency, service, district)
     if action in _DISTRICT_LISTINGS and not agency.covers(district):
         return _no("district_not_granted", f"list cameras of your districts only, not {district!r}")
-    if action == "incident.read" and incident is None:
-        return OK  # the listing of one's own incidents; the caller filters by agency
-    if action not in _NEEDS_INCIDENT and action != "incident.read":
+    if action not in _ON_INCIDENT:
         return OK
-    if incident is None:
-        return _no("incident_required", f"{action} needs an incident")
+    if incident is None:  # without one, incident.read is the listing of the agency's own incidents
+        return OK if action == "incident.read" else _no("incident_required", f"{action} needs an incident")
     refused = _incident_problem(agency, principal, action, incident, now)
     if refused is None and action == "incident.update" and not agency.covers(district):
         refused = _no("district_not_granted", f"position in district {district!r} outside your districts")
