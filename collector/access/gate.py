@@ -13,6 +13,7 @@ from collector.access.policy import Action, AgencyPolicy, Policy, load_policy
 from collector.access.ratelimit import RateLimiter
 from collector.access.settings import AccessSettings
 from collector.access.tokens import Principal, TokenVerifier
+from common.settings import ConfigError
 from contract.messages import Service
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,14 @@ class Access:
 
     @classmethod
     def from_settings(cls, settings: AccessSettings) -> Access:
-        """Raises ConfigError for an invalid policy file and ValueError for an unreadable JWKS file."""
+        """ConfigError (exit 2 at start) for an invalid policy file or an unreadable JWKS file."""
         if not settings.has_keys:
             log.warning("access: no jwks_file or jwks_url configured; every API request is refused (401)")
-        return cls(TokenVerifier(settings), load_policy(settings.policy_file), settings)
+        try:
+            verifier = TokenVerifier(settings)
+        except ValueError as exc:
+            raise ConfigError("access.jwks_file", [str(exc)]) from None
+        return cls(verifier, load_policy(settings.policy_file), settings)
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal of an Authorization header value; AuthError otherwise."""
