@@ -14,7 +14,7 @@ from collector.access.policy import VIDEO_ACTIONS, Action, AgencyPolicy, Policy
 from collector.access.tokens import Principal
 from contract.messages import Service
 
-__all__ = ["Action", "CameraPlace", "Decision", "IncidentView", "decide", "grant_radius_m"]
+__all__ = ["Action", "CameraPlace", "Decision", "IncidentView", "decide", "grant_radius_m", "in_grant"]
 
 # Actions on one incident that end with it; reading an incident or a clip's state stays allowed after.
 _LIVE_INCIDENT_ACTIONS: frozenset[Action] = frozenset(
@@ -159,6 +159,13 @@ def _camera_problem(
     if camera.distance_m is None or camera.distance_m > radius:
         return _no("outside_grant", f"camera {camera.camera_id} is beyond the grant radius, {radius:.0f} m")
     return None
+
+
+def in_grant(policy: Policy, incident: IncidentView, camera: CameraPlace, now: float) -> bool:
+    """Whether the incident's grant covers the camera now (its district, its distance), to filter what
+    `cameras.nearby` lists; `decide` stays the check of an action, including the incident's state."""
+    agency = policy.agencies.get(incident.agency)
+    return agency is not None and _camera_problem(agency, incident, camera, now) is None
 
 
 def grant_radius_m(policy: Policy, incident: IncidentView, now: float) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from collector.access.decision import CameraPlace, Decision, IncidentView, decide, grant_radius_m
+from collector.access.decision import CameraPlace, Decision, IncidentView, decide, grant_radius_m, in_grant
 from collector.access.policy import Action, AgencyPolicy, Policy, load_policy
 from collector.access.ratelimit import RateLimiter
 from collector.access.settings import AccessSettings
@@ -79,6 +79,9 @@ class Access:
 
     def grant_radius_m(self, incident: IncidentView, now: float) -> float:
         return grant_radius_m(self.policy, incident, now)
+
+    def in_grant(self, incident: IncidentView, camera: CameraPlace, now: float) -> bool:
+        return in_grant(self.policy, incident, camera, now)
 
     def _limiter(self, kind: str, agency: str) -> RateLimiter:
         """One limiter per (kind, agency), since each agency may have its own rates; unknown agencies share

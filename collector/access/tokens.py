@@ -41,6 +41,10 @@ class AuthError(Exception):
         self.code = code
         self.message = message
 
+    @property
+    def http_status(self) -> int:
+        return 503 if self.code == "keys_unavailable" else 401
+
 
 class _Keys(Protocol):
     def find(self, kid: str | None) -> jwt.PyJWK | None: ...

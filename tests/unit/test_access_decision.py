@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.access.decision import CameraPlace, IncidentView, decide, grant_radius_m
+from collector.access.decision import CameraPlace, IncidentView, decide, grant_radius_m, in_grant
 from collector.access.policy import ACTIONS, load_policy
 from collector.access.tokens import Principal
 
@@ -234,3 +234,19 @@ def test_radius_of_other_services_does_not_grow() -> None:
 
 def test_grant_of_an_agency_no_longer_in_the_policy_is_empty() -> None:
     assert grant_radius_m(POLICY, incident("dissolved-agency"), NOW) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("inc", "camera", "covered"),
+    [
+        (incident(), cam(999), True),
+        (incident(), cam(1001), False),
+        (incident(), cam(None), False),
+        (incident("gangnam-control", district="gangnam"), cam(9000, "gangnam"), True),
+        (incident("gangnam-control", district="gangnam"), cam(10, "seocho"), False),
+        (incident("disaster-southeast", "disaster", "songpa", radius_m=3000.0), cam(10, "gwangjin"), False),
+        (incident("dissolved-agency"), cam(1), False),
+    ],
+)
+def test_in_grant_filters_nearby_listings(inc: IncidentView, camera: CameraPlace, covered: bool) -> None:
+    assert in_grant(POLICY, inc, camera, NOW) is covered

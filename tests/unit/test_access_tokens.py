@@ -64,6 +64,7 @@ def mint(key_path: Path, **overrides: object) -> str:
 def refused(verifier: TokenVerifier, value: str | None) -> str:
     with pytest.raises(AuthError) as info:
         verifier.verify(value)
+    assert info.value.http_status == 401
     return info.value.code
 
 
@@ -324,4 +325,6 @@ def test_unreachable_jwks_url_is_reported(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
     server.server_close()  # nothing listens there any more
     verifier = TokenVerifier(AccessSettings(jwks_url=url, issuer=ISS, audience=AUD, jwks_timeout_s=2))
-    assert refused(verifier, mint(tmp_path / "k.key")) == "keys_unavailable"
+    with pytest.raises(AuthError) as info:
+        verifier.verify(mint(tmp_path / "k.key"))
+    assert (info.value.code, info.value.http_status) == ("keys_unavailable", 503)
