@@ -26,14 +26,14 @@ Ring = npt.NDArray[np.float64]  # (n, 2) lon, lat; closed (first vertex repeated
 @dataclass(frozen=True, slots=True)
 class District:
     slug: str
-    rings: tuple[Ring, ...]  # every ring of every polygon: exteriors and holes alike
+    edges: npt.NDArray[np.float64]  # (4, n): x1, y1, x2, y2 of every edge of every ring, holes alike
     bbox: tuple[float, float, float, float]  # min lon, min lat, max lon, max lat
 
     def contains(self, lat: float, lon: float) -> bool:
         min_lon, min_lat, max_lon, max_lat = self.bbox
         if not (min_lon <= lon <= max_lon and min_lat <= lat <= max_lat):
             return False
-        return sum(_crossings(ring, lon, lat) for ring in self.rings) % 2 == 1
+        return _crossings(self.edges, lon, lat) % 2 == 1
 
 
 class DistrictMap:
@@ -67,14 +67,15 @@ def district_at(lat: float, lon: float) -> str | None:
 
 def _district(feature: dict[str, Any]) -> District:
     geometry = feature["geometry"]
-    polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
     if geometry["type"] not in ("Polygon", "MultiPolygon"):
         raise ValueError(f"unsupported geometry {geometry['type']!r}")
-    rings = tuple(_ring(ring) for polygon in polygons for ring in polygon)
+    polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
+    rings = [_ring(ring) for polygon in polygons for ring in polygon]
+    edges = np.concatenate([np.hstack([ring[:-1], ring[1:]]) for ring in rings]).T.copy()
     corners = np.concatenate(rings)
     low, high = corners.min(axis=0), corners.max(axis=0)
     bbox = (float(low[0]), float(low[1]), float(high[0]), float(high[1]))
-    return District(slug_for(feature["properties"]["SIG_KOR_NM"]), rings, bbox)
+    return District(slug_for(feature["properties"]["SIG_KOR_NM"]), edges, bbox)
 
 
 def _ring(coordinates: list[list[float]]) -> Ring:
@@ -84,12 +85,9 @@ def _ring(coordinates: list[list[float]]) -> Ring:
     return ring
 
 
-def _crossings(ring: Ring, x: float, y: float) -> int:
-    """How many edges of `ring` a ray from (x, y) towards +x crosses (each edge half-open in y)."""
-    x1, y1, x2, y2 = ring[:-1, 0], ring[:-1, 1], ring[1:, 0], ring[1:, 1]
-    spans = (y1 > y) != (y2 > y)
-    if not spans.any():
-        return 0
-    x1, y1, x2, y2 = x1[spans], y1[spans], x2[spans], y2[spans]
+def _crossings(edges: npt.NDArray[np.float64], x: float, y: float) -> int:
+    """How many of the edges a ray from (x, y) towards +x crosses (each edge half-open in y)."""
+    spans = (edges[1] > y) != (edges[3] > y)
+    x1, y1, x2, y2 = edges[:, spans]
     at = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
     return int(np.count_nonzero(at > x))
