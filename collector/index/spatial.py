@@ -17,7 +17,7 @@ from typing import NamedTuple, Self
 import numpy as np
 import numpy.typing as npt
 
-EARTH_RADIUS_M = 6_371_008.8  # mean radius (2a + b) / 3 of WGS84, PostGIS's sphere
+EARTH_RADIUS_M = 6_371_008.7714  # mean radius (2a + b) / 3 of WGS84: the sphere PostGIS geography uses
 METRES_PER_DEGREE = EARTH_RADIUS_M * math.pi / 180
 SAFETY = 1 - 1e-9  # rounding in a distance must never let a closer camera outside the block slip by
 
