@@ -203,6 +203,7 @@ def _camera_dict(r: CameraView) -> dict[str, object]:
         "last_seen": _iso(r.last_seen),
         "agent_id": r.agent_id,
         "agent_online": r.agent_online,
+        "place_district": r.place_district,
     }
 
 

@@ -104,7 +104,7 @@ def test_migrate_reports_the_schema_version(
 ) -> None:
     monkeypatch.setenv("COLLECTOR__STORE__URL", f"sqlite://{tmp_path / 'new.db'}")
     assert main(["migrate"]) == 0
-    assert "schema version 5 (applied: [1, 2, 3, 4, 5])" in capsys.readouterr().out
+    assert "schema version 6 (applied: [1, 2, 3, 4, 5, 6])" in capsys.readouterr().out
 
 
 async def test_http_api_lists_cameras(config: Path) -> None:
