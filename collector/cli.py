@@ -6,6 +6,8 @@
     cctv-collector cameras [--district D] [--state S] [--json]
     cctv-collector uptime --district gangnam --since 7d [--camera ID] [--json]
     cctv-collector reconcile [--rebuild] [--json]
+    cctv-collector token issue --key K --sub S --agency A --role R --iss I --aud A [--ttl 3600] [--json]
+    cctv-collector token jwks --key K > jwks.json     # the public key as a JWKS for [access] jwks_file
 
 Every command reads the TOML file given with --config (optional) and COLLECTOR__* environment variables.
 """
@@ -51,13 +53,30 @@ def _parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("reconcile", parents=[common], help="compare the clip index with the S3 bucket")
     rec.add_argument("--rebuild", action="store_true", help="rebuild the clip index from the bucket alone")
     rec.add_argument("--json", action="store_true")
+    _token_parser(sub)
     return p
+
+
+def _token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    token = sub.add_parser(
+        "token", help="development and demo tokens from a local Ed25519 key"
+    ).add_subparsers(dest="what", required=True)
+    issue = token.add_parser("issue", help="print a signed token (the key is created if missing)")
+    jwks = token.add_parser("jwks", help="print the JWKS publishing the key's public half")
+    for p in (issue, jwks):
+        p.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM)")
+    for name in ("sub", "agency", "role", "iss", "aud"):
+        issue.add_argument(f"--{name}", required=True)
+    issue.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    issue.add_argument("--json", action="store_true")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "validate-config":
         return _validate(args.file)
+    if args.command == "token":
+        return _token(args)
     try:
         settings = load(CollectorSettings, args.config)
     except ConfigError as exc:
@@ -94,12 +113,47 @@ def _query(args: argparse.Namespace, settings: CollectorSettings, store: Store) 
 
 
 def _validate(path: Path) -> int:
+    from collector.access.check import check_access
+
     try:
-        load(CollectorSettings, path)
+        settings = load(CollectorSettings, path)
     except ConfigError as exc:
         _print_config_errors(exc)
         return EXIT_CONFIG
+    errors, notes = check_access(settings.access)
+    if errors:
+        _print_config_errors(ConfigError(str(path), errors))
+        return EXIT_CONFIG
+    for note in notes:
+        print(note)
     print(f"{path}: OK")
+    return EXIT_OK
+
+
+def _token(args: argparse.Namespace) -> int:
+    from collector.access.tokens import issue_token, jwks_for
+    from common.signing import key_id, load_or_create_key
+
+    try:
+        key = load_or_create_key(args.key)
+    except (OSError, ValueError) as exc:
+        print(f"--key {args.key}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.what == "jwks":
+        print(json.dumps(jwks_for(key.public_key(), key_id(key.public_key())), indent=2))
+        return EXIT_OK
+    if not 1 <= args.ttl <= 7 * 86_400:
+        print("--ttl: between 1 s and 7 days", file=sys.stderr)
+        return EXIT_CONFIG
+    now = time.time()
+    claims = {name: getattr(args, name) for name in ("sub", "agency", "role", "iss", "aud")}
+    token = issue_token(args.key, ttl_s=args.ttl, now=now, **claims)
+    if args.json:
+        print(
+            json.dumps({"token": token, "kid": key_id(key.public_key()), "expires_at": _iso(now + args.ttl)})
+        )
+    else:
+        print(token)
     return EXIT_OK
 
 
@@ -153,6 +207,7 @@ def _camera_dict(r: CameraView) -> dict[str, object]:
         "last_seen": _iso(r.last_seen),
         "agent_id": r.agent_id,
         "agent_online": r.agent_online,
+        "place_district": r.place_district,
     }
 
 

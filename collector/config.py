@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
+from collector.access.settings import AccessSettings
 from common.mqtt_settings import MqttSettings
 from common.s3 import S3Settings
 from common.settings import TomlThenEnv
@@ -84,3 +85,5 @@ class CollectorSettings(TomlThenEnv):
     # The clip bucket that `reconcile` compares with the index (empty bucket: reconcile is disabled).
     s3: S3Settings = S3Settings(bucket="")
     metrics_port: int = Field(default=9109, ge=0, le=65535)
+    # Who may use the API. The defaults fail closed: no keys, every request 401; no policy, every action 403.
+    access: AccessSettings = AccessSettings()

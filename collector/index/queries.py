@@ -16,7 +16,7 @@ from collector.index.tx import Tx
 
 _COLUMNS = (
     "camera_id, district, agent_id, name, state, reasons, manufacturer, model, last_seen, agent_state, "
-    "lat, lon"
+    "lat, lon, place_district"
 )
 
 
@@ -36,6 +36,7 @@ class CameraItem:
     agent_online: bool | None
     lat: float | None
     lon: float | None
+    place_district: str | None  # the district its position lies in by the boundaries
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,4 +145,6 @@ def _item(r: tuple[Any, ...]) -> CameraItem:
     lat = None if r[10] is None else float(r[10])
     lon = None if r[11] is None else float(r[11])
     last_seen = None if r[8] is None else float(r[8])
-    return CameraItem(r[0], r[1], r[2], r[3], r[4], reasons, r[6], r[7], last_seen, agent_online, lat, lon)
+    return CameraItem(
+        r[0], r[1], r[2], r[3], r[4], reasons, r[6], r[7], last_seen, agent_online, lat, lon, r[12]
+    )

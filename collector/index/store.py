@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-if TYPE_CHECKING:
-    from collector.index.tx import Tx
+from collector.index.geo import district_at
 from contract.messages import (
     AgentState,
     AnyMessage,
@@ -29,6 +28,9 @@ from contract.messages import (
     ClipUpdate,
     HealthSnapshot,
 )
+
+if TYPE_CHECKING:
+    from collector.index.tx import Tx
 
 # Clip progress only moves forward: a late "uploading" never replaces a final state. Both final states are
 # final, and the clip that exists wins: "succeeded" (a clip is in the bucket) is never replaced by a late
@@ -93,6 +95,7 @@ class CameraMetaRow:
     identity: str
     identity_kind: str
     updated_at: float
+    place_district: str | None  # from the district boundaries (geo.district_at), None without a position
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +158,8 @@ class DeadLetter:
 class CameraView:
     """A camera as the API and `cameras` command show it. While its district's agent is offline, its state is
     `unknown` with the reason `agent_offline` (nobody vouches for the last report); `agent_online` is None
-    when no agent has announced itself for the district."""
+    when no agent has announced itself for the district. `place_district` is the district its position lies
+    in by the boundaries (None without a position)."""
 
     camera_id: str
     district: str
@@ -167,6 +171,7 @@ class CameraView:
     model: str
     last_seen: float | None
     agent_online: bool | None
+    place_district: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +264,7 @@ def _meta_row(m: CameraMeta) -> CameraMetaRow:
         m.identity,
         m.identity_kind,
         m.updated_at.timestamp(),
+        None if m.lat is None or m.lon is None else district_at(m.lat, m.lon),
     )
 
 

@@ -58,19 +58,19 @@ SELECT c.camera_id, c.district, c.agent_id, COALESCE(c.name, '') AS name,
   CASE WHEN a.state = 'offline' THEN 'unknown' ELSE COALESCE(c.state, 'unknown') END AS state,
   CASE WHEN a.state = 'offline' THEN 'agent_offline' ELSE c.reasons END AS reasons,
   COALESCE(c.manufacturer, '') AS manufacturer, COALESCE(c.model, '') AS model, c.last_seen,
-  a.state AS agent_state, c.lat, c.lon, c.meta_updated_at
+  a.state AS agent_state, c.place_district, c.lat, c.lon, c.meta_updated_at
 FROM cameras c LEFT JOIN agents a ON a.district = c.district
 """
 
 UPSERT_META = """
 INSERT INTO cameras (camera_id, district, agent_id, name, address_text, lat, lon, manufacturer, model,
-  firmware, serial, identity, identity_kind, meta_updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+  firmware, serial, identity, identity_kind, meta_updated_at, place_district)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (camera_id) DO UPDATE SET agent_id = excluded.agent_id, name = excluded.name,
   address_text = excluded.address_text, lat = excluded.lat, lon = excluded.lon,
   manufacturer = excluded.manufacturer, model = excluded.model, firmware = excluded.firmware,
   serial = excluded.serial, identity = excluded.identity, identity_kind = excluded.identity_kind,
-  meta_updated_at = excluded.meta_updated_at
+  meta_updated_at = excluded.meta_updated_at, place_district = excluded.place_district
 WHERE cameras.district = excluded.district
   AND (cameras.meta_updated_at IS NULL OR excluded.meta_updated_at >= cameras.meta_updated_at)
 """
@@ -456,7 +456,7 @@ class SqlStore(ABC):
         # The filter's column names are constants; values are parameters.
         rows = self._query(
             "SELECT camera_id, district, agent_id, name, state, reasons, manufacturer, model, last_seen, "  # noqa: S608
-            f"agent_state FROM ({CAMERA_VIEW}) v{where} ORDER BY district, camera_id",
+            f"agent_state, place_district FROM ({CAMERA_VIEW}) v{where} ORDER BY district, camera_id",
             params,
         )
         return [_camera_view(r) for r in rows]
@@ -530,7 +530,7 @@ def _clean(text: str) -> str:
 def _camera_view(r: tuple[Any, ...]) -> CameraView:
     reasons = [x for x in (r[5] or "").split(",") if x]
     agent_online = None if r[9] is None else r[9] == "online"
-    return CameraView(r[0], r[1], r[2], r[3], r[4], reasons, r[6], r[7], r[8], agent_online)
+    return CameraView(r[0], r[1], r[2], r[3], r[4], reasons, r[6], r[7], r[8], agent_online, r[10])
 
 
 def _clip_from_row(row: tuple[Any, ...]) -> ClipRow:

@@ -38,6 +38,7 @@ class Camera(BaseModel):
     model: str
     lat: float | None
     lon: float | None
+    place_district: str | None  # where its position lies by Seoul's boundaries (None: no position)
     last_seen: datetime | None
     agent_online: bool | None
 
@@ -54,6 +55,7 @@ class Camera(BaseModel):
             model=c.model,
             lat=c.lat,
             lon=c.lon,
+            place_district=c.place_district,
             last_seen=utc(c.last_seen),
             agent_online=c.agent_online,
         )

@@ -294,3 +294,22 @@ def test_text_postgresql_cannot_hold_is_rejected_not_unavailable(pg_service: PgS
         assert err.value.reason == "invalid_value"
     finally:
         store.close()
+
+
+def test_cameras_know_the_district_their_position_lies_in(store: Store) -> None:
+    write(
+        store,
+        meta("cam-coex", lat=37.5116, lon=127.0595),  # COEX, Gangnam
+        meta("cam-border", lat=37.4840, lon=127.0160),  # reported by Gangnam's agent, stands in Seocho
+        meta("cam-nowhere"),  # no position
+        meta("cam-gwacheon", lat=37.4292, lon=126.9876),  # outside Seoul
+    )
+    places = {c.camera_id: (c.district, c.place_district) for c in store.cameras()}
+    assert places == {
+        "cam-coex": ("gangnam", "gangnam"),
+        "cam-border": ("gangnam", "seocho"),
+        "cam-nowhere": ("gangnam", None),
+        "cam-gwacheon": ("gangnam", None),
+    }
+    write(store, meta("cam-nowhere", lat=37.5126, lon=127.1025, updated_at=at(5)))  # now placed: Songpa
+    assert {c.camera_id: c.place_district for c in store.cameras()}["cam-nowhere"] == "songpa"

@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+
 from collector.access.gate import Access
 from collector.access.settings import AccessSettings
 from collector.access.tokens import issue_token
-
 from collector.index.store import Batch, Store, open_store
 from collector.platform.api import create_app
 from collector.platform.context import Platform
@@ -68,6 +68,7 @@ async def test_cameras_filter_by_district_state_and_bbox(client: httpx.AsyncClie
     # Gangnam station and Yeoksam, not the camera further north-east.
     r = await client.get("/v1/cameras", params={"bbox": "127.02,37.49,127.04,37.51"})
     assert [c["camera_id"] for c in r.json()["cameras"]] == ["cam-1", "cam-2"]
+    assert [c["place_district"] for c in r.json()["cameras"]] == ["seocho", "gangnam"]  # by the boundaries
     # While mapo's agent is offline nobody vouches for its camera: unknown, agent_offline.
     [mapo] = (await client.get("/v1/cameras", params={"district": "mapo"})).json()["cameras"]
     assert (mapo["state"], mapo["reasons"], mapo["agent_online"]) == ("unknown", ["agent_offline"], False)
