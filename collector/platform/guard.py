@@ -109,6 +109,8 @@ async def caller(
     try:
         principal = p.access.authenticate(request.headers.get("authorization"))
     except AuthError as exc:
+        if exc.code == "keys_unavailable":  # the identity provider, not the caller, is at fault
+            raise ApiError(503, exc.code, exc.message, headers={"Retry-After": "5"}) from None
         raise ApiError(401, exc.code, exc.message, headers={"WWW-Authenticate": "Bearer"}) from None
     now = p.clock()
     retry_after = p.access.throttle(principal, now)
