@@ -89,7 +89,8 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0]
-    field = field_path(first.get("loc", ()))
+    # A body that is not JSON at all is located at a character offset: the body is at fault, not a field.
+    field = "body" if first.get("type") == "json_invalid" else field_path(first.get("loc", ()))
     message = f"{field}: {first.get('msg', 'invalid value')}"
     return error_response(422, "invalid_request", message, field)
 

@@ -108,7 +108,11 @@ async def test_a_missing_field_and_a_body_that_is_not_json_are_422(h: Harness) -
     r = await h.client.post("/v1/incidents", json=body, headers=h.auth())
     assert (r.status_code, r.json()["error"]["field"]) == (422, "lat")
     r = await h.client.post("/v1/incidents", content=b"{not json", headers=h.auth())
-    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")
+    assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["field"]) == (
+        422,
+        "invalid_request",
+        "body",
+    )
 
 
 async def test_a_sighting_widens_the_grant_to_cameras_near_it(h: Harness) -> None:
