@@ -201,3 +201,19 @@ async def test_district_control_room_opens_only_in_its_district(h: Harness) -> N
         "/v1/incidents", json=incident("x-2", at=MAPO_OFFICE), headers=h.auth("gangnam-control")
     )
     assert (r.status_code, r.json()["error"]["code"]) == (403, "district_not_granted")
+
+
+async def test_a_missing_persons_search_area_grows_with_time_up_to_its_cap(h: Harness) -> None:
+    body = incident("182-2026-0007", service="vulnerable", type="missing_child", radius_m=500)
+    r = await h.client.post("/v1/incidents", json=body, headers=h.auth("vulnerable-support"))
+    assert r.status_code == 201, r.text
+    inc = r.json()["incident"]
+    assert "gn-seolleung" not in {c["camera_id"] for c in r.json()["cameras"]}  # 1.4 km away
+    h.clock.now += 20 * 60  # 50 m a minute: 1,500 m after 20 minutes
+    url = f"/v1/incidents/{inc['incident_id']}"
+    r = await h.client.get(f"{url}/cameras", headers=h.auth("vulnerable-support"))
+    assert r.json()["radius_m"] == pytest.approx(1500)
+    assert "gn-seolleung" in {c["camera_id"] for c in r.json()["cameras"]}
+    h.clock.now += 24 * 3600  # capped at 5 km, however long the search lasts
+    grant = (await h.client.get(url, headers=h.auth("vulnerable-support"))).json()["grant"]
+    assert grant["radius_m"] == pytest.approx(5000)
