@@ -149,6 +149,13 @@ WHERE clips.district = excluded.district AND (excluded.status_rank > clips.statu
    OR (excluded.status_rank = clips.status_rank AND excluded.updated_at >= clips.updated_at))
 """  # noqa: S608 - column names are constants, values are parameters
 
+# The first answer of an agent to a clip command stops its republication (collector/commands/outbox.py);
+# only the command's own district answers it. An answer after expiry replaces `expired`: the agent did answer.
+MARK_ANSWERED = """
+UPDATE command_outbox SET answered_at = ?, answer_status = ?
+WHERE request_id = ? AND district = ? AND (answered_at IS NULL OR answer_status = 'expired')
+"""
+
 
 class SqlStore(ABC):
     """Store implementation over a DB-API connection; subclasses connect and pick the migrations folder."""
@@ -369,6 +376,8 @@ class SqlStore(ABC):
             log.warning("clip %s: `failed` after `succeeded` ignored", request_id,
                         extra={"request_id": request_id, "reason": "failed_after_succeeded"})  # fmt: skip
         self._executemany(UPSERT_CLIP, [_clip_params(c) for c in clips])
+        now = time.time()
+        self._executemany(MARK_ANSWERED, [(now, c.status, c.request_id, c.district) for c in clips])
 
     def _late_failures(self, clips: list[ClipRow]) -> list[str]:
         """Request ids of `failed` updates for clips that already succeeded (in the index or this batch)."""
