@@ -87,6 +87,7 @@ class OutboxMetrics:
     """The outbox's metrics, on the collector's registry. Labels: the command kind only."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.pending = Gauge(
             "collector_outbox_pending", "Commands waiting for their agent's answer", registry=registry
         )
@@ -151,6 +152,9 @@ class OutboxPublisher:
         self._client.loop_start()
         self._thread.start()
 
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
     def notify(self) -> None:
         """New commands were committed: publish them now rather than at the next round."""
         self._wake.set()
@@ -190,14 +194,14 @@ class OutboxPublisher:
         interval = self.settings.republish_interval_s
         with store.transaction() as tx:
             self._expire(tx, now)
-            rows = tx.query(DUE, (now - interval, self.settings.batch)) if self._client.is_connected() else []
+            rows = tx.query(DUE, (now - interval, self.settings.batch)) if self.connected() else []
         due = [_Due(r[0], r[1], r[2], str(r[3]).encode(), int(r[4])) for r in rows]
         acked = self._publish(due)
         with store.transaction() as tx:
             self._record(tx, due, acked, self._clock())
             count, next_publish, next_expiry = tx.query(PENDING)[0]
         self.metrics.pending.set(int(count))
-        if not count or not self._client.is_connected():
+        if not count or not self.connected():
             return interval  # on_connect wakes the thread when the broker is back
         soonest = min(float(next_publish) + interval, float(next_expiry))
         return min(interval, max(0.0, soonest - self._clock()))

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from common.signing import key_id, load_or_create_key, public_key_pem, sign, signed_body
 from contract.messages import ArmRequest, ClipRequest
 
 Command = ClipRequest | ArmRequest
-C = TypeVar("C", ClipRequest, ArmRequest)
+C = TypeVar("C", bound=ClipRequest | ArmRequest)
 
 
 class CommandSigner:
@@ -34,7 +34,8 @@ class CommandSigner:
         """`command` with `expires_at` = now + ttl and the signature over everything else."""
         expires_at = datetime.fromtimestamp(self._clock() + self.ttl_s, UTC)
         unsigned = command.model_copy(update={"expires_at": expires_at, "signature": None})
-        return unsigned.model_copy(update={"signature": sign(signed_body(unsigned), self._key)})
+        signed = unsigned.model_copy(update={"signature": sign(signed_body(unsigned), self._key)})
+        return cast(C, signed)  # model_copy keeps the type; mypy loses it through the bound
 
     def public_pem(self) -> bytes:
         """The public key, as districts configure it in their agents."""

@@ -70,7 +70,8 @@ def test_a_changed_command_or_another_key_fails_verification(signer: CommandSign
     widened = signed.model_copy(update={"start": NOW - timedelta(hours=1)})
     assert signature_problem(signed_body(widened), widened.signature, trusted(signer)) == "signature invalid"
     prolonged = signed.model_copy(update={"expires_at": NOW + timedelta(days=1)})
-    assert signature_problem(signed_body(prolonged), prolonged.signature, trusted(signer)) == "signature invalid"
+    problem = signature_problem(signed_body(prolonged), prolonged.signature, trusted(signer))
+    assert problem == "signature invalid"
     other = CommandSigner(tmp_path / "other.key", ttl_s=600)
     problem = signature_problem(signed_body(signed), signed.signature, trusted(other))
     assert problem == f"signed by unknown key {signer.key_id}"
