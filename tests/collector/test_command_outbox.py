@@ -4,6 +4,7 @@ ingest pipeline recording its answers, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from collector.metrics import CollectorMetrics
 from common.signing import load_public_key, signature_problem, signed_body
 from contract import topics
 from contract.codec import decode, encode
-from contract.messages import AgentState, ClipRequest, ClipUpdate
+from contract.messages import AgentState, ArmRequest, ClipRequest, ClipUpdate
 from tests.collector.conftest import wait_until
 from tests.services import Mosquitto
 
@@ -106,9 +107,11 @@ class Platform:
     def url(self) -> str:
         return self.settings.store.url
 
-    def request(self, request_id: str, *notified: OutboxPublisher) -> ClipRequest:
+    def request(
+        self, request_id: str, *notified: OutboxPublisher, signer: CommandSigner | None = None
+    ) -> ClipRequest:
         now = datetime.now(UTC)
-        command = self.signer.sign(
+        command = (signer or self.signer).sign(
             ClipRequest(
                 district=DISTRICT, request_id=request_id, camera_id="cam-1",
                 start=now - timedelta(seconds=30), end=now, purpose="missing child search",
@@ -233,3 +236,37 @@ def test_the_outbox_survives_a_collector_restart_and_a_broker_outage(
     wait_until(lambda: p.answer_status("req-1") == "accepted", 10, "req-1 answered")
     wait_until(lambda: p.answer_status("req-2") == "failed", 10, "req-2 answered")
     assert_no_more_republished(p, district_agent, second, ["req-1", "req-2"])
+
+
+def test_an_expired_command_is_marked_and_never_published(
+    platform: Callable[[float], Platform], district_agent: DistrictAgent
+) -> None:
+    p = platform(0.2)
+    publisher = p.publisher()
+    wait_until(publisher.connected, 5, "the outbox to connect")
+    late = CommandSigner(p.settings.command_key_file, 600, clock=lambda: time.time() - 601)
+    p.request("stale", publisher, signer=late)  # signed 601 s ago with a 600 s lifetime
+    wait_until(lambda: p.answer_status("stale") == "expired", 5, "the command marked expired")
+    wait_until(lambda: count(publisher, "collector_commands_expired_total") == 1, 5, "the expiry counted")
+    assert_no_more_republished(p, district_agent, publisher, ["stale"])
+    assert district_agent.received("stale") == 0
+
+
+def test_an_arm_command_is_done_once_the_broker_takes_it(
+    platform: Callable[[float], Platform], district_agent: DistrictAgent
+) -> None:
+    p = platform(0.2)
+    publisher = p.publisher()
+    now = datetime.now(UTC)
+    arm = p.signer.sign(
+        ArmRequest(district=DISTRICT, request_id="arm-1", camera_id="cam-1", duration_s=600,
+                   agency="police-112", incident="inc-7", service="112-video", sent_at=now)
+    )  # fmt: skip
+    with p.store.transaction() as tx:
+        enqueue(tx, arm)
+    publisher.notify()
+    wait_until(lambda: p.answer_status("arm-1") == "published", 5, "the arm command acknowledged")
+    assert district_agent.commands["arm-1"] == arm
+    assert count(publisher, "collector_commands_published_total", kind="arm") == 1
+    assert_no_more_republished(p, district_agent, publisher, ["arm-1"])
+    assert district_agent.received("arm-1") == 1
