@@ -112,7 +112,7 @@ async def test_a_real_agent_serves_the_collectors_command_and_refuses_an_imposto
         outbox.stop()
         ingest.stop()
     assert clip_state(store, forged.request_id) == ("failed", "unknown_key")
-    assert outbox_answer(store, good.request_id) == "accepted"
+    assert outbox_answer(store, good.request_id) in ("accepted", "capturing")  # its first progress report
     assert outbox_answer(store, forged.request_id) == "failed"  # answered: no longer republished
     [row] = [c for c in store.clips() if c.request_id == good.request_id]
     listed = client.list_objects_v2(Bucket=bucket, Prefix="gangnam/").get("Contents", [])
