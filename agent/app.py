@@ -22,6 +22,7 @@ from agent.backoff import RetryBook
 from agent.clips.pipeline import CameraTarget
 from agent.clips.service import ClipService
 from agent.clips.session import SessionPool
+from agent.command_policy import CommandPolicy
 from agent.commands import CommandAdmission
 from agent.config import AgentSettings
 from agent.credentials import CredentialStore
@@ -49,6 +50,7 @@ class Agent:
         self.metrics = metrics or AgentMetrics()
         cameras, self.ledger_problems = load_ledger(settings.ledger)
         self.credentials = CredentialStore.from_file(settings.secrets_file)
+        self.command_policy = CommandPolicy.load(settings.commands, settings.district)
         self.registry = Registry(settings.district, settings.agent_id, cameras)
         onvif = settings.onvif
         self.retry_book = RetryBook(base_s=onvif.retry_base_s, cap_s=onvif.retry_max_s)
@@ -101,6 +103,7 @@ class Agent:
             agent_id=self.settings.agent_id,
             pool=self.clip_pool,
             publish=lambda update: self.link.publish_receipt(encode(update)),
+            policy=self.command_policy,
             camera_lookup=self.camera_target,
             metrics_registry=self.metrics.registry,
         )
@@ -115,6 +118,7 @@ class Agent:
 
     async def _start(self) -> None:
         # Clips start before commands can arrive; the outbox holds results until the broker has them.
+        self.command_policy.announce()
         await self.clips.start()
         self.commands.start()
         self.link.start()

@@ -1,4 +1,4 @@
-"""`cctv-agent`: run the district agent, sweep once, or check a configuration file.
+"""`cctv-agent`: run the district agent, sweep once, check a configuration file, export the provision ledger.
 
 Exit codes: 0 success, 1 runtime failure, 2 configuration error.
 """
@@ -9,13 +9,16 @@ import argparse
 import asyncio
 import json
 import signal
+import sqlite3
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import PartialCredentialsError
 
 from agent.app import Agent
+from agent.command_policy import CommandPolicy
 from agent.config import AgentSettings
 from agent.credentials import CredentialStore
 from agent.ledger import load_ledger
@@ -41,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", type=Path)
     key = sub.add_parser("public-key", help="print the PEM public key that verifies this agent's manifests")
     key.add_argument("--config", type=Path, required=True, help="agent TOML configuration file")
+    ledger = sub.add_parser("ledger", help="the third-party provision ledger of clips handed over")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    export = ledger_sub.add_parser(
+        "export", help="write the clips handed over as CSV (exit 1 if there is no ledger yet)"
+    )
+    export.add_argument("--config", type=Path, required=True, help="agent TOML configuration file")
+    export.add_argument("--since", type=_moment, help="from this time on (ISO 8601; UTC if no offset)")
+    export.add_argument("--until", type=_moment, help="before this time (ISO 8601; UTC if no offset)")
+    export.add_argument("--out", type=Path, help="CSV file to write (default: standard output)")
     sub.add_parser(
         "verify-clip",
         add_help=False,
@@ -62,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.errors:
             print(f"{exc.source}: {line}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "ledger":
+        return _export_ledger(settings, args.since, args.until, args.out)
     problems = check_inputs(settings)
     if problems:
         for line in problems:
@@ -86,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_inputs(settings: AgentSettings) -> list[str]:
-    """Problems with the files the configuration names: the ledger must load, the secrets file must parse.
+    """Problems with the files the configuration names: the ledger must load, the secrets file must parse,
+    the collector's public keys must be Ed25519 PEM files.
 
     Ledger rows with errors are reported but do not fail the check: the rest of the ledger still loads.
     """
@@ -94,6 +109,7 @@ def check_inputs(settings: AgentSettings) -> list[str]:
         return [f"{settings.ledger}: ledger file not found"]
     try:
         CredentialStore.from_file(settings.secrets_file)
+        CommandPolicy.load(settings.commands, settings.district)
     except ConfigError as exc:
         return [f"{exc.source}: {line}" for line in exc.errors]
     cameras, row_problems = load_ledger(settings.ledger)
@@ -151,6 +167,40 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         cells = (row["camera_id"], row["state"], row["manufacturer"], row["model"])
         print("{:<20} {:<12} {:<16} {:<20} ".format(*cells) + ",".join(row["reasons"]))
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _export_ledger(settings: AgentSettings, since: datetime | None, until: datetime | None,
+                   out: Path | None) -> int:  # fmt: skip
+    from agent.provisions import ledger_path, read_rows, write_csv
+
+    path = ledger_path(settings.clips.spool_dir)
+    try:
+        rows = read_rows(path, since, until)
+    except FileNotFoundError:
+        print(f"{path}: no provision ledger (no clip handed over yet, or another state directory)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except sqlite3.Error as exc:
+        print(f"{path}: cannot read the provision ledger: {exc}", file=sys.stderr)
+        return 1
+    if out is None:
+        write_csv(rows, sys.stdout)
+        return 0
+    try:
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            write_csv(rows, fh)
+    except OSError as exc:
+        print(f"{out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from agent.clips.settings import ClipBucketSettings, ClipSettings
 from common.mqtt_settings import MqttSettings
 from common.settings import TomlThenEnv
 from contract.districts import DISTRICTS
+from contract.messages import Service
 from contract.topics import ID_PATTERN
 
 
@@ -73,6 +74,29 @@ class HealthSettings(BaseModel):
     clock_skew_limit_s: float = Field(default=5.0, gt=0)
 
 
+class CommandSettings(BaseModel):
+    """The district's own policy on commands from the collector (agent/command_policy.py applies it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # PEM public keys (Ed25519) of the collector; a command must be signed by one of them.
+    collector_public_keys: list[Path] = Field(default_factory=list, max_length=16)
+    # Which agencies and safety services the district serves; "all" = any.
+    agencies: list[str] | Literal["all"] = "all"
+    services: list[Service] | Literal["all"] = "all"
+    # Longest window a clip request may ask for; how far back its start may lie; how far ahead.
+    max_window_s: float = Field(default=600.0, gt=0, le=3 * 3600)
+    max_past_s: float = Field(default=3600.0, gt=0, le=30 * 86_400)
+    max_future_s: float = Field(default=300.0, gt=0, le=24 * 3600)
+    # A command valid for longer than this from now is refused: a replay outlives neither its expiry nor,
+    # with this bound, the agent's memory of request ids (clips.seen_ids_retention_s).
+    max_expiry_s: float = Field(default=86_400.0, gt=0, le=7 * 86_400)
+    # Tolerated difference between the collector's clock and the agent's, for `expires_at`.
+    clock_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    # Local development only: unsigned commands are served (signed ones are still verified). Logged loudly.
+    allow_unsigned: bool = False
+
+
 class AgentSettings(TomlThenEnv):
     model_config = SettingsConfigDict(env_prefix="AGENT__", env_nested_delimiter="__", extra="forbid")
 
@@ -87,6 +111,7 @@ class AgentSettings(TomlThenEnv):
     health: HealthSettings = HealthSettings()
     s3: ClipBucketSettings = ClipBucketSettings()
     clips: ClipSettings = ClipSettings()
+    commands: CommandSettings = CommandSettings()
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     # Loopback by default; a container sets 0.0.0.0 so that Prometheus can scrape it (Dockerfile.agent).
     metrics_host: str = "127.0.0.1"
@@ -97,3 +122,9 @@ class AgentSettings(TomlThenEnv):
         if value not in DISTRICTS:
             raise ValueError(f"unknown district slug {value!r}; one of: {', '.join(sorted(DISTRICTS))}")
         return value
+
+    @model_validator(mode="after")
+    def _replays_remembered(self) -> AgentSettings:
+        if self.commands.max_expiry_s >= self.clips.seen_ids_retention_s:
+            raise ValueError("commands.max_expiry_s must be shorter than clips.seen_ids_retention_s")
+        return self

@@ -192,6 +192,7 @@ async def window_end_to_object(urls: list[str], lengths: list[int], work: Path) 
     from agent.clips.settings import ClipBucketSettings, ClipSettings
     from contract.messages import ClipRequest, ClipUpdate
     from tests.services import CephS3
+    from tests.signed_commands import command_policy, signed
 
     finals: dict[str, tuple[float, ClipUpdate]] = {}
     all_final = asyncio.Event()
@@ -214,7 +215,8 @@ async def window_end_to_object(urls: list[str], lengths: list[int], work: Path) 
         )
         pool = SessionPool()
         service = ClipService(settings, s3, district="gangnam", agent_id="bench", pool=pool, publish=publish,
-                              camera_lookup=targets.get, metrics_registry=CollectorRegistry())  # fmt: skip
+                              policy=command_policy(work / "keys"), camera_lookup=targets.get,
+                              metrics_registry=CollectorRegistry())  # fmt: skip
         await service.start()
         for target in targets.values():  # armed: a window starting now is served from the buffered GOP
             pool.arm(target.camera_id, target.rtsp_url, 600)
@@ -223,11 +225,11 @@ async def window_end_to_object(urls: list[str], lengths: list[int], work: Path) 
         pollers, requests = [], []
         for n, length in enumerate(lengths):
             start = datetime.now(UTC)
-            request = ClipRequest(
+            request = signed(ClipRequest(  # as the collector sends it: verified like any command
                 district="gangnam", request_id=f"bench-{n}-{os.getpid()}", camera_id=f"bench-{n % len(urls)}",
                 start=start, end=start + timedelta(seconds=length), purpose="bench", agency="bench",
                 priority="112", sent_at=start,
-            )  # fmt: skip
+            ))  # fmt: skip
             service.handle(request)
             key = clip_keys("gangnam", request.camera_id, request.start, request.request_id).clip
             pollers.append(asyncio.create_task(asyncio.to_thread(

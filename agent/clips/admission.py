@@ -1,8 +1,13 @@
-"""Admission of a clip request: a duplicate is dropped, a request the agent cannot serve is refused with its
-reason, and one it can serve is spooled (space reserved) and answered `accepted` before it is queued.
+"""Admission of a clip request: a duplicate is dropped, a request the district does not serve
+(agent/command_policy.py: signature, expiry, agency, service, window) or the agent cannot serve (camera,
+buffer, spool) is refused with its reason, and one it can serve is spooled (space reserved) and answered
+`accepted`, with its source (live or pre-roll), before it is queued.
 
 The request id is recorded only once the request is answered (refused, or spooled): a request that hit an
-unexpected error gets a failed result, and a redelivery of it is tried afresh.
+unexpected error gets a failed result, and a redelivery of it is tried afresh. The ids are kept on disk (the
+outbox database) for `clips.seen_ids_retention_s`, longer than any command may be valid
+(`commands.max_expiry_s`), so a replayed signed command makes no second clip, across restarts too. A command
+without a valid signature is answered but its id is not recorded: a forgery cannot take a real request's id.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from agent.clips.outbox import Outbox
 from agent.clips.pipeline import CameraTarget, CapturePool, Reporter
 from agent.clips.settings import ClipSettings
 from agent.clips.spool import Job, Spool
-from contract.messages import ClipRequest
+from agent.command_policy import UNAUTHENTICATED, CommandPolicy, refusal
+from contract.messages import ClipRequest, ClipSource
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,7 @@ class Admission:
         self,
         settings: ClipSettings,
         *,
+        policy: CommandPolicy,
         spool: Spool,
         pool: CapturePool,
         lookup: Callable[[str], CameraTarget | None],
@@ -38,13 +45,18 @@ class Admission:
         enqueue: Callable[[Job], None],
     ) -> None:
         """`enqueue` takes each accepted job (the capture queue)."""
-        self._settings, self._spool, self._pool, self._lookup = settings, spool, pool, lookup
+        self._settings, self._policy = settings, policy
+        self._spool, self._pool, self._lookup = spool, pool, lookup
         self._outbox, self._reporter, self._metrics, self._enqueue = outbox, reporter, metrics, enqueue
 
     def admit(self, request: ClipRequest) -> None:
         if self._outbox.seen(request.request_id):
             self._metrics.requests.labels("duplicate").inc()
             log.info("clip request %s delivered again; already taken", request.request_id)
+            return
+        refused = refusal(request, self._policy, datetime.now(UTC))
+        if refused is not None:
+            self._refuse_command(request, refused)
             return
         try:
             job = self._take(request)
@@ -57,42 +69,48 @@ class Admission:
         self._outbox.first_sight(request.request_id)
         if job is not None:
             self._metrics.requests.labels("accepted").inc()
-            self._reporter.send(request.request_id, request.camera_id, "accepted")
+            self._reporter.send(request.request_id, request.camera_id, "accepted", source=job.source)
             self._enqueue(job)
+
+    def _refuse_command(self, request: ClipRequest, reason: str) -> None:
+        self._metrics.commands_refused.labels(reason).inc()
+        self._metrics.requests.labels(reason).inc()
+        log.warning("clip request %s of %s refused: %s", request.request_id, request.agency, reason)
+        self._reporter.failed(request.request_id, request.camera_id, reason)
+        if reason not in UNAUTHENTICATED:
+            self._outbox.first_sight(request.request_id)
 
     def _take(self, request: ClipRequest) -> Job | None:
         """Spool the request's job, or send its refusal (None)."""
-        refusal = self._refusal(request)
+        source = _source(request)  # decided once: the buffer hold and the updates follow it
+        refusal = self._refusal(request, source)
         if refusal is not None:
             self._metrics.requests.labels(refusal.replace(" ", "_")).inc()
             self._reporter.failed(request.request_id, request.camera_id, refusal)
             return None
-        job = Job(request=request)
+        job = Job(request=request, source=source)
         self._spool.save(job)
-        if _needs_buffer(request):  # kept until the capture takes it, however long the queue makes it wait
+        if job.source == "preroll":  # kept until the capture takes it, however long the queue makes it wait
             self._pool.hold(request.camera_id, request.request_id, request.start)
         return job
 
-    def _refusal(self, request: ClipRequest) -> str | None:
+    def _refusal(self, request: ClipRequest, source: ClipSource) -> str | None:
         target = self._lookup(request.camera_id)
         if target is None:
             return "unknown camera"
-        window_s = (request.end - request.start).total_seconds()
-        if window_s > self._settings.max_window_s:
-            return "window longer than max_window_s"
         if not target.online:
             return "camera offline"
-        if request.start > datetime.now(UTC) + timedelta(seconds=self._settings.max_future_s):
-            return "start too far in the future"
-        if _needs_buffer(request):
+        if source == "preroll":
             earliest = self._pool.earliest_buffered(request.camera_id)
             if earliest is None or request.start < earliest - LIVE_TOLERANCE:
                 return "start further in the past than any buffer holds"
+        window_s = (request.end - request.start).total_seconds()
         estimate = int(window_s * self._settings.estimated_bitrate_bps / 8)
         admitted = self._spool.admit(request.request_id, estimate, routine=request.priority == "routine")
         self._metrics.spool_full.set(1 if self._spool.full else 0)
         return None if admitted else "spool full"
 
 
-def _needs_buffer(request: ClipRequest) -> bool:
-    return request.start < datetime.now(UTC) - LIVE_TOLERANCE
+def _source(request: ClipRequest) -> ClipSource:
+    """Live when the window starts now or later; else it must come from the pre-roll buffer."""
+    return "preroll" if request.start < datetime.now(UTC) - LIVE_TOLERANCE else "live"

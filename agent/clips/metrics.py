@@ -15,6 +15,12 @@ class ClipMetrics:
             ["outcome"],
             registry=r,
         )
+        self.commands_refused = Counter(
+            "cctv_agent_commands_refused_total",
+            "Clip and arm commands the district does not serve (agent/command_policy.py), by reason",
+            ["reason"],
+            registry=r,
+        )
         self.captures = Counter(
             "cctv_agent_clip_captures_total", "Captures by result (complete, partial, failed)", ["result"],
             registry=r,

@@ -30,6 +30,7 @@ from agent.clips.s3 import UploadError, clip_keys
 from agent.clips.spool import CaptureInfo, Job, Spool
 from agent.clips.stream import TimeSource
 from agent.clips.upload import ObjectLock, Uploader, UploadJob, UploadResult
+from agent.provisions import ProvisionLedger
 from contract.manifest import Manifest
 from contract.messages import PRIORITY_RANK, ClipStatusName, ClipUpdate
 
@@ -129,9 +130,11 @@ class Pipeline:
         district: str,
         agent_id: str,
         metrics: ClipMetrics,
+        provisions: ProvisionLedger,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._clock = clock  # the manifest's created_at
+        self._provisions = provisions
         self._spool, self._uploader, self._reporter, self._pool = spool, uploader, reporter, pool
         self._lookup, self._signer, self._recover = lookup, signer, recover
         self._bucket, self._lock, self._district, self._agent_id = bucket, lock, district, agent_id
@@ -149,7 +152,7 @@ class Pipeline:
                 return True
             job.state = "capturing"
             self._spool.save(job)
-            self._reporter.send(job.request_id, job.request.camera_id, "capturing")
+            self._reporter.send(job.request_id, job.request.camera_id, "capturing", source=job.source)
             upload = asyncio.create_task(
                 asyncio.to_thread(self._uploader.upload_file, self._clip_upload(job), finished, give_up)
             )
@@ -184,14 +187,19 @@ class Pipeline:
             return False
         self.block.accepted()
         capture = job.capture or CaptureInfo()
-        # The result is stored in the outbox before the job is marked `uploaded`: a crash between the two
-        # leaves a `captured` job with every key set, which a restart delivers again (the collector upserts
-        # the duplicate). The other order lost the result: `uploaded` jobs are never resumed.
+        # The hand-over is recorded, then the result stored in the outbox, then the job marked `uploaded`: a
+        # crash between them leaves a `captured` job with every key set, which a restart delivers again (the
+        # ledger and the collector both keep one row per request). The other order lost the result:
+        # `uploaded` jobs are never resumed.
+        self._provisions.record(
+            job.request, object_key=job.object_key, sha256=capture.sha256 or None,
+            size_bytes=capture.size_bytes, covered=(capture.covered_start, capture.covered_end),
+        )  # fmt: skip
         self._reporter.send(
             job.request_id, job.request.camera_id, "succeeded", reason=job.partial_reason,
             object_key=job.object_key, thumbnail_key=job.thumbnail_key, manifest_key=job.manifest_key,
             size_bytes=capture.size_bytes, sha256=capture.sha256 or None,
-            covered_start=capture.covered_start, covered_end=capture.covered_end,
+            covered_start=capture.covered_start, covered_end=capture.covered_end, source=job.source,
         )  # fmt: skip
         job.state = "uploaded"
         self._spool.save(job)

@@ -1,9 +1,10 @@
 """The agent's clip service: the facade that takes clip and arm commands and runs the parts delivering clips.
 
-The parts, one job each: admission.py (duplicate, refusal with its reason, spool admission), captures.py (the
-priority queue and its capture workers), retry.py (upload retries of spooled clips, spool housekeeping), and
-the pipeline (capture, upload, manifest, result). Uploads share one scheduler that orders parts by priority
-under the district's bandwidth cap.
+The parts, one job each: admission.py (duplicate, the district's command policy of agent/command_policy.py,
+refusal with its reason, spool admission), captures.py (the priority queue and its capture workers), retry.py
+(upload retries of spooled clips, spool housekeeping), and the pipeline (capture, upload, manifest, the
+provision ledger of agent/provisions.py, result). Uploads share one scheduler that orders parts by priority
+under the district's bandwidth cap. An arm command passes the same policy before a camera is armed.
 
 Lifecycle: `start()` opens the outbox, resumes what the spool holds (partial captures from a crash are cut to
 their last complete fragment and delivered), then starts the workers. `handle()` is called on the event loop
@@ -34,6 +35,8 @@ from agent.clips.s3 import make_client
 from agent.clips.settings import ClipBucketSettings, ClipSettings
 from agent.clips.spool import Job, Spool
 from agent.clips.upload import ObjectLock, Uploader, UploadScheduler
+from agent.command_policy import CommandPolicy, refusal
+from agent.provisions import ProvisionLedger, ledger_path
 from contract.messages import ArmRequest, ClipRequest
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ class ClipService:
         agent_id: str,
         pool: CapturePool,
         publish: Publish,
+        policy: CommandPolicy,
         camera_lookup: Callable[[str], CameraTarget | None],
         metrics_registry: CollectorRegistry | None = None,
         s3_client: Any = None,
@@ -59,7 +63,7 @@ class ClipService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings, self._s3, self._district, self._agent_id = settings, s3, district, agent_id
-        self._pool, self._publish, self._lookup = pool, publish, camera_lookup
+        self._pool, self._publish, self._lookup, self._policy = pool, publish, camera_lookup, policy
         self.metrics = ClipMetrics(metrics_registry)
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, settings.failed_retention_s)
         self._clock = clock  # wall clock (epoch seconds) of retention; injectable for tests
@@ -73,6 +77,7 @@ class ClipService:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._outbox: Outbox | None = None
+        self._provisions: ProvisionLedger | None = None
         self._parts: _Parts | None = None
 
     # lifecycle
@@ -84,12 +89,13 @@ class ClipService:
             seen_retention_s=self.settings.seen_ids_retention_s, clock=self._clock,
         )  # fmt: skip
         reporter = Reporter(self._district, self._agent_id, outbox, self.metrics)
+        provisions = self._provisions = ProvisionLedger(ledger_path(self.settings.spool_dir))
         signer = self._signer if self._signer is not None else await asyncio.to_thread(self._default_signer)
         pipeline = Pipeline(
             spool=self.spool, uploader=self._uploader, reporter=reporter, pool=self._pool,
             lookup=self._lookup, signer=signer,
             recover=self._recover or _default_recover(), bucket=self._s3.bucket, lock=self._object_lock(),
-            district=self._district, agent_id=self._agent_id, metrics=self.metrics,
+            district=self._district, agent_id=self._agent_id, metrics=self.metrics, provisions=provisions,
         )  # fmt: skip
         retry = UploadRetry(
             self.settings, self._jobs, spool=self.spool, outbox=outbox, pipeline=pipeline,
@@ -97,8 +103,8 @@ class ClipService:
         )  # fmt: skip
         captures = CaptureQueue(self._jobs, self.metrics, after_attempt=retry.after_attempt)
         admission = Admission(
-            self.settings, spool=self.spool, pool=self._pool, lookup=self._lookup, outbox=outbox,
-            reporter=reporter, metrics=self.metrics, enqueue=captures.enqueue,
+            self.settings, policy=self._policy, spool=self.spool, pool=self._pool, lookup=self._lookup,
+            outbox=outbox, reporter=reporter, metrics=self.metrics, enqueue=captures.enqueue,
         )  # fmt: skip
         self._parts = parts = _Parts(reporter, pipeline, admission, captures, retry)
         self._resume_spool(parts)
@@ -120,6 +126,8 @@ class ClipService:
         if self._outbox is not None:
             await self._outbox.drain(min(2.0, max(0.1, grace_s)))
             self._outbox.close()
+        if self._provisions is not None:
+            self._provisions.close()
 
     # commands
 
@@ -135,6 +143,11 @@ class ClipService:
             log.exception("command %s failed", command.request_id)
 
     def _on_arm(self, request: ArmRequest) -> None:
+        refused = refusal(request, self._policy, datetime.now(UTC))
+        if refused is not None:  # ArmRequest has no answer: counted and logged
+            self.metrics.commands_refused.labels(refused).inc()
+            log.warning("arm %s of camera %s refused: %s", request.request_id, request.camera_id, refused)
+            return
         target = self._lookup(request.camera_id)
         if target is None or not target.online:
             log.info("arm of camera %s ignored: unknown or offline", request.camera_id)

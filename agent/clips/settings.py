@@ -35,9 +35,6 @@ class ClipSettings(BaseModel):
     spool_max_bytes: int = Field(default=20 * 2**30, ge=MIB)
     # Space reserved for a clip before it is captured: window length times this bitrate.
     estimated_bitrate_bps: int = Field(default=8_000_000, ge=100_000)
-    max_window_s: float = Field(default=600.0, gt=0, le=3 * 3600)
-    # A request whose window starts later than this from now is refused ("start too far in the future").
-    max_future_s: float = Field(default=300.0, gt=0, le=24 * 3600)
     max_concurrent_captures: int = Field(default=4, ge=1, le=64)
     # Parts in flight at once across all uploads of the agent.
     max_concurrent_parts: int = Field(default=2, ge=1, le=32)

@@ -31,7 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.clips.stream import TimeSource
-from contract.messages import ClipRequest
+from contract.messages import ClipRequest, ClipSource
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class Job(BaseModel):
 
     request: ClipRequest
     state: JobState = "queued"
+    source: ClipSource | None = None  # chosen at admission; None in job files from before it was recorded
     received_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     capture: CaptureInfo | None = None
     # Why the clip is shorter than asked (stream lost, agent restarted), reported with the result.

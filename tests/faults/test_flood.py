@@ -42,6 +42,7 @@ from tests.faults.flood_publisher import Flood
 from tests.hostile_json import variants
 from tests.integration.conftest import agent_settings, eventually, running
 from tests.services import Mosquitto
+from tests.signed_commands import signed
 
 PER_TOPIC = 10_000
 ANSWER_WITHIN_S = 2.0
@@ -149,9 +150,9 @@ async def counted(read: Callable[[], Counter[str]], expected: Counter[str], what
 
 def clip_request_112(request_id: str) -> ClipRequest:
     now = datetime.now(UTC)
-    return ClipRequest(district="gangnam", request_id=request_id, camera_id="gangnam-00001", start=now,
-                       end=now + timedelta(seconds=2), purpose="assault in progress", agency="police-112",
-                       priority="112", sent_at=now)  # fmt: skip
+    return signed(ClipRequest(district="gangnam", request_id=request_id, camera_id="gangnam-00001", start=now,
+                              end=now + timedelta(seconds=2), purpose="assault in progress",
+                              agency="police-112", priority="112", sent_at=now))  # fmt: skip
 
 
 async def test_a_flood_of_malformed_payloads_is_counted_and_a_112_request_after_it_answered_within_2_s(

@@ -33,6 +33,7 @@ from contract.messages import ClipRequest
 from tests.collector.conftest import start_collector_process
 from tests.integration.conftest import Recorder, eventually, one_camera, running
 from tests.services import CephS3, Mosquitto, free_port
+from tests.signed_commands import collector_key_file, signed
 
 CAMERA_ID = "gangnam-00001"
 # What only one of the two ways into the index knows: the source, the update's time, and the agency and
@@ -58,6 +59,7 @@ def agent_settings(directory: Path, broker: Mosquitto, ceph: CephS3, bucket: str
         s3={"endpoint_url": ceph.endpoint, "region": ceph.region, "bucket": bucket,
             "access_key": ceph.access_key, "secret_key": ceph.secret_key},
         clips={"spool_dir": directory / "spool", "key_file": directory / "signing.key"},
+        commands={"collector_public_keys": [collector_key_file(directory)]},
     )  # fmt: skip
 
 
@@ -92,11 +94,11 @@ async def agent_delivers_clips(
 
 
 def clip_request(start: datetime) -> ClipRequest:
-    return ClipRequest(
+    return signed(ClipRequest(
         district="gangnam", request_id=f"req-{uuid.uuid4().hex[:12]}", camera_id=CAMERA_ID, start=start,
         end=start + timedelta(seconds=1.5), purpose="fault suite", agency="police-112",
         incident="112-20261205-0042", priority="112", sent_at=datetime.now(UTC),
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def reconcile_cli(config: Path, ceph: CephS3, bucket: str, *args: str, secret: str | None = None) -> Any:

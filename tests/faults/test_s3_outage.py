@@ -25,6 +25,7 @@ from contract.codec import encode
 from contract.messages import ClipRequest
 from tests.integration.conftest import Recorder, eventually, one_camera, running
 from tests.services import CephS3, Mosquitto, free_port
+from tests.signed_commands import collector_key_file, signed
 
 BASE_IP = "127.76.0.1"  # this suite's own camsim range
 
@@ -96,6 +97,7 @@ def agent_settings(directory: Path, mosquitto: Mosquitto, ceph: CephS3, bucket: 
             "connect_timeout_s": 1.0, "read_timeout_s": 5.0},
         clips={"spool_dir": directory / "spool", "key_file": directory / "signing.key", "retry_base_s": 0.2,
                "retry_max_s": 1.0},
+        commands={"collector_public_keys": [collector_key_file(directory)]},
     )  # fmt: skip
 
 
@@ -154,8 +156,8 @@ async def test_clip_cut_off_from_s3_mid_capture_is_delivered_intact_with_no_orph
 
 def clip_request(camera_id: str) -> ClipRequest:
     now = datetime.now(UTC)
-    return ClipRequest(
+    return signed(ClipRequest(
         district="gangnam", request_id=f"req-{uuid.uuid4().hex[:12]}", camera_id=camera_id,
         start=now + timedelta(seconds=1), end=now + timedelta(seconds=4), purpose="fault suite: S3 outage",
         agency="police-112", priority="112", sent_at=now,
-    )  # fmt: skip
+    ))  # fmt: skip

@@ -22,6 +22,7 @@ from camsim.ledger import write_ledger, write_secrets
 from camsim.media import MediaLibrary
 from camsim.personalities import load_personalities
 from tests.services import Mosquitto
+from tests.signed_commands import collector_key_file
 
 BASE_IP, ONVIF_PORT, RTSP_PORT, WSD_PORT = "127.51.0.1", 18180, 18654, 13802
 GOLDEN = Path(__file__).parents[1] / "contract" / "golden"
@@ -150,6 +151,7 @@ def agent_settings(directory: Path, broker: Mosquitto) -> AgentSettings:
         secrets_file=directory / "secrets.toml",
         metrics_port=0,
         clips={"spool_dir": directory / "spool", "key_file": directory / "signing.key"},
+        commands={"collector_public_keys": [collector_key_file(directory)]},
         mqtt={"host": broker.host, "port": broker.port, "reconnect_max_s": 1},
         onvif={"timeout_s": 2.0},
         discovery={

@@ -33,6 +33,7 @@ from tests.integration.conftest import (
     running,
 )
 from tests.services import Mosquitto
+from tests.signed_commands import signed
 
 pytestmark = pytest.mark.integration
 
@@ -194,16 +195,18 @@ async def test_discovery_is_reconciled_with_the_ledger(
 
 def clip_request(request_id: str, seconds: float) -> ClipRequest:
     now = datetime.now(UTC)
-    return ClipRequest(
-        district="gangnam",
-        request_id=request_id,
-        camera_id="gangnam-00001",
-        start=now,
-        end=now + timedelta(seconds=seconds),
-        purpose="test",
-        agency="police-112",
-        priority="112",
-        sent_at=now,
+    return signed(
+        ClipRequest(
+            district="gangnam",
+            request_id=request_id,
+            camera_id="gangnam-00001",
+            start=now,
+            end=now + timedelta(seconds=seconds),
+            purpose="test",
+            agency="police-112",
+            priority="112",
+            sent_at=now,
+        )
     )
 
 

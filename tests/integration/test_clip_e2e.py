@@ -24,6 +24,7 @@ from contract.codec import encode
 from contract.messages import ClipRequest
 from tests.integration.conftest import Recorder, assert_documented, eventually, one_camera, running
 from tests.services import CephS3, Mosquitto
+from tests.signed_commands import collector_key_file, signed
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +57,7 @@ async def test_a_112_request_becomes_a_verified_clip_in_s3(
             "secret_key": ceph_s3.secret_key,
         },
         clips={"spool_dir": camera / "spool", "key_file": camera / "signing.key"},
+        commands={"collector_public_keys": [collector_key_file(camera)]},
     )
     recorder = Recorder(mosquitto.port)
     agent = Agent(settings)
@@ -67,7 +69,7 @@ async def test_a_112_request_becomes_a_verified_clip_in_s3(
                 lambda: (recorder.get(status_topic) or {}).get("state") == "online", 20, "camera online"
             )
             now = datetime.now(UTC)
-            request = ClipRequest(
+            request = signed(ClipRequest(
                 district="gangnam",
                 request_id=f"req-{uuid.uuid4().hex[:12]}",
                 camera_id=camera_id,
@@ -78,7 +80,7 @@ async def test_a_112_request_becomes_a_verified_clip_in_s3(
                 incident="112-20261125-0001",
                 priority="112",
                 sent_at=now,
-            )
+            ))  # fmt: skip
             delivery = encode(request)
             recorder.client.publish(delivery.topic, delivery.payload, qos=1)
             result_topic = topics.clip("gangnam", request.request_id)

@@ -8,6 +8,7 @@ import pytest
 from agent import cli as agent_cli
 from agent.config import AgentSettings
 from common.settings import ConfigError, load
+from tests.signed_commands import collector_key_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +62,8 @@ def test_validate_config_accepts_the_example_with_its_files(tmp_path, monkeypatc
     secrets = tmp_path / "secrets.toml"
     secrets.write_text('[credentials."cam/cam-1"]\nusername = "admin"\npassword = "pw"\n')
     monkeypatch.setenv("AGENT__SECRETS_FILE", str(secrets))
+    key = collector_key_file(tmp_path)
+    monkeypatch.setenv("AGENT__COMMANDS__COLLECTOR_PUBLIC_KEYS", json.dumps([str(key)]))
     assert agent_cli.main(["validate-config", str(ROOT / "deploy" / "agent.example.toml")]) == 0
 
 

@@ -32,6 +32,7 @@ from camsim.rtsp_server import RtspServer
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest, ClipUpdate, Priority
+from tests.signed_commands import signed
 
 DISTRICT = "gangnam"
 FRAGMENT = 64 * 1024
@@ -43,12 +44,13 @@ def utcnow() -> datetime:
 
 def clip_request(camera_id: str = "cam-1", *, start_in_s: float = 0.0, length_s: float = 1.0,
                  priority: Priority = "112", request_id: str | None = None) -> ClipRequest:  # fmt: skip
+    """A request as the collector signs it."""
     start = utcnow() + timedelta(seconds=start_in_s)
-    return ClipRequest(
+    return signed(ClipRequest(
         district=DISTRICT, request_id=request_id or f"req-{uuid.uuid4().hex[:12]}", camera_id=camera_id,
         start=start, end=start + timedelta(seconds=length_s), purpose="test", agency="seoul-police",
         priority=priority, sent_at=utcnow(),
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 @dataclass

@@ -31,6 +31,7 @@ from agent.clips.settings import ClipBucketSettings, ClipSettings
 from agent.clips.spool import Job, Spool
 from contract.messages import ClipRequest, ClipUpdate
 from tests.agent.clips.clip_harness import DISTRICT, MqttPublisher
+from tests.signed_commands import command_policy
 
 
 def kill_at(point: str) -> None:
@@ -59,7 +60,8 @@ async def main(config: dict[str, object], request: ClipRequest | None) -> None:
     publisher = MqttPublisher(str(config["mqtt_host"]), int(str(config["mqtt_port"])), "agent-driver")
     service = ClipService(
         settings, ClipBucketSettings.model_validate(config["s3"]), district=DISTRICT, agent_id="agent-driver",
-        pool=pool, publish=publisher, camera_lookup=lambda cid: target if cid == target.camera_id else None,
+        pool=pool, publish=publisher, policy=command_policy(Path(str(config["spool_dir"])).parent / "keys"),
+        camera_lookup=lambda cid: target if cid == target.camera_id else None,
     )  # fmt: skip
     await service.start()
     if request is not None:

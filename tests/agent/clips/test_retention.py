@@ -33,6 +33,7 @@ from tests.agent.clips.clip_harness import (
 )
 from tests.agent.clips.test_service import s3_settings
 from tests.services import CephS3, Mosquitto
+from tests.signed_commands import command_policy
 
 DAY = 86_400.0
 # The outbox schema as the agent created it before `seen.seen_at` existed.
@@ -186,7 +187,8 @@ async def clip_service(tmp_path: Path, broker: Mosquitto, ceph: CephS3, bucket: 
     publisher = MqttPublisher(broker.host, broker.port)
     service = ClipService(
         settings, s3_settings(ceph, bucket), district=DISTRICT, agent_id="agent-gangnam", pool=pool,
-        publish=publisher, camera_lookup=cameras(), metrics_registry=CollectorRegistry(), clock=clock,
+        publish=publisher, policy=command_policy(tmp_path / "keys"), camera_lookup=cameras(),
+        metrics_registry=CollectorRegistry(), clock=clock,
     )  # fmt: skip
     await service.start()
     try:

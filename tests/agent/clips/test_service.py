@@ -24,6 +24,7 @@ from agent.clips.manifest import verify
 from agent.clips.s3 import clip_keys
 from agent.clips.service import ClipService
 from agent.clips.settings import ClipBucketSettings, ClipSettings
+from agent.config import CommandSettings
 from common.signing import load_or_create_key, public_key_pem
 from contract.messages import ArmRequest
 from tests.agent.clips.clip_harness import (
@@ -36,6 +37,7 @@ from tests.agent.clips.clip_harness import (
     utcnow,
 )
 from tests.services import CephS3, Mosquitto
+from tests.signed_commands import command_policy, signed
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +63,9 @@ def s3_settings(ceph: CephS3, bucket: str, **extra: Any) -> ClipBucketSettings:
 
 @contextlib.asynccontextmanager
 async def rig(tmp_path: Path, broker: Mosquitto, ceph: CephS3, bucket: str, pool: FakePool | None = None, *,
-              s3_client: Any = None, camera_lookup: Any = None,
+              s3_client: Any = None, camera_lookup: Any = None, commands: dict[str, Any] | None = None,
               **settings: Any) -> AsyncIterator[Rig]:  # fmt: skip
+    """`commands`: the district's [commands] settings beyond trusting the collector test key."""
     clip_settings = ClipSettings(spool_dir=tmp_path / "spool", key_file=tmp_path / "key.pem",
                                  retry_base_s=0.2, retry_max_s=1.0, **settings)  # fmt: skip
     pool = pool or FakePool()
@@ -70,7 +73,8 @@ async def rig(tmp_path: Path, broker: Mosquitto, ceph: CephS3, bucket: str, pool
     publisher = MqttPublisher(broker.host, broker.port)
     service = ClipService(
         clip_settings, s3_settings(ceph, bucket), district=DISTRICT, agent_id="agent-gangnam", pool=pool,
-        publish=publisher, camera_lookup=camera_lookup or cameras(offline=("cam-off",)),
+        publish=publisher, policy=command_policy(tmp_path / "keys", **(commands or {})),
+        camera_lookup=camera_lookup or cameras(offline=("cam-off",)),
         metrics_registry=CollectorRegistry(), s3_client=s3_client,
     )  # fmt: skip
     await service.start()
@@ -101,6 +105,7 @@ async def test_clip_is_captured_uploaded_signed_and_reported(
             "succeeded",
         ]
         assert result.reason is None
+        assert result.source == "live"  # the window starts now: cut from the live stream
         start = request.start
         assert result.object_key == (f"{DISTRICT}/cam-1/{start:%Y/%m/%d}/{start:%Y%m%dT%H%M%SZ}_"
                                      f"{request.request_id}.mp4")  # fmt: skip
@@ -126,14 +131,14 @@ async def test_clip_is_captured_uploaded_signed_and_reported(
 async def test_each_invalid_request_gets_a_failed_result_with_its_reason(
     tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
 ) -> None:
-    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], max_window_s=60,
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], commands={"max_window_s": 60},
                    spool_max_bytes=2**20, estimated_bitrate_bps=4_000_000) as r:  # fmt: skip
         cases = {
             "unknown camera": clip_request("nvr-9"),
-            "window longer than max_window_s": clip_request(length_s=61),
+            "window_too_long": clip_request(length_s=61),
             "camera offline": clip_request("cam-off"),
             "start further in the past than any buffer holds": clip_request(start_in_s=-30),
-            "start too far in the future": clip_request(start_in_s=301),  # max_future_s defaults to 300
+            "window_in_future": clip_request(start_in_s=301),  # max_future_s defaults to 300
             "spool full": clip_request(length_s=5, priority="routine"),  # 2.5 MB > 1 MiB
         }
         for request in cases.values():
@@ -172,7 +177,7 @@ async def test_an_unexpected_error_gets_a_failed_result_and_the_redelivery_is_se
 
 def test_max_future_s_must_be_positive() -> None:
     with pytest.raises(ValidationError, match="max_future_s"):
-        ClipSettings(max_future_s=0)
+        CommandSettings(max_future_s=0)
 
 
 async def test_a_window_in_the_future_does_not_hold_a_capture_worker(
@@ -309,12 +314,15 @@ async def test_arm_command_keeps_a_preroll(
     tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
 ) -> None:
     async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1]) as r:
-        arm = ArmRequest(district=DISTRICT, request_id="arm-1", camera_id="cam-2", duration_s=300,
-                         agency="seoul-police", sent_at=utcnow())  # fmt: skip
+        arm = signed(ArmRequest(district=DISTRICT, request_id="arm-1", camera_id="cam-2", duration_s=300,
+                                agency="seoul-police", sent_at=utcnow()))  # fmt: skip
         r.service.handle(arm)
-        assert r.pool.armed == [("cam-2", 300)]
+        r.service.handle(arm.model_copy(update={"request_id": "arm-forged", "duration_s": 3600}))
+        assert r.pool.armed == [("cam-2", 300)]  # the forged one is refused
+        assert r.sample("cctv_agent_commands_refused_total", reason="signature_invalid") == 1
         # with a buffer that reaches back far enough, a past start is served
         r.pool.earliest = utcnow() - timedelta(seconds=60)
         request = clip_request(start_in_s=-30, length_s=1)
         r.service.handle(request)
-        assert (await final(r, request.request_id)).status == "succeeded"
+        result = await final(r, request.request_id)
+        assert (result.status, result.source) == ("succeeded", "preroll")

@@ -40,6 +40,7 @@ from tests.agent.clips.clip_harness import (
 )
 from tests.agent.clips.test_service import final, rig, s3_settings
 from tests.services import CephS3, Mosquitto, _is_dead
+from tests.signed_commands import command_policy
 
 HERE = Path(__file__).resolve().parent
 
@@ -288,7 +289,8 @@ async def test_a_failing_spool_disk_does_not_stop_the_upload_retries(
                             retry_max_s=0.02)  # fmt: skip
     service = ClipService(
         settings, ClipBucketSettings(), district=DISTRICT, agent_id="a1", pool=FakePool(),
-        publish=lambda u: None, camera_lookup=cameras(), metrics_registry=CollectorRegistry(),
+        publish=lambda u: None, policy=command_policy(tmp_path / "keys"), camera_lookup=cameras(),
+        metrics_registry=CollectorRegistry(),
         s3_client=object(), signer=lambda m: m,
     )  # fmt: skip
     job = Job(request=clip_request(), state="captured")

@@ -19,6 +19,7 @@ from agent.clips.metrics import ClipMetrics
 from agent.clips.pipeline import CameraTarget, Pipeline
 from agent.clips.spool import CaptureInfo, Job, Spool
 from agent.clips.upload import UploadJob, UploadResult
+from agent.provisions import ProvisionLedger, ledger_path
 from contract.messages import ClipRequest
 
 HERE = Path(__file__).parent
@@ -91,7 +92,7 @@ async def deliver_recorded_clip(
         spool=spool, uploader=uploader, reporter=reporter, pool=None, lookup=lambda _: target,  # type: ignore[arg-type]
         signer=lambda manifest: sign_manifest(manifest, KEY), recover=lambda _: (0, None, None),
         bucket=bucket, lock=None, district=request.district, agent_id=AGENT_ID, metrics=ClipMetrics(),
-        clock=lambda: request.end + timedelta(seconds=3),
+        provisions=ProvisionLedger(ledger_path(spool_dir)), clock=lambda: request.end + timedelta(seconds=3),
     )  # fmt: skip
     assert await pipeline.deliver(job)
     [succeeded] = [u for u in reporter.updates if u["status"] == "succeeded"]
