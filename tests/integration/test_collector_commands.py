@@ -1,7 +1,5 @@
 """The collector's signed commands, through its outbox and a real Mosquitto, to a real agent that verifies
 them (camsim camera, Ceph S3), with the agent's answers ingested back into the collector's index.
-
-Needs the agent's command verification (agent/command_policy.py); skipped where it is not there yet.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from contract.messages import ClipRequest
 from tests.integration.conftest import eventually, one_camera, running
 from tests.services import CephS3, Mosquitto, free_port
 
-pytest.importorskip("agent.command_policy", reason="the agent does not verify commands yet")
 pytestmark = pytest.mark.integration
 
 BASE_IP = "127.42.0.1"  # this module's camsim addresses
