@@ -1,9 +1,9 @@
-"""Composition root of `cctv-collector run`: metrics, store, writer, subscriber, HTTP API.
+"""Composition root of `cctv-collector run`: metrics, store, writer, command outbox, subscriber, HTTP API.
 
-Start order is sinks first, sources last (metrics and store, writer, HTTP API, then the MQTT subscriber);
-SIGTERM or SIGINT stops the subscriber first, lets the writer drain and commit what is queued (unless the
-store is unavailable: then it gives up at once), then stops the API. The MQTT session is persistent, so what
-agents publish meanwhile waits at the broker.
+Start order is sinks first, sources last (metrics and store, writer, command outbox, HTTP API, then the MQTT
+subscriber); SIGTERM or SIGINT stops the outbox, then the subscriber, lets the writer drain and commit what is
+queued (unless the store is unavailable: then it gives up at once), then stops the API. The MQTT session is
+persistent, so what agents publish meanwhile waits at the broker; unanswered commands wait in the outbox.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import start_http_server
 
+from collector.commands.outbox import OutboxPublisher
+from collector.commands.signing import CommandSigner
 from collector.config import CollectorSettings
 from collector.index.gauges import IndexGauges
 from collector.index.store import Store, open_store
@@ -46,15 +48,21 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
     metrics_server, _ = start_http_server(settings.metrics_port, settings.http.host, metrics.registry)
     ingest = Ingest(settings, metrics)
     ingest.start_writer()
+    # The signer and the outbox's notify() are what the platform needs to send commands.
+    signer = CommandSigner(settings.command_key_file, settings.commands.ttl_s)
+    outbox = OutboxPublisher(settings, metrics.registry, lambda: open_store(url))
+    outbox.start()
     reader = StoreThread(lambda: open_store(url))
     runner = web.AppRunner(make_app(reader, lambda: _health(ingest)))
     await runner.setup()
     await web.TCPSite(runner, settings.http.host, settings.http.port).start()
     ingest.subscriber.start()
-    log.info("collector %s running (store %s)", settings.collector_id, url.split("://", 1)[0])
+    log.info("collector %s running (store %s, command key %s)", settings.collector_id, url.split("://", 1)[0],
+             signer.key_id)  # fmt: skip
     try:
         await stop.wait()
     finally:
+        await asyncio.to_thread(outbox.stop)
         log.info("stopping: unsubscribing, draining %s queued messages", ingest.queue_depth())
         await asyncio.to_thread(ingest.stop)
         await runner.cleanup()

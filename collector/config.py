@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
 from collector.access.settings import AccessSettings
+from collector.index.store_sqlite import sqlite_path
 from common.mqtt_settings import MqttSettings
 from common.s3 import S3Settings
 from common.settings import TomlThenEnv
@@ -55,6 +57,23 @@ class HttpSettings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class CommandSettings(BaseModel):
+    """Commands to agents (collector/commands/): the signing key and the outbox's publishing cadence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The collector's Ed25519 key (PKCS#8 PEM), created on first start; districts trust its public key
+    # (`cctv-collector commands public-key`). Default: commands.key beside a SQLite index, else in
+    # /var/lib/cctv-collector.
+    key_file: Path | None = None
+    # A command's lifetime: agents refuse it after `expires_at`, the outbox stops publishing it then.
+    ttl_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    # An unanswered command is published again this often.
+    republish_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    # Commands published per round (each waits for its PUBACK before the round ends).
+    batch: int = Field(default=500, ge=1, le=10_000)
+
+
 class CollectorSettings(TomlThenEnv):
     model_config = SettingsConfigDict(env_prefix="COLLECTOR__", env_nested_delimiter="__", extra="forbid")
 
@@ -64,8 +83,18 @@ class CollectorSettings(TomlThenEnv):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     http: HttpSettings = HttpSettings()
+    commands: CommandSettings = CommandSettings()
     # The clip bucket that `reconcile` compares with the index (empty bucket: reconcile is disabled).
     s3: S3Settings = S3Settings(bucket="")
     metrics_port: int = Field(default=9109, ge=0, le=65535)
     # Who may use the API. The defaults fail closed: no keys, every request 401; no policy, every action 403.
     access: AccessSettings = AccessSettings()
+
+    @property
+    def command_key_file(self) -> Path:
+        """`commands.key_file`, by default beside a SQLite index (else in /var/lib/cctv-collector)."""
+        if self.commands.key_file is not None:
+            return self.commands.key_file
+        if self.store.url.startswith("sqlite://"):
+            return Path(sqlite_path(self.store.url)).parent / "commands.key"
+        return Path("/var/lib/cctv-collector/commands.key")

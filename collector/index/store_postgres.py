@@ -46,6 +46,7 @@ INSERT INTO cameras ({STATUS_COLUMNS}) SELECT {STATUS_COLUMNS} FROM incoming_sta
 
 class PostgresStore(SqlStore):
     engine = "postgres"
+    driver_errors = (psycopg.Error, OverflowError, UnicodeError)
 
     def __init__(self, url: str) -> None:
         self.url = url

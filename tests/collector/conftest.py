@@ -61,6 +61,7 @@ def start_collector_process(
     cfg.write_text(
         f"metrics_port = {metrics_port}\n[mqtt]\nport = {broker.port}\n"
         f'[store]\nurl = "{url}"\n[http]\nport = {http_port}\n[ingest]\n{ingest}\n'
+        f'[commands]\nkey_file = "{tmp_path / "commands.key"}"\n'
     )
     code = "import sys; from collector.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, "run", "--config", str(cfg)], stderr=stderr)
