@@ -6,6 +6,8 @@
     cctv-collector cameras [--district D] [--state S] [--json]
     cctv-collector uptime --district gangnam --since 7d [--camera ID] [--json]
     cctv-collector reconcile [--rebuild] [--json]
+    cctv-collector audit verify [--json]                 # exit 0 only when the audit trail holds
+    cctv-collector audit report --month 2026-11 --out DIR
 
 Every command reads the TOML file given with --config (optional) and COLLECTOR__* environment variables.
 """
@@ -20,6 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from collector.audit import cli as audit_cli
 from collector.config import CollectorSettings
 from collector.index.store import CameraView, Store, open_store
 from common import jsonlog
@@ -51,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("reconcile", parents=[common], help="compare the clip index with the S3 bucket")
     rec.add_argument("--rebuild", action="store_true", help="rebuild the clip index from the bucket alone")
     rec.add_argument("--json", action="store_true")
+    audit_cli.add_parser(sub, common)
     return p
 
 
@@ -86,6 +90,8 @@ def _query(args: argparse.Namespace, settings: CollectorSettings, store: Store) 
         return _cameras(store, args.district, args.state, args.json)
     if args.command == "uptime":
         return _uptime(store, args)
+    if args.command == "audit":
+        return audit_cli.run(args, settings, store)
     return _reconcile(store, settings, args.rebuild, args.json)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,6 +55,23 @@ class HttpSettings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class AuditSettings(BaseModel):
+    """Signed checkpoints of the audit chain (collector/audit/), written to a bucket of the `[s3]` gateway
+    that was created with Object Lock; each object is retained in COMPLIANCE mode for `retention_days`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = ""  # empty: no checkpoints are written and `audit verify` refuses to run
+    prefix: str = Field(default="audit/", pattern=r"^([A-Za-z0-9._-]+/)*$")
+    # The collector's Ed25519 signing key (created if missing) and the public keys `audit verify` trusts
+    # (PEM files; empty: the public half of key_path).
+    key_path: Path = Path("/var/lib/cctv-collector/audit-key.pem")
+    public_keys: list[Path] = []
+    checkpoint_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    # PIPA safety rules Art. 8: at least 1 year, 2 where a system covers 50,000 people or more (Seoul's does).
+    retention_days: int = Field(default=730, ge=365, le=36500)
+
+
 class CollectorSettings(TomlThenEnv):
     model_config = SettingsConfigDict(env_prefix="COLLECTOR__", env_nested_delimiter="__", extra="forbid")
 
@@ -66,3 +84,4 @@ class CollectorSettings(TomlThenEnv):
     # The clip bucket that `reconcile` compares with the index (empty bucket: reconcile is disabled).
     s3: S3Settings = S3Settings(bucket="")
     metrics_port: int = Field(default=9109, ge=0, le=65535)
+    audit: AuditSettings = AuditSettings()
