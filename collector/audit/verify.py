@@ -115,7 +115,7 @@ def _walk(
             verdict.first = entry.seq
             if (entry.seq - 1, entry.prev_hash) in anchors:  # pruned up to a signed boundary
                 prev = Head(entry.seq - 1, entry.prev_hash)
-        problem = _link_problem(prev, entry) or _content_problem(entry)
+        problem = _gap_problem(prev, entry) or _content_problem(entry) or _link_problem(prev, entry)
         if problem is not None:
             verdict.problems.append(problem)
         if entry.seq in wanted:
@@ -126,16 +126,22 @@ def _walk(
     return hashes
 
 
+def _gap_problem(prev: Head, entry: Entry) -> Problem | None:
+    if entry.seq == prev.seq + 1:
+        return None
+    gone = f"{prev.seq + 1}" if entry.seq == prev.seq + 2 else f"{prev.seq + 1} to {entry.seq - 1}"
+    return Problem(prev.seq + 1, f"record removed: seq {gone} missing before seq {entry.seq}")
+
+
 def _link_problem(prev: Head, entry: Entry) -> Problem | None:
-    if entry.seq != prev.seq + 1:
-        gone = f"{prev.seq + 1}" if entry.seq == prev.seq + 2 else f"{prev.seq + 1} to {entry.seq - 1}"
-        return Problem(prev.seq + 1, f"record removed: seq {gone} missing before seq {entry.seq}")
-    if entry.prev_hash != prev.hash:
-        return Problem(
-            max(prev.seq, 1),
-            f"seq {entry.seq} is not chained to seq {prev.seq}'s hash: one of them was rewritten",
-        )
-    return None
+    """A consistent record chained to another hash than its predecessor's: the predecessor was rewritten
+    (changed with a recomputed hash), or the genesis was replaced."""
+    if entry.prev_hash == prev.hash:
+        return None
+    return Problem(
+        max(prev.seq, 1),
+        f"record rewritten: seq {entry.seq} was chained to another hash than seq {prev.seq}'s",
+    )
 
 
 def _content_problem(entry: Entry) -> Problem | None:

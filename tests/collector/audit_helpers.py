@@ -7,7 +7,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from collector.audit.chain import FIELDS, GENESIS, AuditRecord, AuditSubject, Head, append, chain_hash, entries
+from collector.audit.chain import (
+    FIELDS,
+    GENESIS,
+    AuditRecord,
+    AuditSubject,
+    Head,
+    append,
+    chain_hash,
+    entries,
+)
 from collector.index.store import Store
 from tests.services import CephS3
 
