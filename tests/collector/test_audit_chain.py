@@ -1,4 +1,4 @@
-"""The audit chain in the index: each record chained to the one before, in the action's transaction, append-only."""
+"""The audit chain in the index: each record chained to the one before, with its action, append-only."""
 
 from __future__ import annotations
 
