@@ -1,4 +1,4 @@
-"""The checkpointer: signed checkpoints of the moving head in a compliance-locked Ceph bucket, and its metrics."""
+"""The checkpointer: signed checkpoints of the moving head in a compliance-locked Ceph bucket; its metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from collector.audit.checkpoints import CheckpointError, Checkpointer, open_bucket, trusted_keys
+from collector.audit.checkpoints import Checkpointer, CheckpointError, open_bucket, trusted_keys
 from collector.audit.verify import verify
 from collector.cli import main
 from collector.config import CollectorSettings
@@ -86,12 +86,7 @@ def test_a_checkpoint_is_retained_in_compliance_mode_for_the_audit_retention(
 
 @pytest.mark.integration
 def test_a_bucket_without_object_lock_gets_no_checkpoint_and_the_failure_is_counted(
-    store: Store,
-    store_url: str,
-    ceph_s3: CephS3,
-    tmp_path: Path,
-    s3_bucket: tuple[Any, str],
-    started: list[Any],
+    store: Store, store_url: str, ceph_s3: CephS3, tmp_path: Path, s3_bucket: tuple[Any, str]
 ) -> None:
     client, bucket = s3_bucket
     settings = load(CollectorSettings, config_file(ceph_s3, bucket, store_url, tmp_path, interval_s=0.2))
@@ -102,10 +97,11 @@ def test_a_bucket_without_object_lock_gets_no_checkpoint_and_the_failure_is_coun
         checkpointer.checkpoint_now()
 
     checkpointer.start()
-    started.append(checkpointer)
-
-    failures = ("collector_audit_checkpoint_failures_total", {"reason": "no_object_lock"})
-    wait_until(lambda: (registry.get_sample_value(*failures) or 0) >= 2, 5, "two counted failures")
+    try:
+        failures = ("collector_audit_checkpoint_failures_total", {"reason": "no_object_lock"})
+        wait_until(lambda: (registry.get_sample_value(*failures) or 0) >= 2, 5, "two counted failures")
+    finally:
+        checkpointer.stop()
     assert "Contents" not in client.list_objects_v2(Bucket=bucket)
 
 
