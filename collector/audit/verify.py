@@ -115,6 +115,7 @@ def _walk(
             verdict.first = entry.seq
             if (entry.seq - 1, entry.prev_hash) in anchors:  # pruned up to a signed boundary
                 prev = Head(entry.seq - 1, entry.prev_hash)
+                hashes[prev.seq] = prev.hash
         problem = _gap_problem(prev, entry) or _content_problem(entry) or _link_problem(prev, entry)
         if problem is not None:
             verdict.problems.append(problem)

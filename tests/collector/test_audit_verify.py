@@ -196,3 +196,15 @@ def test_verify_command_exit_codes_and_json(
     monkeypatch.setenv("COLLECTOR__AUDIT__BUCKET", "")
     assert main(["audit", "verify", *config]) == 2
     assert "audit.bucket" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("pruned", "ok"), [(6, True), (5, False)], ids=["at-a-checkpoint", "elsewhere"])
+def test_records_pruned_after_retention_verify_only_up_to_a_checkpoint(
+    trail: Trail, pruned: int, ok: bool
+) -> None:
+    tamper(trail.store, ("DELETE FROM audit_log WHERE seq <= ?", (pruned,)))
+
+    verdict = trail.verify()
+
+    assert (verdict.ok, verdict.first) == (ok, pruned + 1)
+    assert ok or (verdict.first_bad is not None and verdict.first_bad.seq == 1)
