@@ -9,7 +9,8 @@ where document(seq) is the record's JSON form (common/signing.canonical_json) in
 tail or a rewritten chain is caught by the signed checkpoints (checkpoints.py, verify.py).
 
 `append` reads and moves the one-row `audit_head` under a row lock, so concurrent appends form one chain, and
-commits with the action the record describes (the caller's Tx).
+commits with the action the record describes (the caller's Tx). The lock is held until that commit: append
+as the transaction's last statement, so audited transactions wait on each other as briefly as possible.
 """
 
 from __future__ import annotations

@@ -193,6 +193,10 @@ def test_verify_command_exit_codes_and_json(
     assert main(["audit", "verify", *config]) == 1
     assert "first bad record: seq 3: record changed" in capsys.readouterr().err
 
+    monkeypatch.setenv("COLLECTOR__AUDIT__PUBLIC_KEYS", f'["{trail.config.parent / "missing.pem"}"]')
+    assert main(["audit", "verify", *config]) == 2
+    assert "missing.pem" in capsys.readouterr().err
+
     monkeypatch.setenv("COLLECTOR__AUDIT__BUCKET", "")
     assert main(["audit", "verify", *config]) == 2
     assert "audit.bucket" in capsys.readouterr().err
