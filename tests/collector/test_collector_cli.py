@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import urllib.request
@@ -104,7 +105,9 @@ def test_migrate_reports_the_schema_version(
 ) -> None:
     monkeypatch.setenv("COLLECTOR__STORE__URL", f"sqlite://{tmp_path / 'new.db'}")
     assert main(["migrate"]) == 0
-    assert "schema version 5 (applied: [1, 2, 3, 4, 5])" in capsys.readouterr().out
+    out = capsys.readouterr().out  # the platform adds migrations from several branches at once
+    printed = re.fullmatch(r"schema version (\d+) \(applied: \[1, 2, 3, 4, 5(?:, \d+)*, (\d+)\]\)\n", out)
+    assert printed is not None and printed[1] == printed[2], out
 
 
 async def test_http_api_lists_cameras(config: Path) -> None:

@@ -35,8 +35,9 @@ def test_migrations_are_recorded_and_applied_once(store_url: str) -> None:
     s = open_store(store_url)
     try:
         assert s.schema_version() == 0
-        assert s.migrate() == [1, 2, 3, 4, 5]
-        assert s.schema_version() == 5
+        applied = s.migrate()  # the platform adds migrations from several branches at once
+        assert applied[:5] == [1, 2, 3, 4, 5] and applied == sorted(set(applied)) and 7 in applied
+        assert s.schema_version() == applied[-1]
         assert s.migrate() == []
     finally:
         s.close()
