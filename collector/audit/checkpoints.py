@@ -250,7 +250,7 @@ class Checkpointer:
             key = self._bucket.write(checkpoint)
             self._written, self._covered_at = current, now
         self.metrics.seq.set(current.seq)
-        log.info("audit checkpoint seq %s written to %s", current.seq, key)
+        log.debug("audit checkpoint seq %s written to %s", current.seq, key)
         return checkpoint
 
     def _run(self) -> None:
