@@ -74,6 +74,10 @@ def _changed(store: Store) -> list[tuple[str, tuple[Any, ...]]]:
     return [("UPDATE audit_log SET purpose = ? WHERE seq = 3", ("routine check",))]
 
 
+def _garbled(store: Store) -> list[tuple[str, tuple[Any, ...]]]:
+    return [("UPDATE audit_log SET subjects = ? WHERE seq = 5", ("[{'camera_id': ",))]
+
+
 def _rehashed(store: Store) -> list[tuple[str, tuple[Any, ...]]]:
     return rewrite_from(store, 4, purpose="routine check")[:1]  # its own hash recomputed, not the next link
 
@@ -102,13 +106,14 @@ def _rewritten(store: Store) -> list[tuple[str, tuple[Any, ...]]]:
     ("tampering", "first_bad", "why"),
     [
         (_changed, 3, "record changed"),
+        (_garbled, 5, "subjects is not JSON"),
         (_rehashed, 4, "record rewritten"),
         (_removed, 6, "record removed"),
         (_reordered, 3, "record changed"),
         (_cut, 9, "tail cut"),
         (_rewritten, 7, "chain rewritten"),
     ],
-    ids=["changed", "rehashed", "removed", "reordered", "cut-tail", "rewritten"],
+    ids=["changed", "garbled", "rehashed", "removed", "reordered", "cut-tail", "rewritten"],
 )
 def test_tampering_is_detected_at_the_first_bad_record(
     trail: Trail, tampering: Callable[[Store], list[tuple[str, tuple[Any, ...]]]], first_bad: int, why: str
