@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -86,8 +86,9 @@ class AuditRecord(BaseModel):
     _as_epoch = field_validator("at", mode="before")(_epoch)
 
 
-@dataclass(frozen=True)
-class Head:
+class Head(NamedTuple):
+    """A position in the chain: (seq, hash)."""
+
     seq: int
     hash: str
 
