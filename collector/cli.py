@@ -9,6 +9,8 @@
     cctv-collector token issue --key K --sub S --agency A --role R --iss I --aud A [--ttl 3600] [--json]
     cctv-collector token jwks --key K > jwks.json     # the public key as a JWKS for [access] jwks_file
     cctv-collector commands public-key                   # the PEM districts configure in their agents
+    cctv-collector audit verify [--json]                 # exit 0 only when the audit trail holds
+    cctv-collector audit report --month 2026-11 --out DIR
 
 Every command reads the TOML file given with --config (optional) and COLLECTOR__* environment variables.
 """
@@ -23,6 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from collector.audit import cli as audit_cli
 from collector.config import CollectorSettings
 from collector.index.store import CameraView, Store, open_store
 from common import jsonlog
@@ -60,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     cmds_sub.add_parser(
         "public-key", parents=[common], help="print the public key that signs commands (created if missing)"
     )
+    audit_cli.add_parser(sub, common)
     return p
 
 
@@ -113,6 +117,8 @@ def _query(args: argparse.Namespace, settings: CollectorSettings, store: Store) 
         return _cameras(store, args.district, args.state, args.json)
     if args.command == "uptime":
         return _uptime(store, args)
+    if args.command == "audit":
+        return audit_cli.run(args, settings, store)
     return _reconcile(store, settings, args.rebuild, args.json)
 
 

@@ -74,6 +74,23 @@ class CommandSettings(BaseModel):
     batch: int = Field(default=500, ge=1, le=10_000)
 
 
+class AuditSettings(BaseModel):
+    """Signed checkpoints of the audit chain (collector/audit/), written to a bucket of the `[s3]` gateway
+    that was created with Object Lock; each object is retained in COMPLIANCE mode for `retention_days`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = ""  # empty: no checkpoints are written and `audit verify` refuses to run
+    prefix: str = Field(default="audit/", pattern=r"^([A-Za-z0-9._-]+/)*$")
+    # The collector's Ed25519 signing key (created if missing) and the public keys `audit verify` trusts
+    # (PEM files; empty: the public half of key_path).
+    key_path: Path = Path("/var/lib/cctv-collector/audit-key.pem")
+    public_keys: list[Path] = []
+    checkpoint_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    # PIPA safety rules Art. 8: at least 1 year, 2 where a system covers 50,000 people or more (Seoul's does).
+    retention_days: int = Field(default=730, ge=365, le=36500)
+
+
 class CollectorSettings(TomlThenEnv):
     model_config = SettingsConfigDict(env_prefix="COLLECTOR__", env_nested_delimiter="__", extra="forbid")
 
@@ -98,3 +115,5 @@ class CollectorSettings(TomlThenEnv):
         if self.store.url.startswith("sqlite://"):
             return Path(sqlite_path(self.store.url)).parent / "commands.key"
         return Path("/var/lib/cctv-collector/commands.key")
+
+    audit: AuditSettings = AuditSettings()
