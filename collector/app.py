@@ -1,9 +1,13 @@
-"""Composition root of `cctv-collector run`: metrics, store, writer, command outbox, subscriber, HTTP API.
+"""Composition root of `cctv-collector run`: metrics, store, writer, command outbox, audit checkpoints,
+nearest-camera index, HTTP API, subscriber.
 
-Start order is sinks first, sources last (metrics and store, writer, command outbox, HTTP API, then the MQTT
-subscriber); SIGTERM or SIGINT stops the outbox, then the subscriber, lets the writer drain and commit what is
-queued (unless the store is unavailable: then it gives up at once), then stops the API. The MQTT session is
-persistent, so what agents publish meanwhile waits at the broker; unanswered commands wait in the outbox.
+Start order is sinks first, sources last: metrics and store, the writer (answers to commands are recorded by
+it), the command outbox publisher, the audit checkpointer, the nearest-camera index, the HTTP API (uvicorn on
+this event loop), then the MQTT subscriber. SIGTERM or SIGINT stops the outbox, then the subscriber, lets the
+writer drain and commit what is queued (unless the store is unavailable: then it gives up at once), stops the
+API (uvicorn finishes the requests in flight), then the index refresher, and writes a last audit checkpoint.
+The MQTT session is persistent, so what agents publish meanwhile waits at the broker; unanswered commands wait
+in the outbox.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import signal
 import time
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import start_http_server
 
+from collector.access.gate import Access
+from collector.audit.checkpoints import Checkpointer
 from collector.commands.outbox import OutboxPublisher
 from collector.commands.signing import CommandSigner
 from collector.config import CollectorSettings
@@ -24,7 +29,14 @@ from collector.index.gauges import IndexGauges
 from collector.index.store import Store, open_store
 from collector.ingest.pipeline import Ingest
 from collector.metrics import CollectorMetrics
-from collector.platform.api import StoreThread, make_app
+from collector.platform.api import create_app
+from collector.platform.context import Platform
+from collector.platform.manifests import ClipObjects
+from collector.platform.nearby import CameraIndex
+from collector.platform.server import ApiServer
+from collector.platform.stores import ThreadStores
+from common.s3 import make_client
+from common.settings import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +48,12 @@ def migrated_store(url: str) -> Store:
 
 
 async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set or SIGTERM/SIGINT arrives."""
+    """Run until `stop` is set or SIGTERM/SIGINT arrives. A bad policy file raises ConfigError at start."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    access = _access(settings)
     metrics = CollectorMetrics()
     url = settings.store.url
     migrated_store(url).close()
@@ -48,14 +61,27 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
     metrics_server, _ = start_http_server(settings.metrics_port, settings.http.host, metrics.registry)
     ingest = Ingest(settings, metrics)
     ingest.start_writer()
-    # The signer and the outbox's notify() are what the platform needs to send commands.
     signer = CommandSigner(settings.command_key_file, settings.commands.ttl_s)
     outbox = OutboxPublisher(settings, metrics.registry, lambda: open_store(url))
     outbox.start()
-    reader = StoreThread(lambda: open_store(url))
-    runner = web.AppRunner(make_app(reader, lambda: _health(ingest)))
-    await runner.setup()
-    await web.TCPSite(runner, settings.http.host, settings.http.port).start()
+    checkpointer = Checkpointer.from_settings(settings, metrics.registry) if settings.audit.bucket else None
+    if checkpointer is not None:
+        checkpointer.start()
+    cameras = CameraIndex(lambda: open_store(url), settings.platform.nearest_refresh_s)
+    await asyncio.to_thread(cameras.start)
+    stores = ThreadStores(lambda: open_store(url))
+    platform = Platform(
+        stores,
+        lambda: _health(ingest),
+        settings.platform,
+        access=access,
+        cameras=cameras,
+        signer=signer,
+        notify_outbox=outbox.notify,
+        objects=_clip_objects(settings),
+    )
+    api = ApiServer(create_app(platform), settings.http.host, settings.http.port)
+    api.start()
     ingest.subscriber.start()
     log.info("collector %s running (store %s, command key %s)", settings.collector_id, url.split("://", 1)[0],
              signer.key_id)  # fmt: skip
@@ -65,10 +91,29 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
         await asyncio.to_thread(outbox.stop)
         log.info("stopping: unsubscribing, draining %s queued messages", ingest.queue_depth())
         await asyncio.to_thread(ingest.stop)
-        await runner.cleanup()
-        reader.close()
+        await api.stop()
+        stores.close()
+        await asyncio.to_thread(cameras.stop)
+        if checkpointer is not None:
+            await asyncio.to_thread(checkpointer.stop)
         metrics_server.shutdown()
         log.info("collector stopped")
+
+
+def _access(settings: CollectorSettings) -> Access:
+    try:
+        return Access.from_settings(settings.access)
+    except ValueError as exc:  # an unreadable JWKS file (a bad policy file raises ConfigError itself)
+        raise ConfigError("access.jwks_file", [str(exc)]) from exc
+
+
+def _clip_objects(settings: CollectorSettings) -> ClipObjects | None:
+    """The clip bucket for manifest checks and playback URLs (none without `s3.bucket`)."""
+    if not settings.s3.bucket:
+        log.warning("s3.bucket is not configured: clips get no manifest check and no playback URL")
+        return None
+    client = make_client(settings.s3)
+    return ClipObjects(client, settings.s3.bucket, settings.platform.agent_keys_dir)
 
 
 def _health(ingest: Ingest) -> dict[str, Any]:

@@ -96,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from collector.app import run
 
-        asyncio.run(run(settings))
+        try:
+            asyncio.run(run(settings))
+        except ConfigError as exc:  # found at start: the policy or the token keys
+            _print_config_errors(exc)
+            return EXIT_CONFIG
         return EXIT_OK
     if args.command == "commands":
         return _public_key(settings)

@@ -57,6 +57,22 @@ class HttpSettings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class PlatformSettings(BaseModel):
+    """The platform API's own settings (access, audit and commands have their own sections)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # `<district>.pem`: each district agent's manifest public key, to verify the clips it delivers.
+    agent_keys_dir: Path | None = None
+    # Lifetime of a presigned playback or thumbnail URL; each one issued is an audited access.
+    url_expiry_s: int = Field(default=300, ge=10, le=3600)
+    # How often the nearest-camera index checks the cameras table for changes.
+    nearest_refresh_s: float = Field(default=5.0, gt=0, le=3600)
+    # Cameras listed near an incident when the request does not say (and at most).
+    nearby_default: int = Field(default=50, ge=1, le=1000)
+    nearby_max: int = Field(default=500, ge=1, le=10_000)
+
+
 class CommandSettings(BaseModel):
     """Commands to agents (collector/commands/): the signing key and the outbox's publishing cadence."""
 
@@ -100,12 +116,14 @@ class CollectorSettings(TomlThenEnv):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     http: HttpSettings = HttpSettings()
+    platform: PlatformSettings = PlatformSettings()
     commands: CommandSettings = CommandSettings()
     # The clip bucket that `reconcile` compares with the index (empty bucket: reconcile is disabled).
     s3: S3Settings = S3Settings(bucket="")
     metrics_port: int = Field(default=9109, ge=0, le=65535)
     # Who may use the API. The defaults fail closed: no keys, every request 401; no policy, every action 403.
     access: AccessSettings = AccessSettings()
+    audit: AuditSettings = AuditSettings()
 
     @property
     def command_key_file(self) -> Path:
@@ -115,5 +133,3 @@ class CollectorSettings(TomlThenEnv):
         if self.store.url.startswith("sqlite://"):
             return Path(sqlite_path(self.store.url)).parent / "commands.key"
         return Path("/var/lib/cctv-collector/commands.key")
-
-    audit: AuditSettings = AuditSettings()

@@ -140,6 +140,7 @@ class ClipRow:
     updated_at: float = 0.0
     missing_object: bool = False
     source: str = "mqtt"  # or "manifest" when reconciliation indexed it from the bucket
+    footage: str | None = None  # where the agent took it from: live, preroll, recording (ClipUpdate.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +297,7 @@ def _clip_row(m: ClipUpdate) -> ClipRow:
         covered_start=epoch(m.covered_start),
         covered_end=epoch(m.covered_end),
         updated_at=m.sent_at.timestamp(),
+        footage=m.source,
     )
 
 
@@ -366,6 +368,10 @@ class Store(Protocol):
 
     def transaction(self) -> contextlib.AbstractContextManager[Tx]:
         """One transaction for the platform's writes (collector/index/tx.py)."""
+        ...
+
+    def reading(self) -> contextlib.AbstractContextManager[Tx]:
+        """A read-only `Tx` for the API's queries (collector/index/queries.py); takes no write lock."""
         ...
 
     def close(self) -> None: ...

@@ -58,7 +58,7 @@ SELECT c.camera_id, c.district, c.agent_id, COALESCE(c.name, '') AS name,
   CASE WHEN a.state = 'offline' THEN 'unknown' ELSE COALESCE(c.state, 'unknown') END AS state,
   CASE WHEN a.state = 'offline' THEN 'agent_offline' ELSE c.reasons END AS reasons,
   COALESCE(c.manufacturer, '') AS manufacturer, COALESCE(c.model, '') AS model, c.last_seen,
-  a.state AS agent_state, c.place_district
+  a.state AS agent_state, c.place_district, c.lat, c.lon, c.meta_updated_at
 FROM cameras c LEFT JOIN agents a ON a.district = c.district
 """
 
@@ -122,7 +122,8 @@ ON CONFLICT (district, taken_at, state) DO UPDATE SET cameras = excluded.cameras
 
 _CLIP_COLUMNS = (
     "request_id, camera_id, district, agent_id, status, reason, object_key, thumbnail_key, manifest_key, "
-    "size_bytes, sha256, covered_start, covered_end, agency, incident, updated_at, missing_object, source"
+    "size_bytes, sha256, covered_start, covered_end, agency, incident, updated_at, missing_object, source, "
+    "footage"
 )
 _CLIP_KEEP = (
     "object_key",
@@ -134,13 +135,14 @@ _CLIP_KEEP = (
     "covered_end",
     "agency",
     "incident",
+    "footage",
 )
 # Progress never regresses: a lower rank, or an older update of the same rank, changes nothing. The reason
 # is the latest update's (it explains the current status); keys and digests, once known, are kept.
 # `succeeded` outranks `failed` (a late `failed` leaves a delivered clip as it is); a QoS 1 duplicate rewrites
 # the same values.
 UPSERT_CLIP = f"""
-INSERT INTO clips ({_CLIP_COLUMNS}, status_rank) VALUES ({", ".join(["?"] * 19)})
+INSERT INTO clips ({_CLIP_COLUMNS}, status_rank) VALUES ({", ".join(["?"] * 20)})
 ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, status_rank = excluded.status_rank,
   agent_id = COALESCE(excluded.agent_id, clips.agent_id), reason = excluded.reason,
   {", ".join(f"{c} = COALESCE(excluded.{c}, clips.{c})" for c in _CLIP_KEEP)},
@@ -250,9 +252,18 @@ class SqlStore(ABC):
             self._conn.commit()
         except Exception as exc:
             self._recover()
-            if isinstance(exc, self.driver_errors):
-                raise self._classify(exc) from exc
-            raise
+            raise self._from_driver(exc) from exc
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Tx]:
+        """Reads for the API, without a write lock; the read transaction ends with the block (errors as in
+        `transaction`)."""
+        try:
+            yield Tx(self._conn.cursor(), self.engine, self._sql)
+            self._conn.commit()
+        except Exception as exc:
+            self._recover()
+            raise self._from_driver(exc) from exc
 
     def _begin(self, cur: Any) -> None:  # noqa: B027 - deliberately empty: drivers begin implicitly
         """Start a write transaction (SQLite overrides this to take its write lock first)."""
@@ -266,6 +277,10 @@ class SqlStore(ABC):
         except Exception as exc:
             self._recover()
             raise self._classify(exc) from exc
+
+    def _from_driver(self, exc: Exception) -> Exception:
+        """A database error as StoreError; anything else (the caller's own) unchanged."""
+        return self._classify(exc) if isinstance(exc, self.driver_errors) else exc
 
     def _classify(self, exc: Exception) -> StoreError:
         """The one place a driver's exception becomes StoreRejectedError (a value the database cannot hold) or

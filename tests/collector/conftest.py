@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -13,12 +14,16 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from collector.access.tokens import issue_token, jwks_for
 from collector.index.store import Store, open_store
+from common.signing import key_id, load_or_create_key
 from contract.messages import AgentState, CameraMeta, CameraStatus, ClipUpdate, HealthEntry, HealthSnapshot
 from tests.collector.pg import PgService, available
 from tests.services import Mosquitto, free_port
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+POLICY = Path(__file__).resolve().parents[2] / "deploy" / "policy.example.toml"
+ISSUER, AUDIENCE = "https://idp.test.example", "cctv-platform"
 
 
 @pytest.fixture(scope="session")
@@ -51,21 +56,45 @@ def start_collector_process(
     stderr: int | None = None,
     store_url: str | None = None,
     ingest: str = "",
+    *,
+    extra: str = "",
 ) -> tuple[subprocess.Popen[bytes], int, int]:
     """`cctv-collector run` in its own process, on `store_url` (default: a SQLite index in `tmp_path`), with a
-    config written there (`ingest`: lines of its [ingest] section); returns the process, its HTTP API port and
-    its metrics port (the caller waits for what it needs)."""
+    config written there (`ingest`: lines of its [ingest] section; `extra`: more sections) and the example
+    agency policy, trusting the identity provider whose tokens `api_headers(tmp_path)` mints; returns the
+    process, its HTTP API port and its metrics port (the caller waits for what it needs)."""
     http_port, metrics_port = free_port(), free_port()
     cfg = tmp_path / "collector.toml"
     url = store_url or f"sqlite://{tmp_path / 'run.db'}"
+    _, jwks = write_jwks(tmp_path)
     cfg.write_text(
         f"metrics_port = {metrics_port}\n[mqtt]\nport = {broker.port}\n"
         f'[store]\nurl = "{url}"\n[http]\nport = {http_port}\n[ingest]\n{ingest}\n'
-        f'[commands]\nkey_file = "{tmp_path / "commands.key"}"\n'
+        f'[access]\njwks_file = "{jwks}"\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\n'
+        f'policy_file = "{POLICY}"\n[commands]\nkey_file = "{tmp_path / "commands.key"}"\n{extra}\n'
     )
     code = "import sys; from collector.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, "run", "--config", str(cfg)], stderr=stderr)
     return proc, http_port, metrics_port
+
+
+def write_jwks(directory: Path) -> tuple[Path, Path]:
+    """A test identity provider in `directory`: its signing key (idp.key) and the JWKS that publishes it."""
+    key_path = directory / "idp.key"
+    key = load_or_create_key(key_path)
+    jwks = directory / "jwks.json"
+    jwks.write_text(json.dumps(jwks_for(key.public_key(), key_id(key.public_key()))))
+    return key_path, jwks
+
+
+def api_headers(
+    tmp_path: Path, agency: str = "platform-ops", role: str = "platform", sub: str = "ops-test"
+) -> dict[str, str]:
+    """An Authorization header from the identity provider a collector started in `tmp_path` trusts."""
+    token = issue_token(
+        tmp_path / "idp.key", sub=sub, agency=agency, role=role, iss=ISSUER, aud=AUDIENCE, ttl_s=600
+    )
+    return {"Authorization": f"Bearer {token}"}
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:

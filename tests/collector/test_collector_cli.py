@@ -11,18 +11,16 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.cli import main
 from collector.commands.signing import CommandSigner
 from collector.index.store import Batch, open_store
 from collector.index.store_sql import _migrations
-from collector.platform.api import StoreThread, make_app
 from common.signing import key_id, load_public_key
 from contract.codec import encode
 from contract.messages import AnyMessage
-from tests.collector.conftest import agent, meta, start_collector_process, status, wait_until
+from tests.collector.conftest import agent, api_headers, meta, start_collector_process, status, wait_until
 from tests.services import Mosquitto
 
 
@@ -124,29 +122,11 @@ def test_commands_public_key_prints_the_key_that_signs_commands(
     assert capsys.readouterr().out == pem  # created once, then kept
 
 
-async def test_http_api_lists_cameras(config: Path) -> None:
-    url = f"sqlite://{config.parent / 'index.db'}"
-    reader = StoreThread(lambda: open_store(url))
-    health: dict[str, Any] = {"ok": True}
-    app = make_app(reader, lambda: health)
-    async with TestClient(TestServer(app)) as client:
-        resp = await client.get("/cameras", params={"district": "gangnam", "state": "online"})
-        assert resp.status == 200
-        body = await resp.json()
-        assert [c["camera_id"] for c in body["cameras"]] == ["cam-1"]
-        assert (await client.get("/cameras", params={"state": "sleepy"})).status == 400
-        assert (await client.get("/healthz")).status == 200
-        health.update(ok=False, writer="stopped")  # what a load balancer or Kubernetes probe must see
-        resp = await client.get("/healthz")
-        assert resp.status == 503 and (await resp.json())["writer"] == "stopped"
-    reader.close()
-
-
 @pytest.mark.integration
 def test_run_serves_api_and_metrics_and_drains_on_sigterm(tmp_path: Path, mosquitto: Mosquitto) -> None:
     proc, http_port, metrics_port = start_collector_process(tmp_path, mosquitto, stderr=subprocess.PIPE)
     try:
-        wait_until(lambda: _get(f"http://127.0.0.1:{http_port}/healthz") is not None, what="healthz")
+        wait_until(lambda: _get(f"http://127.0.0.1:{http_port}/v1/healthz") is not None, what="healthz")
         client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         client.connect(mosquitto.host, mosquitto.port)
         client.loop_start()
@@ -155,8 +135,9 @@ def test_run_serves_api_and_metrics_and_drains_on_sigterm(tmp_path: Path, mosqui
             client.publish(d.topic, d.payload, qos=1, retain=d.retain).wait_for_publish(5)
         client.disconnect()
         client.loop_stop()
-        url = f"http://127.0.0.1:{http_port}/cameras?district=gangnam"
-        wait_until(lambda: (_get(url) or {}).get("count") == 1, what="the camera in the API")
+        url = f"http://127.0.0.1:{http_port}/v1/cameras?district=gangnam"
+        headers = api_headers(tmp_path)
+        wait_until(lambda: (_get(url, headers) or {}).get("count") == 1, what="the camera in the API")
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         assert 'collector_received_messages_total{kind="camera_status"} 1.0' in text
@@ -172,9 +153,9 @@ def test_run_serves_api_and_metrics_and_drains_on_sigterm(tmp_path: Path, mosqui
             proc.wait()
 
 
-def _get(url: str) -> dict[str, Any] | None:
+def _get(url: str, headers: dict[str, str] | None = None) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - http://127.0.0.1 only
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as resp:  # noqa: S310 - http://127.0.0.1 only
             body: dict[str, Any] = json.loads(resp.read())
             return body
     except (OSError, ValueError):

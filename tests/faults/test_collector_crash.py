@@ -59,7 +59,7 @@ def _collector(tmp_path: Path, broker: Mosquitto, kill: bool = False) -> Iterato
     """`cctv-collector run` until the block ends, then SIGTERM (it must exit 0) or, with `kill`, SIGKILL."""
     proc, http_port, _metrics_port = start_collector_process(tmp_path, broker)
     try:
-        yield partial(_health, f"http://127.0.0.1:{http_port}/healthz")
+        yield partial(_health, f"http://127.0.0.1:{http_port}/v1/healthz")
         proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
         assert proc.wait(30) == (-signal.SIGKILL if kill else 0)
     finally:

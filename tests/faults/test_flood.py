@@ -117,7 +117,7 @@ def collector_rejected(metrics_port: int) -> Counter[str]:
 
 def healthy(http_port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/healthz", timeout=5) as resp:
             return bool(json.load(resp)["ok"])
     except OSError:
         return False

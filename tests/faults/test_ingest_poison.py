@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +25,7 @@ from collector.index.store import open_store
 from contract import topics
 from contract.codec import encode
 from contract.messages import AnyMessage
-from tests.collector.conftest import agent, clip, health, meta, status
+from tests.collector.conftest import agent, api_headers, clip, health, meta, status
 from tests.collector.pg import PgService
 from tests.faults.conftest import start_collector_process, wait_until
 from tests.services import Mosquitto
@@ -49,12 +48,13 @@ POSTGRES_REFUSE = (
 
 
 class Collector:
-    def __init__(self, proc: subprocess.Popen[bytes], http_port: int, metrics_port: int) -> None:
-        self.proc, self.http_port, self.metrics_port = proc, http_port, metrics_port
+    def __init__(self, directory: Path, broker: Mosquitto, **kw: str) -> None:
+        self.proc, self.http_port, self.metrics_port = start_collector_process(directory, broker, **kw)
+        self.headers = api_headers(directory)
 
     def healthz(self) -> tuple[int, dict[str, Any]] | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=2) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/v1/healthz", timeout=2) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
@@ -62,7 +62,8 @@ class Collector:
             return None
 
     def cameras(self) -> dict[str, tuple[str, str, str]]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/cameras", timeout=5) as resp:
+        url = f"http://127.0.0.1:{self.http_port}/v1/cameras?limit=1000"
+        with urllib.request.urlopen(urllib.request.Request(url, headers=self.headers), timeout=5) as resp:
             return {
                 c["camera_id"]: (c["district"], c["agent_id"], c["state"])
                 for c in json.loads(resp.read())["cameras"]
@@ -131,7 +132,7 @@ def test_poison_of_every_kind_is_dead_lettered_and_ingest_goes_on(
     tmp_path: Path, mosquitto: Mosquitto, publisher: mqtt.Client, index: tuple[str, str]
 ) -> None:
     url, script = index
-    c = Collector(*start_collector_process(tmp_path, mosquitto, store_url=url))
+    c = Collector(tmp_path, mosquitto, store_url=url)
     try:
         c.wait_healthy()  # migrated
         refuse_poison(url, script)
@@ -179,7 +180,7 @@ def test_poison_of_every_kind_is_dead_lettered_and_ingest_goes_on(
 def test_a_district_publishing_as_another_is_refused_and_counted(
     tmp_path: Path, mosquitto: Mosquitto, publisher: mqtt.Client
 ) -> None:
-    c = Collector(*start_collector_process(tmp_path, mosquitto))
+    c = Collector(tmp_path, mosquitto)
     try:
         c.wait_healthy()
         mapo = {"district": "mapo", "agent_id": "agent-mapo"}
@@ -219,11 +220,7 @@ def test_sigterm_stops_the_collector_while_its_store_is_down(
     collector within its grace, committing nothing it pretends to have committed."""
     grace_s = 5.0
     with PgService().start() as pg:
-        c = Collector(
-            *start_collector_process(
-                tmp_path, mosquitto, store_url=pg.url, ingest=f"stop_grace_s = {grace_s}"
-            )
-        )
+        c = Collector(tmp_path, mosquitto, store_url=pg.url, ingest=f"stop_grace_s = {grace_s}")
         try:
             c.wait_healthy()
             publish(publisher, agent())
@@ -249,7 +246,7 @@ def test_a_locked_sqlite_index_is_waited_for_and_nothing_is_dead_lettered(
     """Another process holds the index's write lock: the writer's commits fail as unavailable (after SQLite's
     busy timeout), /healthz says so, and once the lock is gone every message is committed, none
     dead-lettered."""
-    c = Collector(*start_collector_process(tmp_path, mosquitto))
+    c = Collector(tmp_path, mosquitto)
     try:
         c.wait_healthy()
         publish(publisher, agent())

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.app import Agent
 from camsim.fleet import Fleet
 from contract import topics
-from tests.collector.conftest import start_collector_process
+from tests.collector.conftest import api_headers, start_collector_process
 from tests.integration.conftest import Recorder, agent_settings, eventually, running
 from tests.services import Mosquitto
 
@@ -41,19 +41,20 @@ class Collector:
     def __init__(self, directory: Path, broker: Mosquitto) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.proc, self.http_port, self.metrics_port = start_collector_process(directory, broker)
+        self.headers = api_headers(directory)
 
     async def _get(self, port: int, path: str) -> str | None:
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
-                session.get(f"http://127.0.0.1:{port}{path}") as resp,
+                session.get(f"http://127.0.0.1:{port}{path}", headers=self.headers) as resp,
             ):
                 return await resp.text() if resp.status == 200 else None
         except aiohttp.ClientError:
             return None
 
     async def cameras(self) -> dict[str, dict[str, Any]]:
-        body = await self._get(self.http_port, "/cameras?district=gangnam")
+        body = await self._get(self.http_port, "/v1/cameras?district=gangnam")
         return {} if body is None else {c["camera_id"]: c for c in json.loads(body)["cameras"]}
 
     async def gauge(self, name: str, labels: dict[str, str]) -> float | None:

@@ -1,0 +1,72 @@
+"""`GET /v1/cameras`: cameras by district, state and bounding box, one keyset page at a time."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from collector.index import queries
+from collector.platform.errors import ERROR_RESPONSES, ApiError
+from collector.platform.guard import CallerDep
+from collector.platform.schemas import Camera, DistrictSlugQuery
+from contract.messages import CameraState
+
+router = APIRouter(tags=["cameras"], responses=ERROR_RESPONSES)
+
+
+class CameraPage(BaseModel):
+    cameras: list[Camera]
+    count: int
+    next_cursor: str | None = None
+
+
+@router.get("/cameras", summary="Cameras, filtered and paginated (ordered by camera id)")
+def list_cameras(
+    c: CallerDep,
+    *,
+    district: DistrictSlugQuery = None,
+    state: Annotated[CameraState | None, Query()] = None,
+    bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (WGS 84)")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> CameraPage:
+    c.require("cameras.list", district=district)
+    flt = queries.CameraFilter(district, state, parse_bbox(bbox))
+    with c.p.store().reading() as tx:
+        rows = queries.camera_page(tx, flt, limit + 1, decode_cursor(cursor))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return CameraPage(
+        cameras=[Camera.of(r) for r in rows],
+        count=len(rows),
+        next_cursor=encode_cursor(rows[-1].camera_id) if more else None,
+    )
+
+
+def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        min_lon, min_lat, max_lon, max_lat = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ApiError(422, "invalid_bbox", "bbox is minLon,minLat,maxLon,maxLat", "bbox") from None
+    if not (-180 <= min_lon <= max_lon <= 180 and -90 <= min_lat <= max_lat <= 90):
+        raise ApiError(422, "invalid_bbox", "bbox needs min <= max within -180..180, -90..90", "bbox")
+    return min_lon, min_lat, max_lon, max_lat
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        return base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ApiError(422, "invalid_cursor", "cursor is not one this API gave", "cursor") from None

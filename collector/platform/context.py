@@ -1,0 +1,48 @@
+"""What the API's routes share, built once by the composition root (collector/app.py) and reached through
+FastAPI dependencies: the per-thread stores, the health report, settings, and the platform's parts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+
+from collector.access.gate import Access
+from collector.access.settings import AccessSettings
+from collector.config import PlatformSettings
+from collector.index.store import Store
+from collector.platform.nearby import CameraIndex
+from collector.platform.stores import ThreadStores
+
+if TYPE_CHECKING:
+    from collector.commands.signing import CommandSigner
+    from collector.platform.manifests import ClipObjects
+
+
+def _closed_access() -> Access:
+    return Access.from_settings(AccessSettings())
+
+
+@dataclass
+class Platform:
+    stores: ThreadStores
+    health: Callable[[], dict[str, Any]]
+    settings: PlatformSettings = field(default_factory=PlatformSettings)
+    access: Access = field(default_factory=_closed_access)  # default: refuses everyone
+    cameras: CameraIndex | None = None
+    signer: CommandSigner | None = None  # None: clip requests answer 503
+    notify_outbox: Callable[[], None] = lambda: None
+    objects: ClipObjects | None = None  # the clip bucket; None: no manifest checks or playback URLs
+    clock: Callable[[], float] = time.time
+
+    def store(self) -> Store:
+        return self.stores.get()
+
+
+def platform(request: Request) -> Platform:
+    """FastAPI dependency: the app's Platform."""
+    found: Platform = request.app.state.platform
+    return found
