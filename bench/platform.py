@@ -1,0 +1,548 @@
+"""The platform API under load: 50 operators at once, each opening an incident, listing the cameras near it
+and requesting clips from the 10 nearest, over HTTP with real token verification.
+
+    python -m bench.platform [--quick] [--json]
+
+Method: a real `cctv-collector run` process (FastAPI on uvicorn, the example agency policy, JWTs verified
+with EdDSA against a JWKS file, the command outbox publishing to a real Mosquitto; no audit checkpoint
+bucket), once on SQLite (WAL) and once on PostgreSQL 15 (a throwaway cluster, fsync on). Before it starts,
+its index is loaded through the store's own ingest path (`Batch` of AgentState, CameraMeta, CameraStatus)
+with a city of 68,000 cameras: the 45,317 real Seoul camera positions (camsim/data/seoul_cctv.csv, as
+bench.nearest builds them) plus random places inside the district boundaries, each camera reported online
+by its district's agent, all 25 agents online. The policy is deploy/policy.example.toml with the rate limits
+raised (`[access.rate]` 1,000,000 a minute per account and agency, the agencies' own `rate_per_min`
+removed) so that they do not throttle the bench.
+
+Clients: 50 threads in this process, each an operator with its own token and its own keep-alive
+connection (http.client), half of the 112 centre (`police-112`, service 112-video), half of the 119 centre
+(`fire-119`, 119-dispatch). All start together at a barrier; each runs R rounds (3 with --quick, else 20)
+of one incident: `POST /v1/incidents` at a random real place (a real camera position moved by up to 150 m,
+radius 500 m; answers with the nearest cameras), `GET /v1/incidents/{id}/cameras`, `POST
+/v1/incidents/{id}/clips` with `nearest: 10` and a 30 s window that started 20 s ago; then `POST
+/v1/incidents/{id}/close`. The time per incident is the wall time of the first three calls; each call type
+is reported too, with incidents per second over the whole concurrent run, the CPU the collector (and
+PostgreSQL) used per incident, and, measured first, the same incident made by one client alone (which also
+warms the server up).
+
+Checked after the run: every incident got its clips (one per camera, at most 10), the index holds one
+`clip_requests` row and one `command_outbox` row per clip and one `audit_log` record per audited action
+(incident open + cameras listed at open, the listing, each clip, the close), the audit hash chain links, and
+every clip command reached the broker (a subscriber on `cctv/v1/+/cmd/#` counts distinct request ids; the
+time from sending the clip request to its command arriving there is reported).
+
+Anchor, in the same run on the same server and client pool: the bare round trip of the unauthenticated
+`GET /v1/healthz` (no token, no store), one client alone and 50 at once. Closing line: the p99 per incident
+on SQLite and on PostgreSQL against the issue's 50 ms; ratio: the worse p99 / 50 ms (below 1 meets it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import math
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.common import Report, cpu_seconds, parser
+from bench.ingest import cpu_times
+from bench.nearest import city, real_cameras
+from collector.access.tokens import issue_token, jwks_for
+from collector.audit.chain import GENESIS, chain_hash, entries
+from collector.index.geo import district_at
+from collector.index.spatial import EARTH_RADIUS_M, CameraPoint
+from collector.index.store import Batch, open_store
+from common.signing import key_id, load_or_create_key
+from contract.districts import DISTRICTS
+from contract.messages import AgentState, AnyMessage, CameraMeta, CameraStatus
+from tests.collector.pg import PgService, available
+from tests.services import Mosquitto, free_port
+
+CLIENTS = 50
+BAR_MS = 50.0
+NEAREST = 10
+RADIUS_M = 500
+AGENCIES = (("police-112", "112-video"), ("fire-119", "119-dispatch"))
+ISSUER, AUDIENCE = "https://idp.bench.example", "cctv-platform"
+POLICY = Path(__file__).resolve().parents[1] / "deploy" / "policy.example.toml"
+UNLIMITED_PER_MIN = 1_000_000
+LOAD_CHUNK = 5000
+
+
+# ---- the city in the index ---------------------------------------------------------------------------------
+def city_messages(now: datetime) -> list[AnyMessage]:
+    """The 68,000 cameras as their district agents report them: all online, all 25 agents online."""
+    cameras = city(real_cameras())
+    messages: list[AnyMessage] = [
+        AgentState(district=d, agent_id=f"agent-{d}", state="online", session=1, version="1.0.0", sent_at=now)
+        for d in sorted(DISTRICTS)
+    ]
+    for c in cameras:
+        ids = {"district": c.district, "camera_id": c.camera_id, "agent_id": f"agent-{c.district}"}
+        where = {"name": f"{c.district} {c.camera_id}", "lat": c.lat, "lon": c.lon}
+        identity = {"identity": f"ledger:{c.camera_id}", "identity_kind": "ledger"}
+        messages.append(CameraMeta(**ids, **where, **identity, updated_at=now))
+        messages.append(CameraStatus(**ids, state="online", since=now, checked_at=now))
+    return messages
+
+
+def load_city(url: str, messages: list[AnyMessage]) -> None:
+    store = open_store(url)
+    try:
+        store.migrate()
+        for start in range(0, len(messages), LOAD_CHUNK):
+            batch = Batch()
+            for m in messages[start : start + LOAD_CHUNK]:
+                batch.add(m)
+            store.apply(batch)
+    finally:
+        store.close()
+
+
+def incident_places(cameras: list[CameraPoint], n: int, seed: int) -> list[tuple[float, float]]:
+    """`n` real places in Seoul: a real camera's position moved by up to 150 m (still inside a district)."""
+    rng = random.Random(seed)
+    per_degree = EARTH_RADIUS_M * math.pi / 180
+    out: list[tuple[float, float]] = []
+    while len(out) < n:
+        c = rng.choice(cameras)
+        metres, angle = rng.uniform(0, 150), rng.uniform(0, 2 * math.pi)
+        lat = c.lat + metres * math.cos(angle) / per_degree
+        lon = c.lon + metres * math.sin(angle) / (per_degree * math.cos(math.radians(c.lat)))
+        if district_at(lat, lon) is not None:
+            out.append((lat, lon))
+    return out
+
+
+# ---- the collector process ---------------------------------------------------------------------------------
+@dataclass
+class Collector:
+    proc: subprocess.Popen[bytes]
+    port: int
+    idp_key: Path
+    log: Path
+
+    def token(self, agency: str, sub: str) -> str:
+        return issue_token(self.idp_key, sub=sub, agency=agency, role="operator", iss=ISSUER, aud=AUDIENCE,
+                           ttl_s=3600)  # fmt: skip
+
+
+def write_config(directory: Path, broker: Mosquitto, url: str) -> tuple[Path, int, Path]:
+    """collector.toml, the identity provider's key and JWKS, and the policy with its rate limits raised."""
+    idp_key = directory / "idp.key"
+    public = load_or_create_key(idp_key).public_key()
+    jwks = directory / "jwks.json"
+    jwks.write_text(json.dumps(jwks_for(public, key_id(public))))
+    policy = directory / "policy.toml"
+    lines = POLICY.read_text().splitlines()
+    policy.write_text("\n".join(line for line in lines if not line.startswith("rate_per_min")) + "\n")
+    port = free_port()
+    config = directory / "collector.toml"
+    config.write_text(
+        f'collector_id = "bench-platform"\nmetrics_port = {free_port()}\n[mqtt]\nport = {broker.port}\n'
+        f'[store]\nurl = "{url}"\n[http]\nport = {port}\n'
+        f'[access]\njwks_file = "{jwks}"\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\n'
+        f'policy_file = "{policy}"\n'
+        f"[access.rate]\naccount_per_min = {UNLIMITED_PER_MIN}\nagency_per_min = {UNLIMITED_PER_MIN}\n"
+        f'[commands]\nkey_file = "{directory / "commands.key"}"\n'
+    )
+    return config, port, idp_key
+
+
+@contextlib.contextmanager
+def collector(directory: Path, broker: Mosquitto, url: str) -> Iterator[Collector]:
+    """`cctv-collector run` in its own process, up once /v1/healthz answers 200; SIGTERM at the end."""
+    config, port, idp_key = write_config(directory, broker, url)
+    log = directory / "collector.log"
+    code = "import sys; from collector.cli import main; sys.exit(main(sys.argv[1:]))"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code, "run", "--config", str(config)], stderr=err)
+    running = Collector(proc, port, idp_key, log)
+    try:
+        wait_healthy(running)
+        yield running
+        proc.send_signal(signal.SIGTERM)
+        if proc.wait(60) != 0:
+            raise RuntimeError(f"the collector exited {proc.returncode}: {log.read_text()[-2000:]}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_healthy(c: Collector, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if c.proc.poll() is not None:
+            raise RuntimeError(f"the collector exited {c.proc.returncode}: {c.log.read_text()[-2000:]}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if Api(c.port, None).call("GET", "/v1/healthz")[0] == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"the collector's API did not come up: {c.log.read_text()[-2000:]}")
+
+
+# ---- clients -----------------------------------------------------------------------------------------------
+class Api:
+    """One operator's keep-alive connection; `call` answers (status, decoded JSON body)."""
+
+    def __init__(self, port: int, token: str | None) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.auth = {} if token is None else {"Authorization": f"Bearer {token}"}
+
+    def call(self, method: str, path: str, body: object = None, *, auth: bool = True) -> tuple[int, Any]:
+        headers = dict(self.auth) if auth else {}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        self.conn.request(method, path, body=payload, headers=headers)  # one send: bytes body and headers
+        response = self.conn.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if data else None
+
+
+@dataclass
+class Timings:
+    """What one phase measured: seconds per call type and per incident, clip request times, failures."""
+
+    calls: dict[str, list[float]] = field(default_factory=dict)
+    incidents: list[float] = field(default_factory=list)
+    clips_sent: dict[str, float] = field(default_factory=dict)  # request id -> epoch time its POST was sent
+    clips_per_incident: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, kind: str, seconds: float) -> None:
+        with self.lock:
+            self.calls.setdefault(kind, []).append(seconds)
+
+
+@dataclass
+class Operator:
+    index: int
+    api: Api
+    agency: str
+    service: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.agency}-op{self.index:02d}"
+
+    def timed(
+        self, t: Timings, kind: str, method: str, path: str, *, body: object = None, expect: int = 200
+    ) -> tuple[Any, float]:
+        """One call, its seconds added to `t` under `kind`; RuntimeError for an unexpected status."""
+        start = time.perf_counter()
+        status, answer = self.api.call(method, path, body, auth=kind != "healthz")
+        seconds = time.perf_counter() - start
+        t.add(kind, seconds)
+        if status != expect:
+            raise RuntimeError(f"{kind}: {status} {answer}")
+        return answer, seconds
+
+
+def incident(t: Timings, op: Operator, place: tuple[float, float], number: str) -> None:
+    """Open, list, request clips (timed together), close."""
+    now = datetime.now(UTC)
+    body = {
+        "incident_no": number, "service": op.service, "type": "bench", "lat": place[0], "lon": place[1],
+        "occurred_at": now.isoformat(), "radius_m": RADIUS_M, "purpose": "bench: cameras around the scene",
+    }  # fmt: skip
+    opened, s1 = op.timed(t, "open", "POST", "/v1/incidents", body=body, expect=201)
+    path = f"/v1/incidents/{opened['incident']['incident_id']}"
+    _, s2 = op.timed(t, "cameras", "GET", f"{path}/cameras")
+    window = {"nearest": NEAREST, "start": (now - timedelta(seconds=20)).isoformat(),
+              "end": (now + timedelta(seconds=10)).isoformat()}  # fmt: skip
+    sent = time.time()
+    clips, s3 = op.timed(t, "clips", "POST", f"{path}/clips", body=window, expect=202)
+    op.timed(t, "close", "POST", f"{path}/close")
+    with t.lock:
+        t.incidents.append(s1 + s2 + s3)
+        t.clips_per_incident.append(len(clips["clips"]))
+        t.clips_sent.update((c["clip_id"], sent) for c in clips["clips"])
+
+
+def run_together(
+    operators: list[Operator], rounds: int, work: Callable[[Timings, Operator, int], None]
+) -> Timings:
+    """Every operator runs `rounds` of `work` in its own thread, all released together by a barrier."""
+    t = Timings()
+    barrier = threading.Barrier(len(operators) + 1)
+
+    def client(op: Operator) -> None:
+        barrier.wait()
+        try:
+            for r in range(rounds):
+                work(t, op, r)
+        except Exception as exc:  # reported as a failure of the run
+            with t.lock:
+                t.failures.append(f"{op.name}: {exc}")
+
+    threads = [threading.Thread(target=client, args=(op,), daemon=True) for op in operators]
+    for th in threads:
+        th.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for th in threads:
+        th.join()
+    t.wall_s = time.perf_counter() - start
+    return t
+
+
+# ---- what the broker saw -----------------------------------------------------------------------------------
+class CommandWatch:
+    """Subscribed to every district's command topics: the first arrival (epoch s) of each request id."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.seen: dict[str, float] = {}
+        self.lock = threading.Lock()
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.client.subscribe("cctv/v1/+/cmd/#", qos=1)
+        if not subscribed.wait(10):
+            raise TimeoutError("no SUBACK from the broker")
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        arrived = time.time()
+        request_id = json.loads(msg.payload)["request_id"]
+        with self.lock:
+            self.seen.setdefault(request_id, arrived)
+
+    def wait_for(self, request_ids: set[str], timeout_s: float = 60) -> int:
+        """How many of `request_ids` arrived, waiting up to `timeout_s` for all."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if request_ids <= self.seen.keys():
+                    break
+            time.sleep(0.05)
+        with self.lock:
+            return len(request_ids & self.seen.keys())
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# ---- figures -----------------------------------------------------------------------------------------------
+def ms(seconds: list[float], q: float) -> float:
+    ordered = sorted(seconds)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000, 2)
+
+
+def percentiles(report: Report, prefix: str, seconds: list[float]) -> None:
+    report.add(f"{prefix}_ms", {"p50": ms(seconds, 0.5), "p95": ms(seconds, 0.95), "p99": ms(seconds, 0.99)})
+
+
+def index_counts(url: str) -> dict[str, int]:
+    store = open_store(url)
+    try:
+        with store.reading() as tx:
+            return {
+                table: int(tx.query(f"SELECT COUNT(*) FROM {table}{where}")[0][0])  # noqa: S608 - constants
+                for table, where in (
+                    ("clip_requests", ""),
+                    ("command_outbox", " WHERE kind = 'clip'"),
+                    ("audit_log", ""),
+                )
+            }
+    finally:
+        store.close()
+
+
+def chain_links(url: str) -> bool:
+    """Every audit record's hash covers its predecessor's hash and its own content."""
+    store = open_store(url)
+    try:
+        prev = GENESIS
+        for e in entries(store):
+            if e.problem or e.prev_hash != prev or chain_hash(prev, e.document) != e.hash:
+                return False
+            prev = e.hash
+        return True
+    finally:
+        store.close()
+
+
+# ---- one engine --------------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    rounds: int  # incidents per client in the concurrent run
+    alone: int  # incidents by one client alone
+    healthz: int  # /v1/healthz calls per client
+    places: list[tuple[float, float]]
+
+
+@dataclass
+class Phases:
+    """The runs of one engine, in the order they ran."""
+
+    warm: Timings
+    healthz_alone: Timings
+    healthz_together: Timings
+    alone: Timings
+    together: Timings
+    collector_cpu_s: float  # during `together`
+    postgres_cpu_s: float
+    clients_cpu_s: float
+
+    @property
+    def incident_runs(self) -> tuple[Timings, ...]:
+        return self.warm, self.alone, self.together
+
+
+def measure_engine(  # noqa: PLR0917
+    engine: str, url: str, broker: Mosquitto, directory: Path, messages: list[AnyMessage], plan: Plan,
+    report: Report,
+) -> tuple[float, bool]:  # fmt: skip
+    """(p99 ms per incident with 50 clients, whether every check held); every figure goes into the report."""
+    began = time.perf_counter()
+    load_city(url, messages)
+    report.add(f"{engine}_city_load_s", round(time.perf_counter() - began, 1))
+    with collector(directory, broker, url) as c:
+        watch = CommandWatch(broker)
+        try:
+            phases = run_phases(engine, c, plan)
+            timings(report, engine, phases)
+            return ms(phases.together.incidents, 0.99), checks(report, engine, url, phases, watch)
+        finally:
+            watch.close()
+
+
+def run_phases(engine: str, c: Collector, plan: Plan) -> Phases:
+    operators = [Operator(i, Api(c.port, None), *AGENCIES[i % len(AGENCIES)]) for i in range(CLIENTS)]
+    for op in operators:
+        op.api.auth = {"Authorization": f"Bearer {c.token(op.agency, op.name)}"}
+
+    def healthz(t: Timings, op: Operator, _r: int) -> None:
+        op.timed(t, "healthz", "GET", "/v1/healthz")
+
+    def incidents(phase: str) -> Callable[[Timings, Operator, int], None]:
+        def one(t: Timings, op: Operator, r: int) -> None:
+            place = plan.places[(op.index * plan.rounds + r) % len(plan.places)]
+            incident(t, op, place, f"bench-{engine}-{phase}-{op.index}-{r}")
+
+        return one
+
+    run_together(operators, 1, healthz)  # every connection open
+    warm = run_together(operators[:1], 3, incidents("warm"))
+    healthz_alone = run_together(operators[:1], plan.healthz, healthz)
+    healthz_together = run_together(operators, plan.healthz, healthz)
+    alone = run_together(operators[:1], plan.alone, incidents("alone"))
+    cpu0, own0 = cpu_times(), cpu_seconds()
+    together = run_together(operators, plan.rounds, incidents("load"))
+    cpu1, own1 = cpu_times(), cpu_seconds()
+    used = {pid: cpu - cpu0.get(pid, (name, 0.0))[1] for pid, (name, cpu) in cpu1.items()}
+    pg = sum(t for pid, t in used.items() if cpu1[pid][0].startswith("postgres"))
+    # The API runs in the collector's main process (its MQTT subscriber child is idle here).
+    server = used.get(c.proc.pid, 0.0)
+    return Phases(warm, healthz_alone, healthz_together, alone, together, server, pg, own1 - own0)
+
+
+def timings(report: Report, engine: str, ph: Phases) -> None:
+    percentiles(report, f"{engine}_healthz_one_client", ph.healthz_alone.calls["healthz"])
+    percentiles(report, f"{engine}_healthz_{CLIENTS}_clients", ph.healthz_together.calls["healthz"])
+    for label, run in (("one_client", ph.alone), (f"{CLIENTS}_clients", ph.together)):
+        percentiles(report, f"{engine}_incident_{label}", run.incidents or [0.0])
+        for kind in ("open", "cameras", "clips", "close"):
+            percentiles(report, f"{engine}_{kind}_{label}", run.calls.get(kind, [0.0]))
+    n, wall = len(ph.together.incidents), ph.together.wall_s
+    report.add(f"{engine}_incidents_{CLIENTS}_clients", n)
+    report.add(f"{engine}_incidents_per_s", round(n / wall, 1))
+    report.add(f"{engine}_collector_cpu_ms_per_incident", round(ph.collector_cpu_s / max(1, n) * 1000, 2))
+    report.add(f"{engine}_collector_cores", round(ph.collector_cpu_s / wall, 2))
+    if engine == "postgres":
+        report.add("postgres_server_cores", round(ph.postgres_cpu_s / wall, 2))
+    report.add(f"{engine}_bench_clients_cores", round(ph.clients_cpu_s / wall, 2))
+
+
+def checks(report: Report, engine: str, url: str, ph: Phases, watch: CommandWatch) -> bool:
+    """Every incident answered, every clip committed, audited and published, the audit chain whole."""
+    failures = [f for run in ph.incident_runs for f in run.failures]
+    report.add(f"{engine}_failures", failures[:5] if failures else 0)
+    report.add(f"{engine}_clips_per_incident_min", min(ph.together.clips_per_incident, default=0))
+    sent = {k: v for run in ph.incident_runs for k, v in run.clips_sent.items()}
+    published = watch.wait_for(set(sent))
+    delays = [watch.seen[k] - at for k, at in ph.together.clips_sent.items() if k in watch.seen]
+    if delays:
+        percentiles(report, f"{engine}_clip_request_to_command_on_broker", delays)
+    clips = len(sent)
+    incidents = sum(len(run.incidents) for run in ph.incident_runs)
+    counts = index_counts(url)
+    # Audited per incident: incident.open and cameras.nearby at open, cameras.nearby, incident.close; and
+    # clip.request per clip.
+    expected = {"clip_requests": clips, "command_outbox": clips, "audit_log": 4 * incidents + clips}
+    report.add(f"{engine}_index_counts", counts)
+    report.add(f"{engine}_index_counts_expected", expected)
+    report.add(f"{engine}_clip_commands_on_broker", f"{published} of {clips}")
+    links = chain_links(url)
+    report.add(f"{engine}_audit_chain_links", links)
+    return not failures and counts == expected and published == clips and links
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser("platform", __doc__.splitlines()[0] if __doc__ else "").parse_args(argv)
+    report = Report("platform")
+    rounds = 3 if args.quick else 20
+    places = incident_places(real_cameras(), CLIENTS * rounds, seed=112)
+    plan = Plan(rounds, alone=10 if args.quick else 40, healthz=20 if args.quick else 100, places=places)
+    messages = city_messages(datetime.now(UTC).replace(microsecond=0))
+    report.add("cameras", sum(isinstance(m, CameraMeta) for m in messages))
+    report.add("clients", CLIENTS)
+    report.add("rounds_per_client", rounds)
+    p99: dict[str, float] = {}
+    ok = True
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-platform-") as tmp,
+        Mosquitto().start(Path(tmp) / "mqtt") as broker,
+    ):
+        engines: list[tuple[str, str, Callable[[], contextlib.AbstractContextManager[str]]]] = [
+            ("sqlite", "SQLite", lambda: contextlib.nullcontext(f"sqlite://{tmp}/sqlite/index.db"))
+        ]
+        if available():
+            engines.append(("postgres", "PostgreSQL", postgres_url))
+        else:
+            print(
+                "  PostgreSQL 15 (Debian postgresql-15) and root are needed for the PostgreSQL run",
+                flush=True,
+            )
+        for engine, label, url_of in engines:
+            directory = Path(tmp) / engine
+            directory.mkdir()
+            with url_of() as url:
+                p99[label], good = measure_engine(engine, url, broker, directory, messages, plan, report)
+            ok &= good
+    report.add("bar_ms", BAR_MS)
+    shown = ", ".join(f"{v:.1f} ms ({k})" for k, v in p99.items())
+    report.finish(f"p99 per incident {shown}", f"{BAR_MS:.0f} ms bar", max(p99.values()) / BAR_MS, args.json)
+    return 0 if ok else 1
+
+
+@contextlib.contextmanager
+def postgres_url() -> Iterator[str]:
+    """A database in a throwaway PostgreSQL 15 cluster with fsync on, as in service."""
+    with PgService().start(durable=True) as pg:
+        yield pg.new_database("platform")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
