@@ -93,14 +93,9 @@ class Timings:
 
 @dataclass
 class Operator:
-    index: int
-    api: Api
-    agency: str
-    service: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.agency}-op{self.index:02d}"
+    name: str  # the token's account
+    api: Api  # its own keep-alive connection, with its token
+    service: str  # what its agency opens incidents for
 
     def timed(
         self, t: Timings, kind: str, method: str, path: str, *, body: object = None, expect: int = 200
@@ -249,9 +244,11 @@ def measure_engine(  # noqa: PLR0917
 
 
 def run_phases(engine: str, c: Collector, plan: Plan) -> Phases:
-    operators = [Operator(i, Api(c.port, None), *AGENCIES[i % len(AGENCIES)]) for i in range(CLIENTS)]
-    for op in operators:
-        op.api.auth = {"Authorization": f"Bearer {c.token(op.agency, op.name)}"}
+    operators: list[Operator] = []
+    for i in range(CLIENTS):
+        agency, service = AGENCIES[i % len(AGENCIES)]
+        account = f"{agency}-op{i:02d}"
+        operators.append(Operator(account, Api(c.port, c.token(agency, account)), service))
 
     def healthz(t: Timings, op: Operator, _r: int) -> None:
         """The anchor: as many round trips as an incident (three), to an endpoint that does nothing."""
@@ -261,8 +258,8 @@ def run_phases(engine: str, c: Collector, plan: Plan) -> Phases:
 
     def incidents(phase: str) -> Callable[[Timings, Operator, int], None]:
         def one(t: Timings, op: Operator, r: int) -> None:
-            place = plan.places[(op.index * plan.rounds + r) % len(plan.places)]
-            incident(t, op, place, f"bench-{engine}-{phase}-{op.index}-{r}")
+            place = plan.places[(operators.index(op) * plan.rounds + r) % len(plan.places)]
+            incident(t, op, place, f"bench-{engine}-{phase}-{op.name}-{r}")
 
         return one
 
