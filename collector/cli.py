@@ -8,6 +8,9 @@
     cctv-collector reconcile [--rebuild] [--json]
     cctv-collector token issue --key K --sub S --agency A --role R --iss I --aud A [--ttl 3600] [--json]
     cctv-collector token jwks --key K > jwks.json     # the public key as a JWKS for [access] jwks_file
+    cctv-collector commands public-key                   # the PEM districts configure in their agents
+    cctv-collector audit verify [--json]                 # exit 0 only when the audit trail holds
+    cctv-collector audit report --month 2026-11 --out DIR
 
 Every command reads the TOML file given with --config (optional) and COLLECTOR__* environment variables.
 """
@@ -22,6 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from collector.audit import cli as audit_cli
 from collector.config import CollectorSettings
 from collector.index.store import CameraView, Store, open_store
 from common import jsonlog
@@ -54,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--rebuild", action="store_true", help="rebuild the clip index from the bucket alone")
     rec.add_argument("--json", action="store_true")
     _token_parser(sub)
+    cmds = sub.add_parser("commands", help="commands to agents")
+    cmds_sub = cmds.add_subparsers(dest="commands_command", required=True)
+    cmds_sub.add_parser(
+        "public-key", parents=[common], help="print the public key that signs commands (created if missing)"
+    )
+    audit_cli.add_parser(sub, common)
     return p
 
 
@@ -92,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_config_errors(exc)
             return EXIT_CONFIG
         return EXIT_OK
+    if args.command == "commands":
+        return _public_key(settings)
     store = open_store(settings.store.url)
     try:
         return _query(args, settings, store)
@@ -109,7 +121,18 @@ def _query(args: argparse.Namespace, settings: CollectorSettings, store: Store) 
         return _cameras(store, args.district, args.state, args.json)
     if args.command == "uptime":
         return _uptime(store, args)
+    if args.command == "audit":
+        return audit_cli.run(args, settings, store)
     return _reconcile(store, settings, args.rebuild, args.json)
+
+
+def _public_key(settings: CollectorSettings) -> int:
+    from collector.commands.signing import CommandSigner
+
+    signer = CommandSigner(settings.command_key_file, settings.commands.ttl_s)
+    sys.stdout.write(signer.public_pem().decode())
+    print(f"key id {signer.key_id} ({settings.command_key_file})", file=sys.stderr)
+    return EXIT_OK
 
 
 def _validate(path: Path) -> int:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
 from collector.access.settings import AccessSettings
+from collector.index.store_sqlite import sqlite_path
 from common.mqtt_settings import MqttSettings
 from common.s3 import S3Settings
 from common.settings import TomlThenEnv
@@ -72,6 +73,40 @@ class PlatformSettings(BaseModel):
     nearby_max: int = Field(default=500, ge=1, le=10_000)
 
 
+class CommandSettings(BaseModel):
+    """Commands to agents (collector/commands/): the signing key and the outbox's publishing cadence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The collector's Ed25519 key (PKCS#8 PEM), created on first start; districts trust its public key
+    # (`cctv-collector commands public-key`). Default: commands.key beside a SQLite index, else in
+    # /var/lib/cctv-collector.
+    key_file: Path | None = None
+    # A command's lifetime: agents refuse it after `expires_at`, the outbox stops publishing it then.
+    ttl_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    # An unanswered command is published again this often.
+    republish_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    # Commands published per round (each waits for its PUBACK before the round ends).
+    batch: int = Field(default=500, ge=1, le=10_000)
+
+
+class AuditSettings(BaseModel):
+    """Signed checkpoints of the audit chain (collector/audit/), written to a bucket of the `[s3]` gateway
+    that was created with Object Lock; each object is retained in COMPLIANCE mode for `retention_days`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = ""  # empty: no checkpoints are written and `audit verify` refuses to run
+    prefix: str = Field(default="audit/", pattern=r"^([A-Za-z0-9._-]+/)*$")
+    # The collector's Ed25519 signing key (created if missing) and the public keys `audit verify` trusts
+    # (PEM files; empty: the public half of key_path).
+    key_path: Path = Path("/var/lib/cctv-collector/audit-key.pem")
+    public_keys: list[Path] = []
+    checkpoint_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    # PIPA safety rules Art. 8: at least 1 year, 2 where a system covers 50,000 people or more (Seoul's does).
+    retention_days: int = Field(default=730, ge=365, le=36500)
+
+
 class CollectorSettings(TomlThenEnv):
     model_config = SettingsConfigDict(env_prefix="COLLECTOR__", env_nested_delimiter="__", extra="forbid")
 
@@ -82,8 +117,19 @@ class CollectorSettings(TomlThenEnv):
     ingest: IngestSettings = IngestSettings()
     http: HttpSettings = HttpSettings()
     platform: PlatformSettings = PlatformSettings()
+    commands: CommandSettings = CommandSettings()
     # The clip bucket that `reconcile` compares with the index (empty bucket: reconcile is disabled).
     s3: S3Settings = S3Settings(bucket="")
     metrics_port: int = Field(default=9109, ge=0, le=65535)
     # Who may use the API. The defaults fail closed: no keys, every request 401; no policy, every action 403.
     access: AccessSettings = AccessSettings()
+    audit: AuditSettings = AuditSettings()
+
+    @property
+    def command_key_file(self) -> Path:
+        """`commands.key_file`, by default beside a SQLite index (else in /var/lib/cctv-collector)."""
+        if self.commands.key_file is not None:
+            return self.commands.key_file
+        if self.store.url.startswith("sqlite://"):
+            return Path(sqlite_path(self.store.url)).parent / "commands.key"
+        return Path("/var/lib/cctv-collector/commands.key")

@@ -46,7 +46,7 @@ INSERT INTO cameras ({STATUS_COLUMNS}) SELECT {STATUS_COLUMNS} FROM incoming_sta
 
 class PostgresStore(SqlStore):
     engine = "postgres"
-    driver_errors = (psycopg.Error, *SqlStore.driver_errors)
+    driver_errors = (psycopg.Error, OverflowError, UnicodeError)
 
     def __init__(self, url: str) -> None:
         self.url = url

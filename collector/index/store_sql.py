@@ -151,11 +151,20 @@ WHERE clips.district = excluded.district AND (excluded.status_rank > clips.statu
    OR (excluded.status_rank = clips.status_rank AND excluded.updated_at >= clips.updated_at))
 """  # noqa: S608 - column names are constants, values are parameters
 
+# The first answer of an agent to a clip command stops its republication (collector/commands/outbox.py);
+# only the command's own district answers it. An answer after expiry replaces `expired`: the agent did answer.
+MARK_ANSWERED = """
+UPDATE command_outbox SET answered_at = ?, answer_status = ?
+WHERE request_id = ? AND district = ? AND (answered_at IS NULL OR answer_status = 'expired')
+"""
+
 
 class SqlStore(ABC):
     """Store implementation over a DB-API connection; subclasses connect and pick the migrations folder."""
 
     engine: str  # name of the folder under collector/index/migrations
+    # The driver's exception base classes (plus what binding a value can raise): errors of the database.
+    driver_errors: tuple[type[Exception], ...] = (OverflowError, UnicodeError)
 
     def __init__(self) -> None:
         self._conn: Any = self._connect()
@@ -234,8 +243,8 @@ class SqlStore(ABC):
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
         """One transaction for the platform's writes: committed when the block ends, rolled back if it raises.
-        A driver error is raised as StoreError (classified like ingest's); the caller's own exception (an API
-        refusal, say) is raised unchanged."""
+        A database error is raised as StoreError (classified like ingest's); the caller's own errors (a
+        refusal, a bad request) pass through unchanged."""
         try:
             cur = self._conn.cursor()
             self._begin(cur)
@@ -247,7 +256,8 @@ class SqlStore(ABC):
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Tx]:
-        """Reads for the API, without a write lock; the read transaction ends with the block."""
+        """Reads for the API, without a write lock; the read transaction ends with the block (errors as in
+        `transaction`)."""
         try:
             yield Tx(self._conn.cursor(), self.engine, self._sql)
             self._conn.commit()
@@ -268,11 +278,8 @@ class SqlStore(ABC):
             self._recover()
             raise self._classify(exc) from exc
 
-    # The driver's exceptions (subclasses add theirs); anything else raised inside a transaction block is the
-    # caller's own (a refusal, a bug) and passes through unchanged after the rollback.
-    driver_errors: tuple[type[Exception], ...] = (OverflowError, UnicodeError)
-
     def _from_driver(self, exc: Exception) -> Exception:
+        """A database error as StoreError; anything else (the caller's own) unchanged."""
         return self._classify(exc) if isinstance(exc, self.driver_errors) else exc
 
     def _classify(self, exc: Exception) -> StoreError:
@@ -389,6 +396,8 @@ class SqlStore(ABC):
             log.warning("clip %s: `failed` after `succeeded` ignored", request_id,
                         extra={"request_id": request_id, "reason": "failed_after_succeeded"})  # fmt: skip
         self._executemany(UPSERT_CLIP, [_clip_params(c) for c in clips])
+        now = time.time()
+        self._executemany(MARK_ANSWERED, [(now, c.status, c.request_id, c.district) for c in clips])
 
     def _late_failures(self, clips: list[ClipRow]) -> list[str]:
         """Request ids of `failed` updates for clips that already succeeded (in the index or this batch)."""

@@ -26,7 +26,7 @@ def sqlite_path(url: str) -> str:
 
 class SqliteStore(SqlStore):
     engine = "sqlite"
-    driver_errors = (sqlite3.Error, *SqlStore.driver_errors)
+    driver_errors = (sqlite3.Error, OverflowError, UnicodeError)
 
     def __init__(self, url: str) -> None:
         self.path = sqlite_path(url)

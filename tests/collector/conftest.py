@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from collector.access.tokens import issue_token, jwks_for
 from pydantic import BaseModel
 
+from collector.access.tokens import issue_token, jwks_for
 from collector.index.store import Store, open_store
 from common.signing import key_id, load_or_create_key
 from contract.messages import AgentState, CameraMeta, CameraStatus, ClipUpdate, HealthEntry, HealthSnapshot

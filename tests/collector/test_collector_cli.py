@@ -14,13 +14,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.cli import main
+from collector.commands.signing import CommandSigner
 from collector.index.store import Batch, open_store
+from collector.index.store_sql import _migrations
+from common.signing import key_id, load_public_key
 from contract.codec import encode
 from contract.messages import AnyMessage
 from tests.collector.conftest import agent, api_headers, meta, start_collector_process, status, wait_until
 from tests.services import Mosquitto
-
-MIGRATIONS = Path(__file__).resolve().parents[2] / "collector" / "index" / "migrations" / "sqlite"
 
 
 @pytest.fixture
@@ -104,8 +105,21 @@ def test_migrate_reports_the_schema_version(
 ) -> None:
     monkeypatch.setenv("COLLECTOR__STORE__URL", f"sqlite://{tmp_path / 'new.db'}")
     assert main(["migrate"]) == 0
-    versions = sorted(int(p.name[:4]) for p in MIGRATIONS.glob("*.sql"))
-    assert f"schema version {versions[-1]} (applied: {versions})" in capsys.readouterr().out
+    shipped = [version for version, _ in _migrations("sqlite")]
+    assert f"schema version {shipped[-1]} (applied: {shipped})" in capsys.readouterr().out
+
+
+def test_commands_public_key_prints_the_key_that_signs_commands(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["commands", "public-key", "--config", str(config)]) == 0
+    pem = capsys.readouterr().out
+    public = load_public_key(pem.encode())
+    key_file = config.parent / "commands.key"  # by default beside the SQLite index
+    signer = CommandSigner(key_file, ttl_s=60)
+    assert key_id(public) == signer.key_id
+    assert main(["commands", "public-key", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == pem  # created once, then kept
 
 
 @pytest.mark.integration
@@ -129,6 +143,8 @@ def test_run_serves_api_and_metrics_and_drains_on_sigterm(tmp_path: Path, mosqui
         assert 'collector_received_messages_total{kind="camera_status"} 1.0' in text
         assert 'collector_cameras{district="gangnam",state="offline"} 1.0' in text
         assert 'collector_agent_online{district="gangnam"} 1.0' in text
+        assert "collector_outbox_pending 0.0" in text  # the command outbox is wired in
+        assert (tmp_path / "commands.key").exists()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
