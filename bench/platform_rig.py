@@ -1,5 +1,5 @@
 """The rig of bench.platform: a city of cameras in the index, a real `cctv-collector run` trusting a test
-identity provider, the operators' HTTP connections, and a subscriber that sees what reaches the broker."""
+identity provider, the operators' HTTP connections, and the district agents' side of the broker."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,10 @@ from collector.index.geo import district_at
 from collector.index.spatial import EARTH_RADIUS_M, CameraPoint
 from collector.index.store import Batch, open_store
 from common.signing import key_id, load_or_create_key
+from contract import topics
+from contract.codec import encode
 from contract.districts import DISTRICTS
-from contract.messages import AgentState, AnyMessage, CameraMeta, CameraStatus
+from contract.messages import AgentState, AnyMessage, CameraMeta, CameraStatus, ClipUpdate
 from tests.services import Mosquitto, free_port
 
 ISSUER, AUDIENCE = "https://idp.bench.example", "cctv-platform"
@@ -173,9 +175,11 @@ class Api:
         return response.status, json.loads(data) if data else None
 
 
-# ---- what the broker saw -----------------------------------------------------------------------------------
-class CommandWatch:
-    """Subscribed to every district's command topics: the first arrival (epoch s) of each request id."""
+# ---- the district agents on the broker ---------------------------------------------------------------------
+class Agents:
+    """The 25 district agents as the broker sees them: subscribed to every district's commands, each clip
+    command answered `accepted` at once (so the outbox stops republishing it, as in service). Records the
+    first arrival (epoch s) of each request id."""
 
     def __init__(self, broker: Mosquitto) -> None:
         self.seen: dict[str, float] = {}
@@ -186,15 +190,26 @@ class CommandWatch:
         self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
-        self.client.subscribe("cctv/v1/+/cmd/#", qos=1)
+        self.client.subscribe(f"{topics.ROOT}/+/cmd/#", qos=1)
         if not subscribed.wait(10):
             raise TimeoutError("no SUBACK from the broker")
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         arrived = time.time()
-        request_id = json.loads(msg.payload)["request_id"]
+        command = json.loads(msg.payload)
         with self.lock:
-            self.seen.setdefault(request_id, arrived)
+            first = self.seen.setdefault(command["request_id"], arrived) == arrived
+        if first and msg.topic.endswith("/cmd/clip"):
+            answer = ClipUpdate(
+                district=command["district"],
+                request_id=command["request_id"],
+                camera_id=command["camera_id"],
+                agent_id=f"agent-{command['district']}",
+                status="accepted",
+                sent_at=datetime.now(UTC),
+            )
+            delivery = encode(answer)
+            self.client.publish(delivery.topic, delivery.payload, qos=1)
 
     def wait_for(self, request_ids: set[str], timeout_s: float = 60) -> int:
         """How many of `request_ids` arrived, waiting up to `timeout_s` for all."""
