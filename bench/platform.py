@@ -249,7 +249,11 @@ def measure_engine(  # noqa: PLR0917
         try:
             phases = run_phases(engine, c, plan)
             timings(report, engine, phases)
-            return ms(phases.together.incidents, 0.99), checks(report, engine, url, phases, agents)
+            ok = checks(report, engine, url, phases, agents)
+            if not ok:  # what the collector said about it
+                errors = [line for line in c.log.read_text().splitlines() if "ERROR" in line.upper()]
+                print("\n".join(f"  collector: {line[:300]}" for line in errors[-10:]), flush=True)
+            return ms(phases.together.incidents, 0.99), ok
         finally:
             agents.close()
 
