@@ -146,16 +146,18 @@ def wait_healthy(c: Collector, timeout_s: float = 120) -> None:
     while time.monotonic() < deadline:
         if c.proc.poll() is not None:
             raise RuntimeError(f"the collector exited {c.proc.returncode}: {c.log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if Api(c.port, None).call("GET", "/v1/healthz")[0] == 200:
-                return
+        probe = Api(c.port, None)
+        try:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if probe.call("GET", "/v1/healthz")[0] == 200:
+                    return
+        finally:
+            probe.conn.close()
         time.sleep(0.1)
     raise TimeoutError(f"the collector's API did not come up: {c.log.read_text()[-2000:]}")
 
 
 # ---- an operator's connection ------------------------------------------------------------------------------
-
-
 class Api:
     """One operator's keep-alive connection; `call` answers (status, decoded JSON body)."""
 
