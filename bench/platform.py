@@ -251,11 +251,18 @@ def measure_engine(  # noqa: PLR0917
             timings(report, engine, phases)
             ok = checks(report, engine, url, phases, agents)
             if not ok:  # what the collector said about it
-                errors = [line for line in c.log.read_text().splitlines() if "ERROR" in line.upper()]
+                errors = [line for line in c.log.read_text().splitlines() if _is_problem(line)]
                 print("\n".join(f"  collector: {line[:300]}" for line in errors[-10:]), flush=True)
             return ms(phases.together.incidents, 0.99), ok
         finally:
             agents.close()
+
+
+def _is_problem(log_line: str) -> bool:
+    """A warning or error of the collector's JSON log, or a line of a traceback."""
+    return any(f'"level": "{level}"' in log_line for level in ("warning", "error", "critical")) or (
+        not log_line.startswith("{")
+    )
 
 
 def run_phases(engine: str, c: Collector, plan: Plan) -> Phases:
