@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -118,8 +119,6 @@ async def harness(
     objects: ClipObjects | None = None,
     settings: PlatformSettings | None = None,
 ) -> AsyncIterator[Harness]:
-    import time
-
     store = open_store(store_url)
     store.migrate()
     seed(store)
