@@ -78,6 +78,7 @@ async def platform_stack(
     secrets: Path,
     clips: dict[str, object] | None = None,
     health: dict[str, object] | None = None,
+    policy: Path = POLICY,
 ) -> AsyncIterator[Stack]:
     """Collector and agent up (the API answering, the agent running); both stopped on the way out, the
     collector with SIGTERM (it writes a last audit checkpoint then)."""
@@ -87,8 +88,9 @@ async def platform_stack(
     s3.create_bucket(Bucket=audit_bucket, ObjectLockEnabledForBucket=True)
     http_port = free_port()
     collector_config = _collector_config(
-        directory, broker, ceph, clip_bucket=clip_bucket, audit_bucket=audit_bucket, http_port=http_port
-    )
+        directory, broker, ceph, clip_bucket=clip_bucket, audit_bucket=audit_bucket, http_port=http_port,
+        policy=policy,
+    )  # fmt: skip
     key = await run_cli("collector", "commands", "public-key", "--config", str(collector_config))
     if key.returncode != 0:
         raise RuntimeError(f"cctv-collector commands public-key: {key.stderr}")
@@ -165,7 +167,14 @@ def iso(at: float) -> str:
 
 
 def _collector_config(
-    directory: Path, broker: Mosquitto, ceph: CephS3, *, clip_bucket: str, audit_bucket: str, http_port: int
+    directory: Path,
+    broker: Mosquitto,
+    ceph: CephS3,
+    *,
+    clip_bucket: str,
+    audit_bucket: str,
+    http_port: int,
+    policy: Path,
 ) -> Path:
     idp = load_or_create_key(directory / "idp.key")
     jwks = directory / "jwks.json"
@@ -186,7 +195,7 @@ port = {http_port}
 jwks_file = "{jwks}"
 issuer = "{ISSUER}"
 audience = "{AUDIENCE}"
-policy_file = "{POLICY}"
+policy_file = "{policy}"
 [commands]
 key_file = "{directory / "commands.key"}"
 republish_interval_s = 1.0

@@ -120,7 +120,9 @@ async def test_a_112_operator_gets_playable_verified_clips_of_the_nearest_camera
 
     async with httpx.AsyncClient(timeout=10) as viewer:  # no token: the presigned URL is the credential
         for clip_id in clip_ids:
-            clip = await wait_for(functools.partial(_finished, stack, police, clip_id), 20, f"clip {clip_id}")
+            clip = await wait_for(
+                functools.partial(_finished, stack, police, clip_id), 20, clip_id, every_s=0.2
+            )
             assert clip["state"] == "succeeded", clip
             assert clip["manifest_verified"] is True, clip
             assert clip["source"] == "preroll"
