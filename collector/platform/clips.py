@@ -82,6 +82,7 @@ def request_clips(c: CallerDep, incident_id: str, body: ClipsAsk) -> ClipList:
     with c.p.store().reading() as tx:
         row = grants.load(tx, incident_id)
     incident = grants.view(row)
+    # The incident first (the caller's own; `nearest` lists its cameras), then each camera against the grant.
     c.require("cameras.nearby" if body.nearest else "incident.read", incident=incident, purpose=row.purpose)
     agency = c.agency
     assert agency is not None  # the decision refuses unknown agencies

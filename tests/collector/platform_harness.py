@@ -4,19 +4,23 @@ an adjustable clock, served as an ASGI app over httpx."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from agent.clips.manifest import build_manifest, manifest_json, sign_manifest
 from collector.access.gate import Access
 from collector.access.settings import AccessSettings
 from collector.access.tokens import issue_token
 from collector.commands.signing import CommandSigner
-
 from collector.config import PlatformSettings
 from collector.index.store import Batch, Store, open_store
 from collector.platform.api import create_app
@@ -24,8 +28,12 @@ from collector.platform.context import Platform
 from collector.platform.manifests import ClipObjects
 from collector.platform.nearby import CameraIndex
 from collector.platform.stores import ThreadStores
-from contract.messages import AnyMessage
+from common.signing import load_or_create_key
+from contract.messages import AnyMessage, ClipUpdate
 from tests.collector.conftest import AUDIENCE, ISSUER, POLICY, agent, meta, status, write_jwks
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
 
 # Real places (lat, lon) and the district their polygon puts them in.
 GANGNAM_OFFICE = (37.5172, 127.0473)
@@ -111,8 +119,6 @@ async def harness(
     objects: ClipObjects | None = None,
     settings: PlatformSettings | None = None,
 ) -> AsyncIterator[Harness]:
-    import time
-
     store = open_store(store_url)
     store.migrate()
     seed(store)
@@ -142,3 +148,54 @@ async def harness(
         yield Harness(client, p, clock, idp_key, signer, store, notified)
     stores.close()
     store.close()
+
+
+def upload_clip(
+    s3: S3Client, bucket: str, clip: dict[str, Any], agent_key: Path, sha256: str | None = None
+) -> tuple[bytes, ClipUpdate]:
+    """What a district agent does with a requested clip (of the API's `clip`): upload it, its thumbnail and
+    its manifest signed with `agent_key`; returns the data and the ClipUpdate it then reports (`sha256`: a
+    different digest to report than the manifest's)."""
+    data, thumb = b"\x00\x00\x00\x18ftypisom" + b"video" * 1000, b"\xff\xd8jpeg\xff\xd9"
+    base = f"gangnam/{clip['camera_id']}/{clip['clip_id']}"
+    keys = {"clip": f"{base}.mp4", "thumbnail": f"{base}.jpg", "manifest": f"{base}.manifest.json"}
+    start, end = datetime.fromisoformat(clip["start"]), datetime.fromisoformat(clip["end"])
+    digest = hashlib.sha256(data).hexdigest()
+    manifest = build_manifest(
+        camera={"id": clip["camera_id"]},
+        district="gangnam",
+        request_id=clip["clip_id"],
+        agency="police-112",
+        incident=clip["incident_id"],
+        purpose="identify the suspect's escape route",
+        requested=(start, end),
+        covered=(start, end),
+        wallclock_source="rtcp",
+        clock_offset_s=0.0,
+        agent_id="agent-gangnam",
+        software_version="test",
+        objects=keys,
+        clip=(digest, len(data)),
+        thumbnail=(hashlib.sha256(thumb).hexdigest(), len(thumb)),
+        complete=True,
+    )
+    signed = manifest_json(sign_manifest(manifest, load_or_create_key(agent_key)))
+    for key, body in ((keys["clip"], data), (keys["thumbnail"], thumb), (keys["manifest"], signed)):
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    update = ClipUpdate(
+        district="gangnam",
+        request_id=clip["clip_id"],
+        camera_id=clip["camera_id"],
+        agent_id="agent-gangnam",
+        status="succeeded",
+        object_key=keys["clip"],
+        thumbnail_key=keys["thumbnail"],
+        manifest_key=keys["manifest"],
+        size_bytes=len(data),
+        sha256=sha256 or digest,
+        covered_start=start,
+        covered_end=end,
+        source="preroll",
+        sent_at=datetime.now(UTC),
+    )
+    return data, update

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from collector.access.tokens import issue_token
 
+from collector.access.tokens import issue_token
 from tests.collector.conftest import AUDIENCE, ISSUER, POLICY
 from tests.collector.platform_harness import Harness, harness
 from tests.collector.test_platform_incidents import incident
@@ -89,3 +89,17 @@ async def test_a_flood_is_429_with_retry_after_per_account_then_per_agency(tmp_p
         # The moving window: a minute later the account may ask again.
         h.clock.now += 61
         assert (await h.client.get("/v1/incidents", headers=kim)).status_code == 200
+
+
+async def test_auditors_read_the_trail_in_chain_order_and_their_reading_is_recorded(h: Harness) -> None:
+    await h.client.post("/v1/incidents", json=incident(), headers=h.auth())
+    auditor = h.auth("audit-office", "auditor", "auditor-choi")
+    page = (await h.client.get("/v1/audit", params={"limit": 1}, headers=auditor)).json()
+    [first] = page["entries"]
+    assert (first["seq"], first["record"]["action"], page["next_after"]) == (1, "incident.open", 1)
+    rest = (await h.client.get("/v1/audit", params={"after": 1}, headers=auditor)).json()["entries"]
+    assert [e["record"]["action"] for e in rest] == ["cameras.nearby", "audit.read"]
+    assert rest[0]["prev_hash"] == first["hash"]
+    # Who works incidents never reads the trail about them.
+    r = await h.client.get("/v1/audit", headers=h.auth())
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "role_forbidden")

@@ -5,7 +5,6 @@ audited presigned URL that plays the clip from the real Ceph S3 gateway."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,13 +14,12 @@ import httpx
 import pytest
 from types_boto3_s3 import S3Client
 
-from agent.clips.manifest import build_manifest, manifest_json, sign_manifest
 from collector.config import PlatformSettings
 from collector.index.store import Batch
 from collector.platform.manifests import ClipObjects
 from common.signing import load_or_create_key, load_public_key, public_key_pem, signature_problem, signed_body
-from contract.messages import ClipRequest, ClipUpdate
-from tests.collector.platform_harness import Harness, harness
+from contract.messages import ClipRequest
+from tests.collector.platform_harness import Harness, harness, upload_clip
 from tests.collector.test_platform_incidents import open_incident
 
 
@@ -135,60 +133,10 @@ async def test_a_camera_outside_the_grant_is_403_audited_and_nothing_is_sent(h: 
     ]
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def deliver(
-    h: Harness, s3: S3Client, bucket: str, clip: dict[str, Any], agent_key: Path, **override: Any
-) -> bytes:
-    """What a district agent does: upload the clip, its thumbnail and its signed manifest, then report."""
-    data, thumb = b"\x00\x00\x00\x18ftypisom" + b"video" * 1000, b"\xff\xd8jpeg\xff\xd9"
-    base = f"gangnam/{clip['camera_id']}/{clip['clip_id']}"
-    keys = {"clip": f"{base}.mp4", "thumbnail": f"{base}.jpg", "manifest": f"{base}.manifest.json"}
-    start, end = datetime.fromisoformat(clip["start"]), datetime.fromisoformat(clip["end"])
-    digest = hashlib.sha256(data).hexdigest()
-    manifest = build_manifest(
-        camera={"id": clip["camera_id"]},
-        district="gangnam",
-        request_id=clip["clip_id"],
-        agency="police-112",
-        incident=clip["incident_id"],
-        purpose="identify the suspect's escape route",
-        requested=(start, end),
-        covered=(start, end),
-        wallclock_source="rtcp",
-        clock_offset_s=0.0,
-        agent_id="agent-gangnam",
-        software_version="test",
-        objects=keys,
-        clip=(digest, len(data)),
-        thumbnail=(hashlib.sha256(thumb).hexdigest(), len(thumb)),
-        complete=True,
-    )
-    s3.put_object(Bucket=bucket, Key=keys["clip"], Body=data)
-    s3.put_object(Bucket=bucket, Key=keys["thumbnail"], Body=thumb)
-    s3.put_object(
-        Bucket=bucket,
-        Key=keys["manifest"],
-        Body=manifest_json(sign_manifest(manifest, load_or_create_key(agent_key))),
-    )
-    update = ClipUpdate(
-        district="gangnam",
-        request_id=clip["clip_id"],
-        camera_id=clip["camera_id"],
-        agent_id="agent-gangnam",
-        status="succeeded",
-        object_key=keys["clip"],
-        thumbnail_key=keys["thumbnail"],
-        manifest_key=keys["manifest"],
-        size_bytes=len(data),
-        sha256=override.get("sha256", digest),
-        covered_start=start,
-        covered_end=end,
-        source="preroll",
-        sent_at=datetime.now(UTC),
-    )
+def deliver(h: Harness, s3: S3Client, bucket: str, clip: dict[str, Any], agent_key: Path, **kw: Any) -> bytes:
+    """What the district agent does: upload the clip and its signed manifest, then report (here straight
+    into the index)."""
+    data, update = upload_clip(s3, bucket, clip, agent_key, **kw)
     batch = Batch()
     batch.add(update)
     h.store.apply(batch)

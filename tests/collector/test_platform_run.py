@@ -7,24 +7,31 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from common.signing import key_id, load_or_create_key, signature_problem, signed_body
+from collector.index.store import open_store
+from common.signing import key_id, load_or_create_key, public_key_pem, signature_problem, signed_body
 from contract import topics
 from contract.codec import encode
 from contract.messages import AnyMessage, ClipRequest, ClipUpdate
+from tests.collector.audit_helpers import locked_bucket
 from tests.collector.conftest import agent, api_headers, meta, start_collector_process, wait_until
-from tests.collector.platform_harness import CAMERAS, GANGNAM_OFFICE
-from tests.services import Mosquitto
+from tests.collector.platform_harness import CAMERAS, GANGNAM_OFFICE, upload_clip
+from tests.services import CephS3, Mosquitto
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
 
 pytestmark = pytest.mark.integration
 
@@ -121,8 +128,9 @@ def test_incident_to_signed_clip_command_to_clip_state(
 
     with district_agent.got:
         assert district_agent.got.wait_for(lambda: district_agent.commands, timeout=10)
-    [raw] = district_agent.commands
-    command = ClipRequest.model_validate(raw)
+        received = list(district_agent.commands)
+    # Until the agent answers, the outbox publishes the command again (QoS 1 may repeat it too): one request.
+    [command] = {c.request_id: c for c in map(ClipRequest.model_validate, received)}.values()
     public = load_or_create_key(tmp_path / "commands.key").public_key()
     assert signature_problem(signed_body(command), command.signature, {key_id(public): public}) is None
     assert (command.request_id, command.camera_id, command.priority, command.requested_by) == (
@@ -142,3 +150,88 @@ def test_incident_to_signed_clip_command_to_clip_state(
         what="the agent's answer in the clip's state",
     )
     assert client.get(f"/v1/clips/{clip['clip_id']}", headers=police).json()["source"] == "preroll"
+
+
+def test_the_whole_path_to_playback_and_a_verified_audit_trail(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[S3Client, str]
+) -> None:
+    """incident -> nearest cameras -> clip -> the agent's delivery -> verified manifest -> presigned playback,
+    every step on the audit trail, whose checkpoints `cctv-collector audit verify` then holds it against."""
+    s3, clips_bucket = s3_bucket
+    _, audit_bucket = locked_bucket(ceph_s3)
+    keys_dir, agent_key = tmp_path / "agent-keys", tmp_path / "agent-gangnam.key"
+    keys_dir.mkdir()
+    (keys_dir / "gangnam.pem").write_bytes(public_key_pem(load_or_create_key(agent_key)))
+    extra = (
+        f'[platform]\nnearest_refresh_s = 0.2\nagent_keys_dir = "{keys_dir}"\n'
+        f'[s3]\nendpoint_url = "{ceph_s3.endpoint}"\nregion = "{ceph_s3.region}"\nbucket = "{clips_bucket}"\n'
+        f'access_key = "{ceph_s3.access_key}"\nsecret_key = "{ceph_s3.secret_key}"\n'
+        f'[audit]\nbucket = "{audit_bucket}"\nkey_path = "{tmp_path / "audit-key.pem"}"\n'
+        "checkpoint_interval_s = 0.5\nretention_days = 365\n"
+    )
+    proc, http_port, _ = start_collector_process(tmp_path, mosquitto, stderr=subprocess.PIPE, extra=extra)
+    district_agent = Agent(mosquitto)
+    police = api_headers(tmp_path, "police-112", "operator", "officer-kim")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=5) as client:
+            wait_until(lambda: _up(client), timeout_s=20, what="the API")
+            district_agent.publish(agent(), meta("gn-office", lat=GANGNAM_OFFICE[0], lon=GANGNAM_OFFICE[1]))
+            incident_id = _open_incident_once_cameras_are_near(client, police)
+            now = datetime.now(UTC)
+            window = {"start": (now - timedelta(seconds=30)).isoformat(), "end": now.isoformat()}
+            r = client.post(
+                f"/v1/incidents/{incident_id}/clips", json={"nearest": 1, **window}, headers=police
+            )
+            [clip] = r.json()["clips"]
+            data, update = upload_clip(s3, clips_bucket, clip, agent_key)
+            district_agent.publish(update)
+            url = f"/v1/clips/{clip['clip_id']}"
+            wait_until(
+                lambda: client.get(url, headers=police).json()["state"] == "succeeded", what="delivery"
+            )
+            shown = client.get(url, headers=police).json()
+            assert shown["manifest_verified"] is True, shown["manifest_problem"]
+            assert httpx.get(shown["playback"]["url"], timeout=10).content == data
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0  # and a last checkpoint of the head on the way out
+    finally:
+        district_agent.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    verified = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "collector.cli",
+            "audit",
+            "verify",
+            "--json",
+            "--config",
+            str(tmp_path / "collector.toml"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    with closing(open_store(f"sqlite://{tmp_path / 'run.db'}")) as store, store.reading() as tx:
+        actions = [a for (a,) in tx.query("SELECT action FROM audit_log ORDER BY seq")]
+    assert {"incident.open", "cameras.nearby", "clip.request", "clip.playback", "clip.thumbnail"} <= set(
+        actions
+    )
+
+
+def _open_incident_once_cameras_are_near(client: httpx.Client, headers: dict[str, str]) -> str:
+    body = {
+        "incident_no": "112-2026-0043", "service": "112-video", "type": "robbery",
+        "lat": GANGNAM_OFFICE[0], "lon": GANGNAM_OFFICE[1], "occurred_at": datetime.now(UTC).isoformat(),
+        "radius_m": 500, "purpose": "identify the suspect's escape route",
+    }  # fmt: skip
+    incident_id: str = client.post("/v1/incidents", json=body, headers=headers).json()["incident"][
+        "incident_id"
+    ]
+    nearby = f"/v1/incidents/{incident_id}/cameras"
+    wait_until(lambda: bool(client.get(nearby, headers=headers).json()["cameras"]), what="the camera nearby")
+    return incident_id

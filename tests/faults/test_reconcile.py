@@ -36,9 +36,9 @@ from tests.services import CephS3, Mosquitto, free_port
 from tests.signed_commands import collector_key_file, signed
 
 CAMERA_ID = "gangnam-00001"
-# What only one of the two ways into the index knows: the source, the update's time, and the agency and
-# incident (in the manifest, not in the MQTT update).
-PROVENANCE = ("source", "updated_at", "agency", "incident")
+# What only one of the two ways into the index knows: the source, the update's time, the agency and
+# incident (in the manifest, not in the MQTT update), and where the footage came from (in the update only).
+PROVENANCE = ("source", "updated_at", "agency", "incident", "footage")
 
 
 @pytest.fixture
