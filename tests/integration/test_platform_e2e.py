@@ -21,16 +21,13 @@ from camsim.fleet import Fleet, FleetOptions, build_specs
 from camsim.ledger import write_ledger, write_secrets
 from camsim.media import MediaLibrary
 from camsim.model import CameraSpec
-from collector.audit.chain import entries
 from collector.index.spatial import bearing_deg, haversine_m
-from collector.index.store import open_store
 from tests.integration.platform_stack import (
     Stack,
     cameras_ready,
     decode,
     iso,
     platform_stack,
-    store_url,
     wait_for,
 )
 from tests.services import CephS3, Mosquitto, free_port
@@ -136,15 +133,23 @@ async def test_a_112_operator_gets_playable_verified_clips_of_the_nearest_camera
             for forged in _tampered(clip["playback"]["url"], clip["playback"]["thumbnail_url"]):
                 assert (await viewer.get(forged)).status_code == 403
 
-    actions = [(e.document["action"], e.document["result"], e.document["incident"])
-               for e in entries(open_store(store_url(stack.directory)))]  # fmt: skip
+    auditor = stack.auth("audit-office", "auditor", "auditor-lee")
+    trail = await stack.api.get("/v1/audit", params={"limit": 1000}, headers=auditor)
+    assert trail.status_code == 200, trail.text
+    records = [e["record"] for e in trail.json()["entries"] if e["record"]["incident"] == incident]
+    done = [(r["action"], r["result"], r["account"], r["purpose"]) for r in records]
     for action, times in (
         ("cameras.nearby", 2),
         ("clip.request", 2),
         ("clip.playback", 2),
         ("clip.thumbnail", 2),
     ):
-        assert actions.count((action, "allowed", incident)) == times, actions
+        assert done.count((action, "allowed", "officer-kim", "identify the assailant")) == times, done
+    requested = {s["camera_id"]: s for r in records if r["action"] == "clip.request" for s in r["subjects"]}
+    assert set(requested) == {scene.camera_id, near.camera_id}
+    assert requested[scene.camera_id]["start"] == pytest.approx(
+        start, abs=0.01
+    )  # the subject's place and time
     verified = await stack.collector_cli("audit", "verify", "--json")
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
