@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import RESULTS_DIR, machine
 
-BENCHMARKS = ["camsim", "discovery", "health", "ingest", "clips", "upload", "nearest", "platform"]
+BENCHMARKS = ["camsim", "discovery", "health", "ingest", "clips", "upload", "nearest", "platform", "golden_time"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

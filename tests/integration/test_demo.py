@@ -1,4 +1,5 @@
-"""`make demo` is the README's first command: its script brings the whole stack up and shows the cameras."""
+"""`make demo` is the README's first command: its script brings the whole stack up, shows the cameras, and a
+112 operator's incident with the cameras around it and a clip to play."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_shows_the_simulated_cameras_in_the_collector(tmp_path: Path) -> None:
+def test_demo_shows_the_cameras_and_an_operators_clip(tmp_path: Path) -> None:
     env = {**os.environ, "DEMO_EXIT": "1", "DEMO_DIR": str(tmp_path / "demo")}
     done = subprocess.run(
         ["bash", str(ROOT / "deploy" / "dev" / "demo.sh")],
@@ -24,11 +25,17 @@ def test_demo_shows_the_simulated_cameras_in_the_collector(tmp_path: Path) -> No
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    table = done.stdout.split("cctv-collector cameras):", 1)[1]
+    table, incident = done.stdout.split("cctv-collector cameras):", 1)[1].split("== a 112 operator", 1)
     for camera in ("gangnam-00001", "gangnam-00002", "gangnam-00003"):
         assert camera in table
     assert "offline" in table  # the camera the demo switches off
     assert "unreachable" in table
+    nearest = incident.split("nearest first:", 1)[1].splitlines()[1]
+    assert nearest.split()[:3] == ["gangnam-00002", "0.0", "m"]  # the incident is at its place
+    assert "clip clip-" in incident and "gangnam-00002: succeeded" in incident
+    assert "manifest verified: True" in incident
+    assert "X-Amz-Signature=" in incident.split("play it until", 1)[1]  # the presigned URL
+    assert "audit chain OK" in incident
     assert _nothing_left_running(tmp_path / "demo")
 
 
