@@ -16,7 +16,9 @@ from pathlib import Path
 
 from bench.common import RESULTS_DIR, machine
 
-BENCHMARKS = ["camsim", "discovery", "health", "ingest", "clips", "upload", "nearest", "platform", "golden_time"]
+BENCHMARKS = [
+    "camsim", "discovery", "health", "ingest", "clips", "upload", "nearest", "platform", "golden_time",
+]  # fmt: skip
 ROOT = Path(__file__).resolve().parents[1]
 
 
