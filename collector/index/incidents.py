@@ -3,7 +3,8 @@ incident's change, its commands and its audit record commit together."""
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass, fields
 from typing import Any
 
 from collector.index.tx import Tx
@@ -154,12 +155,10 @@ def agency_incidents(tx: Tx, agency: str, limit: int, offset: int) -> list[Incid
     return [_incident(r, ()) for r in rows]
 
 
-def insert_clip_request(tx: Tx, row: ClipRequestRow) -> None:
-    values = astuple(row)
-    tx.execute(
-        f"INSERT INTO clip_requests ({_REQUEST_COLUMNS}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
-        values,
-    )
+def insert_clip_requests(tx: Tx, rows: Sequence[ClipRequestRow]) -> None:
+    values = [astuple(row) for row in rows]
+    marks = ", ".join("?" * len(fields(ClipRequestRow)))
+    tx.executemany(f"INSERT INTO clip_requests ({_REQUEST_COLUMNS}) VALUES ({marks})", values)  # noqa: S608
 
 
 def clip_state(tx: Tx, request_id: str) -> ClipState | None:

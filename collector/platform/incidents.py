@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from collector.audit.chain import AuditRecord, append_many
-from collector.commands.outbox import enqueue
+from collector.commands.outbox import enqueue_many
 from collector.index import incidents as db
 from collector.index.store import StoreRejectedError
 from collector.index.tx import Tx
@@ -169,17 +169,21 @@ def _arm(c: Caller, tx: Tx, row: db.IncidentRow, cameras: list[NearbyCamera]) ->
     if c.p.signer is None:
         raise ApiError(503, "commands_unavailable", "this collector cannot sign commands")
     duration = min(row.expires_at - c.now, MAX_ARM_S)
-    for cam in cameras:
-        command = ArmRequest(
-            district=cam.district,
-            request_id=f"arm-{uuid.uuid4().hex[:20]}",
-            camera_id=cam.camera_id,
-            duration_s=duration,
-            priority=SERVICE_PRIORITY[row.service],  # type: ignore[index]
-            agency=row.agency,
-            incident=row.incident_id,
-            service=row.service,
-            sent_at=datetime.fromtimestamp(c.now, UTC),
+    commands = [
+        c.p.signer.sign(
+            ArmRequest(
+                district=cam.district,
+                request_id=f"arm-{uuid.uuid4().hex[:20]}",
+                camera_id=cam.camera_id,
+                duration_s=duration,
+                priority=SERVICE_PRIORITY[row.service],  # type: ignore[index]
+                agency=row.agency,
+                incident=row.incident_id,
+                service=row.service,
+                sent_at=datetime.fromtimestamp(c.now, UTC),
+            )
         )
-        enqueue(tx, c.p.signer.sign(command), c.now)
+        for cam in cameras
+    ]
+    enqueue_many(tx, commands, c.now)
     return [c.record("cameras.arm", row.incident_id, grants.subjects(cameras), row.purpose)]
