@@ -80,7 +80,7 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
         notify_outbox=outbox.notify,
         objects=_clip_objects(settings),
     )
-    api = ApiServer(create_app(platform), settings.http.host, settings.http.port)
+    api = ApiServer(create_app(platform), settings.http.host, settings.http.port, settings.http.api_threads)
     api.start()
     ingest.subscriber.start()
     log.info("collector %s running (store %s, command key %s)", settings.collector_id, url.split("://", 1)[0],

@@ -47,10 +47,14 @@ class AuthError(Exception):
 
 
 class _Keys(Protocol):
+    blocking: bool  # find() may wait on the network
+
     def find(self, kid: str | None) -> jwt.PyJWK | None: ...
 
 
 class _FileKeys:
+    blocking = False
+
     def __init__(self, path: Path) -> None:
         self._keys = list(read_jwks(path))
 
@@ -61,6 +65,8 @@ class _FileKeys:
 
 
 class _UrlKeys:
+    blocking = True
+
     def __init__(self, s: AccessSettings, url: str) -> None:
         self._client = jwt.PyJWKClient(
             url,
@@ -80,6 +86,8 @@ class _UrlKeys:
 
 
 class _NoKeys:
+    blocking = False
+
     def find(self, kid: str | None) -> jwt.PyJWK | None:
         return None
 
@@ -106,6 +114,11 @@ class TokenVerifier:
             self._keys = _UrlKeys(settings, settings.jwks_url)
         else:
             self._keys = _NoKeys()
+
+    @property
+    def blocking(self) -> bool:
+        """True when `verify` may wait on the network (a jwks_url (re)fetch): call it off the event loop."""
+        return self._keys.blocking
 
     def verify(self, value: str | None) -> Principal:
         token = _bearer(value)

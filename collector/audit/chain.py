@@ -8,9 +8,10 @@ where document(seq) is the record's JSON form (common/signing.canonical_json) in
 "seq 0", the genesis, is 64 zeros (GENESIS). A changed, removed or reordered record breaks the chain; a cut
 tail or a rewritten chain is caught by the signed checkpoints (checkpoints.py, verify.py).
 
-`append` reads and moves the one-row `audit_head` under a row lock, so concurrent appends form one chain, and
-commits with the action the record describes (the caller's Tx). The lock is held until that commit: append
-as the transaction's last statement, so audited transactions wait on each other as briefly as possible.
+`append` (`append_many` for several records) reads and moves the one-row `audit_head` under a row lock, so
+concurrent appends form one chain, and commits with the action the record describes (the caller's Tx). The
+lock is held until that commit: append once, as the transaction's last statement, so audited transactions
+wait on each other as briefly as possible.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
@@ -125,15 +126,28 @@ SELECT = f"SELECT seq, {_COLUMNS}, prev_hash, hash FROM audit_log"  # noqa: S608
 
 def append(tx: Tx, record: AuditRecord) -> Head:
     """Add `record` after the current head in `tx` (the transaction of the action it describes)."""
+    return append_many(tx, [record])
+
+
+def append_many(tx: Tx, records: Sequence[AuditRecord]) -> Head:
+    """Add `records` in order after the current head in `tx`: the same chain as appending them one by one,
+    in three statements (head read, one multi-row insert, head update) however many there are."""
     prev = tx.query("SELECT seq, hash FROM audit_head WHERE id = 1" + tx.for_update())[0]  # noqa: S608
-    seq, prev_hash = int(prev[0]) + 1, str(prev[1])
-    doc = document(seq, record)
-    digest = chain_hash(prev_hash, doc)
-    # JSON columns are stored as text; the hash covers the parsed value, so their spelling does not matter.
-    values = [json.dumps(doc[f], ensure_ascii=False) if f in _JSON_FIELDS else doc[f] for f in FIELDS]
-    tx.execute(INSERT, (seq, *values, prev_hash, digest))
-    tx.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, digest))
-    return Head(seq, digest)
+    last = Head(int(prev[0]), str(prev[1]))
+    if not records:
+        return last
+    rows = []
+    for record in records:
+        seq = last.seq + 1
+        doc = document(seq, record)
+        digest = chain_hash(last.hash, doc)
+        # JSON columns are stored as text; the hash covers the parsed value, so their spelling is free.
+        values = [json.dumps(doc[f], ensure_ascii=False) if f in _JSON_FIELDS else doc[f] for f in FIELDS]
+        rows.append((seq, *values, last.hash, digest))
+        last = Head(seq, digest)
+    tx.executemany(INSERT, rows)
+    tx.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", last)
+    return last
 
 
 def head(store: Store) -> Head:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,14 +73,22 @@ WHERE answered_at IS NULL
 def enqueue(tx: Tx, command: Command, now: float | None = None) -> None:
     """Queue a signed command in the caller's transaction (call `OutboxPublisher.notify()` after the commit).
     ValueError for an unsigned command; a request id already queued fails the transaction."""
+    enqueue_many(tx, [command], now)
+
+
+def enqueue_many(tx: Tx, commands: Sequence[Command], now: float | None = None) -> None:
+    """`enqueue` for several commands, in one statement."""
+    created = time.time() if now is None else now
+    tx.executemany(INSERT, [_row(command, created) for command in commands])
+
+
+def _row(command: Command, created: float) -> tuple[Any, ...]:
     if command.signature is None or command.expires_at is None:
         raise ValueError(f"command {command.request_id} is not signed: sign it with CommandSigner first")
     delivery = encode(command)
     kind = "clip" if isinstance(command, ClipRequest) else "arm"
-    created = time.time() if now is None else now
-    params = (command.request_id, kind, command.district, delivery.topic, delivery.payload.decode(), created,
-              command.expires_at.timestamp())  # fmt: skip
-    tx.execute(INSERT, params)
+    return (command.request_id, kind, command.district, delivery.topic, delivery.payload.decode(), created,
+            command.expires_at.timestamp())  # fmt: skip
 
 
 class OutboxMetrics:

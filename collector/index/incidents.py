@@ -3,7 +3,8 @@ incident's change, its commands and its audit record commit together."""
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass, fields
 from typing import Any
 
 from collector.index.tx import Tx
@@ -127,21 +128,24 @@ def close_incident(tx: Tx, incident_id: str, at: float, by: str) -> bool:
 
 
 def incident(tx: Tx, incident_id: str, *, lock: bool = False) -> IncidentRow | None:
-    """The incident with its positions in order; `lock` holds its row until the transaction ends."""
-    suffix = tx.for_update() if lock else ""
+    """The incident with its positions in order, in one query; `lock` holds its row until the transaction
+    ends."""
+    suffix = tx.for_update() + " OF i" if lock and tx.for_update() else ""
     rows = tx.query(
-        f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE incident_id = ?{suffix}",  # noqa: S608
+        f"SELECT {_prefixed('i', _INCIDENT_COLUMNS)}, p.lat, p.lon, p.at, p.district, p.added_by "  # noqa: S608
+        "FROM incidents i LEFT JOIN incident_positions p ON p.incident_id = i.incident_id "
+        f"WHERE i.incident_id = ? ORDER BY p.seq{suffix}",
         (incident_id,),
     )
     if not rows:
         return None
-    positions = tx.query(
-        "SELECT lat, lon, at, district, added_by FROM incident_positions WHERE incident_id = ? ORDER BY seq",
-        (incident_id,),
+    n = len(rows[0]) - 5
+    positions = tuple(
+        Position(float(r[n]), float(r[n + 1]), float(r[n + 2]), r[n + 3], r[n + 4])
+        for r in rows
+        if r[n] is not None
     )
-    return _incident(
-        rows[0], tuple(Position(float(a), float(b), float(c), d, e) for a, b, c, d, e in positions)
-    )
+    return _incident(rows[0][:n], positions)
 
 
 def agency_incidents(tx: Tx, agency: str, limit: int, offset: int) -> list[IncidentRow]:
@@ -154,12 +158,10 @@ def agency_incidents(tx: Tx, agency: str, limit: int, offset: int) -> list[Incid
     return [_incident(r, ()) for r in rows]
 
 
-def insert_clip_request(tx: Tx, row: ClipRequestRow) -> None:
-    values = astuple(row)
-    tx.execute(
-        f"INSERT INTO clip_requests ({_REQUEST_COLUMNS}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
-        values,
-    )
+def insert_clip_requests(tx: Tx, rows: Sequence[ClipRequestRow]) -> None:
+    values = [astuple(row) for row in rows]
+    marks = ", ".join("?" * len(fields(ClipRequestRow)))
+    tx.executemany(f"INSERT INTO clip_requests ({_REQUEST_COLUMNS}) VALUES ({marks})", values)  # noqa: S608
 
 
 def clip_state(tx: Tx, request_id: str) -> ClipState | None:
@@ -202,8 +204,8 @@ def clip_states(tx: Tx, flt: ClipFilter, limit: int, offset: int) -> list[ClipSt
     return [_clip_state(r) for r in rows]
 
 
-def _prefixed(alias: str) -> str:
-    return ", ".join(f"{alias}.{c.strip()}" for c in _REQUEST_COLUMNS.split(","))
+def _prefixed(alias: str, columns: str = _REQUEST_COLUMNS) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
 
 
 def _incident(r: tuple[Any, ...], positions: tuple[Position, ...]) -> IncidentRow:

@@ -16,8 +16,8 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from collector.access.policy import AgencyPolicy
-from collector.audit.chain import AuditSubject
-from collector.commands.outbox import enqueue
+from collector.audit.chain import AuditSubject, append_many
+from collector.commands.outbox import enqueue_many
 from collector.index import incidents as db
 from collector.index import queries
 from collector.platform import grants
@@ -100,13 +100,21 @@ def request_clips(c: CallerDep, incident_id: str, body: ClipsAsk) -> ClipList:
     if c.p.signer is None:
         raise ApiError(503, "commands_unavailable", "this collector cannot sign commands")
     requests = [_request(c, row, item, start, end) for item in cameras]
-    with c.p.store().transaction() as tx:
-        for req in requests:
-            db.insert_clip_request(tx, req)
-            enqueue(tx, c.p.signer.sign(_command(c, row, req)), c.now)
-            subject = AuditSubject(camera_id=req.camera_id, district=req.district, start=start, end=end)
-            c.audit(tx, "clip.request", row.incident_id, subjects=[subject], purpose=row.purpose,
-                    detail={"request_id": req.request_id})  # fmt: skip
+    commands = [c.p.signer.sign(_command(c, row, req)) for req in requests]
+    records = [
+        c.record(
+            "clip.request",
+            row.incident_id,
+            [AuditSubject(camera_id=req.camera_id, district=req.district, **window)],
+            row.purpose,
+            detail={"request_id": req.request_id},
+        )
+        for req in requests
+    ]
+    with c.p.store().transaction() as tx:  # a statement per table, not per camera
+        db.insert_clip_requests(tx, requests)
+        enqueue_many(tx, commands, c.now)
+        append_many(tx, records)  # last: the chain's head stays locked until the commit
     c.p.notify_outbox()
     clips = [_clip(_requested(r)) for r in requests]
     return ClipList(clips=clips, count=len(clips), next_offset=None)
@@ -186,13 +194,13 @@ def _cameras(c: Caller, row: db.IncidentRow, body: ClipsAsk) -> list[queries.Cam
     if (body.camera_ids is None) == (body.nearest is None):
         raise ApiError(422, "invalid_request", "give camera_ids or nearest, not both", "camera_ids")
     if body.nearest is not None:
-        ids = [cam.camera_id for cam in grants.nearby(c, row, body.nearest)]
-        if not ids:
+        found = [item for _, item in grants.nearby_items(c, row, body.nearest)]
+        if not found:
             raise ApiError(
                 422, "no_cameras_in_grant", "no camera with a position lies within the grant", "nearest"
             )
-    else:
-        ids = list(dict.fromkeys(body.camera_ids or []))
+        return found
+    ids = list(dict.fromkeys(body.camera_ids or []))
     with c.p.store().reading() as tx:
         items = queries.cameras_by_id(tx, ids)
     unknown = [i for i in ids if i not in items]
@@ -242,12 +250,11 @@ def _playback(c: Caller, row: db.IncidentRow, state: db.ClipState) -> Playback:
     expiry = c.p.settings.url_expiry_s
     url = c.p.objects.presign(state.object_key, expiry)
     thumb = None if state.thumbnail_key is None else c.p.objects.presign(state.thumbnail_key, expiry)
+    detail = {"request_id": state.request.request_id, "expires_s": expiry}
+    issued = ["clip.playback"] if thumb is None else ["clip.playback", "clip.thumbnail"]
+    records = [c.record(a, row.incident_id, [_subject(state)], row.purpose, detail=detail) for a in issued]
     with c.p.store().transaction() as tx:
-        c.audit(tx, "clip.playback", row.incident_id, subjects=[_subject(state)], purpose=row.purpose,
-                detail={"request_id": state.request.request_id, "expires_s": expiry})  # fmt: skip
-        if thumb is not None:
-            c.audit(tx, "clip.thumbnail", row.incident_id, subjects=[_subject(state)], purpose=row.purpose,
-                    detail={"request_id": state.request.request_id, "expires_s": expiry})  # fmt: skip
+        append_many(tx, records)
     return Playback(url=url, thumbnail_url=thumb, expires_at=datetime.fromtimestamp(c.now + expiry, UTC))
 
 

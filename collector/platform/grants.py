@@ -12,7 +12,7 @@ from collector.index.spatial import haversine_m
 from collector.index.tx import Tx
 from collector.platform.errors import ApiError, not_found
 from collector.platform.guard import Caller
-from collector.platform.nearby import near
+from collector.platform.nearby import Near, near
 from collector.platform.schemas import Grant, Incident, NearbyCamera, PositionOut, utc
 
 
@@ -75,6 +75,25 @@ def shown(c: Caller, row: db.IncidentRow, *, with_grant: bool = True) -> Inciden
 
 def nearby(c: Caller, row: db.IncidentRow, limit: int) -> list[NearbyCamera]:
     """The cameras the incident's grant covers, nearest to any of its positions first."""
+    return [
+        NearbyCamera(
+            camera_id=n.camera_id,
+            name=item.name,
+            district=n.district,
+            distance_m=round(n.distance_m, 1),
+            bearing_deg=round(n.bearing_deg, 1),
+            lat=item.lat,
+            lon=item.lon,
+            state=item.state,
+            last_seen=utc(item.last_seen),
+            agent_online=item.agent_online,
+        )
+        for n, item in nearby_items(c, row, limit)
+    ]
+
+
+def nearby_items(c: Caller, row: db.IncidentRow, limit: int) -> list[tuple[Near, queries.CameraItem]]:
+    """`nearby` as found in the spatial index with each camera's row (one query for all of them)."""
     agency = c.p.access.policy.agencies.get(row.agency)
     if agency is None or c.p.cameras is None:
         return []
@@ -84,26 +103,8 @@ def nearby(c: Caller, row: db.IncidentRow, limit: int) -> list[NearbyCamera]:
     found = near(c.p.cameras.index, [(p.lat, p.lon) for p in row.positions], limit, max_m, districts)
     with c.p.store().reading() as tx:
         items = queries.cameras_by_id(tx, (n.camera_id for n in found))
-    out = []
-    for n in found:
-        item = items.get(n.camera_id)
-        if item is None:
-            continue  # gone from the index since the spatial index was built
-        out.append(
-            NearbyCamera(
-                camera_id=n.camera_id,
-                name=item.name,
-                district=n.district,
-                distance_m=round(n.distance_m, 1),
-                bearing_deg=round(n.bearing_deg, 1),
-                lat=item.lat,
-                lon=item.lon,
-                state=item.state,
-                last_seen=utc(item.last_seen),
-                agent_online=item.agent_online,
-            )
-        )
-    return out
+    # A camera gone from the index since the spatial index was built is left out.
+    return [(n, items[n.camera_id]) for n in found if n.camera_id in items]
 
 
 def place(row: db.IncidentRow, item: queries.CameraItem) -> CameraPlace:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 
 from collector.access.decision import CameraPlace, IncidentView
@@ -105,9 +106,14 @@ async def caller(
     _scheme: Annotated[object, Depends(_bearer)] = None,
 ) -> Caller:
     """FastAPI dependency of every endpoint but /v1/healthz. Runs on the event loop: the rate limiters are
-    plain dictionaries, and one thread changes them."""
+    plain dictionaries, and one thread changes them. A token whose key may have to be fetched (jwks_url) is
+    verified in a worker thread, so that a slow identity provider never stalls the loop."""
+    authorization = request.headers.get("authorization")
     try:
-        principal = p.access.authenticate(request.headers.get("authorization"))
+        if p.access.verifier.blocking:
+            principal = await run_in_threadpool(p.access.authenticate, authorization)
+        else:
+            principal = p.access.authenticate(authorization)
     except AuthError as exc:
         if exc.code == "keys_unavailable":  # the identity provider, not the caller, is at fault
             raise ApiError(503, exc.code, exc.message, headers={"Retry-After": "5"}) from None

@@ -12,7 +12,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from collector.commands.outbox import enqueue
+from collector.audit.chain import AuditRecord, append_many
+from collector.commands.outbox import enqueue_many
 from collector.index import incidents as db
 from collector.index.store import StoreRejectedError
 from collector.index.tx import Tx
@@ -65,11 +66,12 @@ def open_incident(c: CallerDep, body: IncidentOpen) -> OpenedIncident:
             if db.incident_by_number(tx, row.agency, row.incident_no) is not None:
                 raise ApiError(409, "incident_exists", f"incident number {row.incident_no!r} is open already")
             db.insert_incident(tx, row)
-            c.audit(tx, "incident.open", row.incident_id, purpose=row.purpose, detail=_grant_detail(c, row))
-            c.audit(
-                tx, "cameras.nearby", row.incident_id, subjects=grants.subjects(cameras), purpose=row.purpose
-            )
-            _arm(c, tx, row, armed)
+            records = [
+                c.record("incident.open", row.incident_id, purpose=row.purpose, detail=_grant_detail(c, row)),
+                c.record("cameras.nearby", row.incident_id, grants.subjects(cameras), row.purpose),
+                *_arm(c, tx, row, armed),
+            ]
+            append_many(tx, records)  # last: the chain's head stays locked until the commit
     except StoreRejectedError as exc:  # two requests with one number at once: the unique key decides
         raise ApiError(409, "incident_exists", f"incident number {row.incident_no!r} exists") from exc
     if armed:
@@ -159,24 +161,29 @@ def _grant_detail(c: Caller, row: db.IncidentRow) -> dict[str, object]:
     }
 
 
-def _arm(c: Caller, tx: Tx, row: db.IncidentRow, cameras: list[NearbyCamera]) -> None:
-    """Ask each camera's agent to keep its pre-roll while the incident lasts (signed, through the outbox)."""
+def _arm(c: Caller, tx: Tx, row: db.IncidentRow, cameras: list[NearbyCamera]) -> list[AuditRecord]:
+    """Ask each camera's agent to keep its pre-roll while the incident lasts (signed, through the outbox);
+    returns its audit record, for the caller to append last."""
     if not cameras:
-        return
+        return []
     if c.p.signer is None:
         raise ApiError(503, "commands_unavailable", "this collector cannot sign commands")
     duration = min(row.expires_at - c.now, MAX_ARM_S)
-    for cam in cameras:
-        command = ArmRequest(
-            district=cam.district,
-            request_id=f"arm-{uuid.uuid4().hex[:20]}",
-            camera_id=cam.camera_id,
-            duration_s=duration,
-            priority=SERVICE_PRIORITY[row.service],  # type: ignore[index]
-            agency=row.agency,
-            incident=row.incident_id,
-            service=row.service,
-            sent_at=datetime.fromtimestamp(c.now, UTC),
+    commands = [
+        c.p.signer.sign(
+            ArmRequest(
+                district=cam.district,
+                request_id=f"arm-{uuid.uuid4().hex[:20]}",
+                camera_id=cam.camera_id,
+                duration_s=duration,
+                priority=SERVICE_PRIORITY[row.service],  # type: ignore[index]
+                agency=row.agency,
+                incident=row.incident_id,
+                service=row.service,
+                sent_at=datetime.fromtimestamp(c.now, UTC),
+            )
         )
-        enqueue(tx, c.p.signer.sign(command), c.now)
-    c.audit(tx, "cameras.arm", row.incident_id, subjects=grants.subjects(cameras), purpose=row.purpose)
+        for cam in cameras
+    ]
+    enqueue_many(tx, commands, c.now)
+    return [c.record("cameras.arm", row.incident_id, grants.subjects(cameras), row.purpose)]

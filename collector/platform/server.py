@@ -7,6 +7,7 @@ import contextlib
 import socket
 from collections.abc import Iterator
 
+import anyio.to_thread
 import uvicorn
 from fastapi import FastAPI
 
@@ -20,8 +21,8 @@ class _Server(uvicorn.Server):
 
 
 class ApiServer:
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        self._app, self._host, self._port = app, host, port
+    def __init__(self, app: FastAPI, host: str, port: int, threads: int) -> None:
+        self._app, self._host, self._port, self._threads = app, host, port, threads
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -38,7 +39,13 @@ class ApiServer:
             self._app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=GRACE_S
         )
         self._server = _Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        self._task = asyncio.create_task(self._serve(self._server, sock))
+
+    async def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
+        # Sync handlers run in anyio's default thread pool (40 threads). Under load 40 threads only contend
+        # for the GIL and the database's locks (each holding its lock longer); a few bound the queue's work.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = self._threads
+        await server.serve(sockets=[sock])
 
     async def stop(self) -> None:
         """Stop accepting, let the requests in flight finish (up to GRACE_S), close."""

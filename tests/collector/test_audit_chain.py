@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
-from collector.audit.chain import GENESIS, AuditRecord, AuditSubject, Head, append, chain_hash, entries, head
+from collector.audit.chain import (
+    GENESIS,
+    AuditRecord,
+    AuditSubject,
+    Head,
+    append,
+    append_many,
+    chain_hash,
+    entries,
+    head,
+)
 from collector.index.store import Store, StoreError, open_store
 from tests.collector.audit_helpers import T0, fill, record
 
@@ -30,6 +41,28 @@ def test_each_record_is_chained_to_the_previous_hash_from_genesis(store: Store) 
     assert [h.seq for h in heads] == [1, 2, 3]
     assert_one_chain(store, 3)
     assert head(store) == heads[-1]
+
+
+def test_appending_several_at_once_makes_the_chain_one_by_one_makes(store: Store, tmp_path: Path) -> None:
+    records = [record(i) for i in range(6)]
+    one_by_one = open_store(f"sqlite://{tmp_path / 'one_by_one.db'}")
+    one_by_one.migrate()
+    try:
+        for r in records:
+            with one_by_one.transaction() as tx:
+                append(tx, r)
+        expected = [(e.seq, e.prev_hash, e.hash, e.document) for e in entries(one_by_one)]
+    finally:
+        one_by_one.close()
+
+    with store.transaction() as tx:
+        append(tx, records[0])
+    with store.transaction() as tx:
+        last = append_many(tx, records[1:])
+
+    assert [(e.seq, e.prev_hash, e.hash, e.document) for e in entries(store)] == expected
+    assert last == head(store) == Head(6, expected[-1][2])
+    assert_one_chain(store, 6)
 
 
 def test_a_record_reads_back_as_it_was_written(store: Store) -> None:
