@@ -9,6 +9,7 @@ from collector.index import incidents as db
 from collector.index import queries
 from collector.index.geo import district_at
 from collector.index.spatial import haversine_m
+from collector.index.store import CameraView
 from collector.index.tx import Tx
 from collector.platform.errors import ApiError, not_found
 from collector.platform.guard import Caller
@@ -106,7 +107,7 @@ def nearby(c: Caller, row: db.IncidentRow, limit: int) -> list[NearbyCamera]:
     return out
 
 
-def place(row: db.IncidentRow, item: queries.CameraItem) -> CameraPlace:
+def place(row: db.IncidentRow, item: CameraView) -> CameraPlace:
     """A camera as the decision sees it: its district and its distance to the incident's nearest position."""
     if item.lat is None or item.lon is None or not row.positions:
         return CameraPlace(item.camera_id, item.district, None)
