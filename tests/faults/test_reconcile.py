@@ -31,7 +31,7 @@ from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest
 from tests.collector.conftest import start_collector_process
-from tests.integration.conftest import Recorder, eventually, one_camera, running
+from tests.integration.conftest import Recorder, clip_agent_settings, eventually, one_camera, running
 from tests.services import CephS3, Mosquitto, free_port
 from tests.signed_commands import collector_key_file, signed
 
@@ -51,16 +51,8 @@ async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> As
 
 
 def agent_settings(directory: Path, broker: Mosquitto, ceph: CephS3, bucket: str) -> AgentSettings:
-    return AgentSettings(
-        district="gangnam", agent_id="gangnam-faults", ledger=directory / "ledger.csv",
-        secrets_file=directory / "secrets.toml", metrics_port=0,
-        mqtt={"host": broker.host, "port": broker.port},
-        health={"liveness_interval_s": 0.5, "stream_interval_s": 60},
-        s3={"endpoint_url": ceph.endpoint, "region": ceph.region, "bucket": bucket,
-            "access_key": ceph.access_key, "secret_key": ceph.secret_key},
-        clips={"spool_dir": directory / "spool", "key_file": directory / "signing.key"},
-        commands={"collector_public_keys": [collector_key_file(directory)]},
-    )  # fmt: skip
+    keys = [collector_key_file(directory)]
+    return clip_agent_settings(directory, broker, ceph, bucket, "gangnam-faults", collector_public_keys=keys)
 
 
 async def agent_delivers_clips(
