@@ -241,12 +241,13 @@ def _playback(c: Caller, row: db.IncidentRow, state: db.ClipState) -> Playback:
     expiry = c.p.settings.url_expiry_s
     url = c.p.objects.presign(state.object_key, expiry)
     thumb = None if state.thumbnail_key is None else c.p.objects.presign(state.thumbnail_key, expiry)
+    issued = ["clip.playback"] if thumb is None else ["clip.playback", "clip.thumbnail"]
+    detail = {"request_id": state.request.request_id, "expires_s": expiry}
     with c.p.store().transaction() as tx:
-        c.audit(tx, "clip.playback", row.incident_id, subjects=[_subject(state)], purpose=row.purpose,
-                detail={"request_id": state.request.request_id, "expires_s": expiry})  # fmt: skip
-        if thumb is not None:
-            c.audit(tx, "clip.thumbnail", row.incident_id, subjects=[_subject(state)], purpose=row.purpose,
-                    detail={"request_id": state.request.request_id, "expires_s": expiry})  # fmt: skip
+        for action in issued:
+            c.audit(
+                tx, action, row.incident_id, subjects=[_subject(state)], purpose=row.purpose, detail=detail
+            )
     return Playback(url=url, thumbnail_url=thumb, expires_at=datetime.fromtimestamp(c.now + expiry, UTC))
 
 
