@@ -22,7 +22,13 @@ from common.signing import load_or_create_key, public_key_pem
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest
-from tests.integration.conftest import Recorder, clip_agent_settings, eventually, one_camera, running
+from tests.integration.conftest import (
+    Recorder,
+    camera_fixture,
+    clip_agent_settings,
+    eventually,
+    running,
+)
 from tests.services import CephS3, Mosquitto, free_port
 from tests.signed_commands import collector_key_file, signed
 
@@ -69,10 +75,7 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         await writer.drain()
 
 
-@pytest.fixture
-async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
-    async with one_camera(tmp_path, tmp_path_factory.getbasetemp(), BASE_IP, free_port(), free_port()) as d:
-        yield d
+camera = camera_fixture(BASE_IP)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from camsim.fleet import Fleet, FleetOptions, build_specs
 from camsim.ledger import write_ledger, write_secrets
 from camsim.media import MediaLibrary
 from camsim.personalities import load_personalities
-from tests.services import CephS3, Mosquitto
+from tests.services import CephS3, Mosquitto, free_port
 from tests.signed_commands import collector_key_file
 
 BASE_IP, ONVIF_PORT, RTSP_PORT, WSD_PORT = "127.51.0.1", 18180, 18654, 13802
@@ -142,6 +142,19 @@ async def one_camera(
         yield directory
     finally:
         await fleet.stop()
+
+
+def camera_fixture(base_ip: str, ports: tuple[int, int] | None = None) -> Any:
+    """A test module's `camera` fixture: `one_camera` on the module's own addresses (`base_ip`), in its
+    tmp_path, on `ports` (ONVIF, RTSP) or free ones."""
+
+    @pytest.fixture
+    async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
+        onvif_port, rtsp_port = ports or (free_port(), free_port())
+        async with one_camera(tmp_path, tmp_path_factory.getbasetemp(), base_ip, onvif_port, rtsp_port) as d:
+            yield d
+
+    return camera
 
 
 def agent_settings(directory: Path, broker: Mosquitto) -> AgentSettings:

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,14 @@ from agent.config import AgentSettings
 from contract import topics
 from contract.codec import encode
 from contract.messages import ArmRequest, ClipRequest
-from tests.integration.conftest import Recorder, clip_agent_settings, eventually, one_camera, running
-from tests.services import CephS3, Mosquitto, free_port
+from tests.integration.conftest import (
+    Recorder,
+    camera_fixture,
+    clip_agent_settings,
+    eventually,
+    running,
+)
+from tests.services import CephS3, Mosquitto
 from tests.signed_commands import OTHER_KEY, collector_key_file, signed
 
 pytestmark = pytest.mark.integration
@@ -36,13 +41,7 @@ pytestmark = pytest.mark.integration
 CAMERA_ID = "gangnam-00001"
 
 
-@pytest.fixture
-async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
-    """One simulated camera on this module's addresses (127.41.0.0/16)."""
-    async with one_camera(
-        tmp_path, tmp_path_factory.getbasetemp(), "127.41.0.1", free_port(), free_port()
-    ) as d:
-        yield d
+camera = camera_fixture("127.41.0.1")
 
 
 def clip_request(seconds: float = 2.0, **fields: Any) -> ClipRequest:

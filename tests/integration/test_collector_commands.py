@@ -5,7 +5,6 @@ them (camsim camera, Ceph S3), with the agent's answers ingested back into the c
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ from collector.index.store import Store, open_store
 from collector.ingest.pipeline import Ingest
 from collector.metrics import CollectorMetrics
 from contract.messages import ClipRequest
-from tests.integration.conftest import clip_agent_settings, eventually, one_camera, running
-from tests.services import CephS3, Mosquitto, free_port
+from tests.integration.conftest import camera_fixture, clip_agent_settings, eventually, running
+from tests.services import CephS3, Mosquitto
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +28,7 @@ BASE_IP = "127.42.0.1"  # this module's camsim addresses
 CAMERA_ID = "gangnam-00001"
 
 
-@pytest.fixture
-async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
-    async with one_camera(tmp_path, tmp_path_factory.getbasetemp(), BASE_IP, free_port(), free_port()) as d:
-        yield d
+camera = camera_fixture(BASE_IP)
 
 
 def clip_request() -> ClipRequest:
