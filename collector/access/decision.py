@@ -76,36 +76,9 @@ def decide(
     agency = policy.agencies.get(principal.agency)
     if agency is None:
         return _no("unknown_agency", f"agency {principal.agency!r} is not in the policy")
-    role = policy.roles.get(principal.role)
-    if principal.role not in agency.roles or role is None:
-        return _no("role_forbidden", f"role {principal.role!r} is not granted to agency {principal.agency!r}")
-    if action in VIDEO_ACTIONS and not agency.video:
-        return _no("no_video", f"agency {principal.agency!r} has no access to incidents or footage")
-    if action not in role.actions:
-        return _no("role_forbidden", f"role {principal.role!r} may not {action}")
-    return _by_action(
-        agency,
-        principal,
-        action,
-        incident=incident,
-        camera=camera,
-        service=service,
-        district=district,
-        now=now,
-    )
-
-
-def _by_action(
-    agency: AgencyPolicy,
-    principal: Principal,
-    action: Action,
-    *,
-    incident: IncidentView | None,
-    camera: CameraPlace | None,
-    service: Service | None,
-    district: str | None,
-    now: float,
-) -> Decision:
+    refused = _role_problem(policy, agency, principal, action)
+    if refused is not None:
+        return refused
     if action == "incident.open":
         return _opening(agency, service, district)
     if action in _DISTRICT_LISTINGS and not agency.covers(district):
@@ -120,6 +93,19 @@ def _by_action(
     if refused is None and action in _NEEDS_CAMERA:
         refused = _camera_problem(agency, incident, camera, now)
     return refused or OK
+
+
+def _role_problem(
+    policy: Policy, agency: AgencyPolicy, principal: Principal, action: Action
+) -> Decision | None:
+    role = policy.roles.get(principal.role)
+    if principal.role not in agency.roles or role is None:
+        return _no("role_forbidden", f"role {principal.role!r} is not granted to agency {principal.agency!r}")
+    if action in VIDEO_ACTIONS and not agency.video:
+        return _no("no_video", f"agency {principal.agency!r} has no access to incidents or footage")
+    if action not in role.actions:
+        return _no("role_forbidden", f"role {principal.role!r} may not {action}")
+    return None
 
 
 def _opening(agency: AgencyPolicy, service: Service | None, district: str | None) -> Decision:

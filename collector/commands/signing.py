@@ -33,9 +33,13 @@ class CommandSigner:
     def sign(self, command: C) -> C:
         """`command` with `expires_at` = now + ttl and the signature over everything else."""
         expires_at = datetime.fromtimestamp(self._clock() + self.ttl_s, UTC)
-        unsigned = command.model_copy(update={"expires_at": expires_at, "signature": None})
+        return self.seal(cast(C, command.model_copy(update={"expires_at": expires_at})))
+
+    def seal(self, command: C) -> C:
+        """`command` signed with its fields as they are (any signature it had replaced)."""
+        unsigned = command.model_copy(update={"signature": None})
         signed = unsigned.model_copy(update={"signature": sign(signed_body(unsigned), self._key)})
-        return cast(C, signed)  # model_copy keeps the type; mypy loses it through the bound
+        return cast(C, signed)  # model_copy keeps the type; mypy loses it through the bound (here and above)
 
     def public_pem(self) -> bytes:
         """The public key, as districts configure it in their agents."""

@@ -10,33 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from collector.index.store import AVAILABLE_STATES
-from collector.index.store_sql import CAMERA_VIEW
+from collector.index.store import AVAILABLE_STATES, CameraView
+from collector.index.store_sql import CAMERA_COLUMNS, CAMERA_VIEW, camera_view
 from collector.index.tx import Tx
-
-_COLUMNS = (
-    "camera_id, district, agent_id, name, state, reasons, manufacturer, model, last_seen, agent_state, "
-    "lat, lon, place_district"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class CameraItem:
-    """A camera as the API lists it (state `unknown`, reason `agent_offline` while its agent is offline)."""
-
-    camera_id: str
-    district: str
-    agent_id: str
-    name: str
-    state: str
-    reasons: list[str]
-    manufacturer: str
-    model: str
-    last_seen: float | None
-    agent_online: bool | None
-    lat: float | None
-    lon: float | None
-    place_district: str | None  # the district its position lies in by the boundaries
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +56,7 @@ class DistrictRow:
         return sum(n for s, n in self.by_state.items() if s in AVAILABLE_STATES) / self.cameras
 
 
-def camera_page(tx: Tx, flt: CameraFilter, limit: int, after: str | None = None) -> list[CameraItem]:
+def camera_page(tx: Tx, flt: CameraFilter, limit: int, after: str | None = None) -> list[CameraView]:
     """At most `limit` cameras matching `flt`, ordered by id, after the id `after`."""
     clauses, params = flt.where()
     if after is not None:
@@ -89,22 +65,22 @@ def camera_page(tx: Tx, flt: CameraFilter, limit: int, after: str | None = None)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     # Column names and clauses are constants; values are parameters.
     rows = tx.query(
-        f"SELECT {_COLUMNS} FROM ({CAMERA_VIEW}) v{where} ORDER BY camera_id LIMIT ?",  # noqa: S608
+        f"SELECT {CAMERA_COLUMNS} FROM ({CAMERA_VIEW}) v{where} ORDER BY camera_id LIMIT ?",  # noqa: S608
         (*params, limit),
     )
-    return [_item(r) for r in rows]
+    return [camera_view(r) for r in rows]
 
 
-def cameras_by_id(tx: Tx, camera_ids: Iterable[str]) -> dict[str, CameraItem]:
+def cameras_by_id(tx: Tx, camera_ids: Iterable[str]) -> dict[str, CameraView]:
     ids = sorted(set(camera_ids))
     if not ids:
         return {}
     marks = ", ".join("?" * len(ids))
     rows = tx.query(
-        f"SELECT {_COLUMNS} FROM ({CAMERA_VIEW}) v WHERE camera_id IN ({marks})",  # noqa: S608
+        f"SELECT {CAMERA_COLUMNS} FROM ({CAMERA_VIEW}) v WHERE camera_id IN ({marks})",  # noqa: S608
         tuple(ids),
     )
-    return {r[0]: _item(r) for r in rows}
+    return {r[0]: camera_view(r) for r in rows}
 
 
 def camera_positions(tx: Tx) -> list[tuple[str, str, float, float]]:
@@ -137,14 +113,3 @@ def districts(tx: Tx, slugs: Iterable[str]) -> list[DistrictRow]:
         agent_id, state, seen = agents.get(slug, (None, None, None))
         out.append(DistrictRow(slug, agent_id, state, seen, counts.get(slug, {})))
     return out
-
-
-def _item(r: tuple[Any, ...]) -> CameraItem:
-    reasons = [x for x in (r[5] or "").split(",") if x]
-    agent_online = None if r[9] is None else r[9] == "online"
-    lat = None if r[10] is None else float(r[10])
-    lon = None if r[11] is None else float(r[11])
-    last_seen = None if r[8] is None else float(r[8])
-    return CameraItem(
-        r[0], r[1], r[2], r[3], r[4], reasons, r[6], r[7], last_seen, agent_online, lat, lon, r[12]
-    )

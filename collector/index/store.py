@@ -159,7 +159,7 @@ class CameraView:
     """A camera as the API and `cameras` command show it. While its district's agent is offline, its state is
     `unknown` with the reason `agent_offline` (nobody vouches for the last report); `agent_online` is None
     when no agent has announced itself for the district. `place_district` is the district its position lies
-    in by the boundaries (None without a position)."""
+    in by the boundaries (None without a position, as `lat` and `lon`)."""
 
     camera_id: str
     district: str
@@ -171,7 +171,9 @@ class CameraView:
     model: str
     last_seen: float | None
     agent_online: bool | None
-    place_district: str | None = None
+    lat: float | None
+    lon: float | None
+    place_district: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,12 @@ SELECT c.camera_id, c.district, c.agent_id, COALESCE(c.name, '') AS name,
 FROM cameras c LEFT JOIN agents a ON a.district = c.district
 """
 
+# What `camera_view` reads, in its order.
+CAMERA_COLUMNS = (
+    "camera_id, district, agent_id, name, state, reasons, manufacturer, model, last_seen, agent_state, "
+    "lat, lon, place_district"
+)
+
 UPSERT_META = """
 INSERT INTO cameras (camera_id, district, agent_id, name, address_text, lat, lon, manufacturer, model,
   firmware, serial, identity, identity_kind, meta_updated_at, place_district)
@@ -464,11 +470,10 @@ class SqlStore(ABC):
         where, params = _filters({"district": district, "state": state})
         # The filter's column names are constants; values are parameters.
         rows = self._query(
-            "SELECT camera_id, district, agent_id, name, state, reasons, manufacturer, model, last_seen, "  # noqa: S608
-            f"agent_state, place_district FROM ({CAMERA_VIEW}) v{where} ORDER BY district, camera_id",
+            f"SELECT {CAMERA_COLUMNS} FROM ({CAMERA_VIEW}) v{where} ORDER BY district, camera_id",  # noqa: S608
             params,
         )
-        return [_camera_view(r) for r in rows]
+        return [camera_view(r) for r in rows]
 
     def history(
         self, district: str, since: float, until: float, camera_id: str | None = None
@@ -536,10 +541,14 @@ def _clean(text: str) -> str:
     return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
-def _camera_view(r: tuple[Any, ...]) -> CameraView:
+def camera_view(r: tuple[Any, ...]) -> CameraView:
+    """The `CameraView` of a row of `CAMERA_COLUMNS` selected from `CAMERA_VIEW`."""
     reasons = [x for x in (r[5] or "").split(",") if x]
     agent_online = None if r[9] is None else r[9] == "online"
-    return CameraView(r[0], r[1], r[2], r[3], r[4], reasons, r[6], r[7], r[8], agent_online, r[10])
+    last_seen, lat, lon = (None if v is None else float(v) for v in (r[8], r[10], r[11]))
+    return CameraView(
+        r[0], r[1], r[2], r[3], r[4], reasons, r[6], r[7], last_seen, agent_online, lat, lon, r[12]
+    )
 
 
 def _clip_from_row(row: tuple[Any, ...]) -> ClipRow:

@@ -20,6 +20,7 @@ from collector.audit.chain import AuditSubject, append_many
 from collector.commands.outbox import enqueue_many
 from collector.index import incidents as db
 from collector.index import queries
+from collector.index.store import CameraView
 from collector.platform import grants
 from collector.platform.errors import ERROR_RESPONSES, ApiError, not_found
 from collector.platform.guard import Caller, CallerDep
@@ -190,7 +191,7 @@ def _window(c: Caller, agency: AgencyPolicy, body: ClipsAsk) -> tuple[float, flo
     return start, end
 
 
-def _cameras(c: Caller, row: db.IncidentRow, body: ClipsAsk) -> list[queries.CameraItem]:
+def _cameras(c: Caller, row: db.IncidentRow, body: ClipsAsk) -> list[CameraView]:
     if (body.camera_ids is None) == (body.nearest is None):
         raise ApiError(422, "invalid_request", "give camera_ids or nearest, not both", "camera_ids")
     if body.nearest is not None:
@@ -209,9 +210,7 @@ def _cameras(c: Caller, row: db.IncidentRow, body: ClipsAsk) -> list[queries.Cam
     return [items[i] for i in ids]
 
 
-def _request(
-    c: Caller, row: db.IncidentRow, item: queries.CameraItem, start: float, end: float
-) -> db.ClipRequestRow:
+def _request(c: Caller, row: db.IncidentRow, item: CameraView, start: float, end: float) -> db.ClipRequestRow:
     return db.ClipRequestRow(
         request_id=f"clip-{uuid.uuid4().hex[:20]}",
         incident_id=row.incident_id,

@@ -9,6 +9,7 @@ from collector.index import incidents as db
 from collector.index import queries
 from collector.index.geo import district_at
 from collector.index.spatial import haversine_m
+from collector.index.store import CameraView
 from collector.index.tx import Tx
 from collector.platform.errors import ApiError, not_found
 from collector.platform.guard import Caller
@@ -92,7 +93,7 @@ def nearby(c: Caller, row: db.IncidentRow, limit: int) -> list[NearbyCamera]:
     ]
 
 
-def nearby_items(c: Caller, row: db.IncidentRow, limit: int) -> list[tuple[Near, queries.CameraItem]]:
+def nearby_items(c: Caller, row: db.IncidentRow, limit: int) -> list[tuple[Near, CameraView]]:
     """`nearby` as found in the spatial index with each camera's row (one query for all of them)."""
     agency = c.p.access.policy.agencies.get(row.agency)
     if agency is None or c.p.cameras is None:
@@ -107,7 +108,7 @@ def nearby_items(c: Caller, row: db.IncidentRow, limit: int) -> list[tuple[Near,
     return [(n, items[n.camera_id]) for n in found if n.camera_id in items]
 
 
-def place(row: db.IncidentRow, item: queries.CameraItem) -> CameraPlace:
+def place(row: db.IncidentRow, item: CameraView) -> CameraPlace:
     """A camera as the decision sees it: its district and its distance to the incident's nearest position."""
     if item.lat is None or item.lon is None or not row.positions:
         return CameraPlace(item.camera_id, item.district, None)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-from collector.index.queries import CameraItem
+from collector.index.store import CameraView
 from contract.districts import DISTRICTS
 from contract.messages import Service
 
@@ -43,22 +44,8 @@ class Camera(BaseModel):
     agent_online: bool | None
 
     @classmethod
-    def of(cls, c: CameraItem) -> Camera:
-        return cls(
-            camera_id=c.camera_id,
-            district=c.district,
-            agent_id=c.agent_id,
-            name=c.name,
-            state=c.state,
-            reasons=c.reasons,
-            manufacturer=c.manufacturer,
-            model=c.model,
-            lat=c.lat,
-            lon=c.lon,
-            place_district=c.place_district,
-            last_seen=utc(c.last_seen),
-            agent_online=c.agent_online,
-        )
+    def of(cls, c: CameraView) -> Camera:
+        return cls.model_validate({**asdict(c), "last_seen": utc(c.last_seen)})
 
 
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"

@@ -17,12 +17,9 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from agent.app import Agent
 from agent.config import AgentSettings
@@ -31,8 +28,14 @@ from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest
 from tests.collector.conftest import start_collector_process
-from tests.integration.conftest import Recorder, eventually, one_camera, running
-from tests.services import CephS3, Mosquitto, free_port
+from tests.integration.conftest import (
+    Recorder,
+    camera_fixture,
+    clip_agent_settings,
+    eventually,
+    running,
+)
+from tests.services import CephS3, Mosquitto
 from tests.signed_commands import collector_key_file, signed
 
 CAMERA_ID = "gangnam-00001"
@@ -41,26 +44,12 @@ CAMERA_ID = "gangnam-00001"
 PROVENANCE = ("source", "updated_at", "agency", "incident", "footage")
 
 
-@pytest.fixture
-async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
-    """One simulated H.264 camera on this test file's addresses (127.75.0.0/16); its ledger in tmp_path."""
-    async with one_camera(
-        tmp_path, tmp_path_factory.getbasetemp(), "127.75.0.1", free_port(), free_port()
-    ) as d:
-        yield d
+camera = camera_fixture("127.75.0.1")
 
 
 def agent_settings(directory: Path, broker: Mosquitto, ceph: CephS3, bucket: str) -> AgentSettings:
-    return AgentSettings(
-        district="gangnam", agent_id="gangnam-faults", ledger=directory / "ledger.csv",
-        secrets_file=directory / "secrets.toml", metrics_port=0,
-        mqtt={"host": broker.host, "port": broker.port},
-        health={"liveness_interval_s": 0.5, "stream_interval_s": 60},
-        s3={"endpoint_url": ceph.endpoint, "region": ceph.region, "bucket": bucket,
-            "access_key": ceph.access_key, "secret_key": ceph.secret_key},
-        clips={"spool_dir": directory / "spool", "key_file": directory / "signing.key"},
-        commands={"collector_public_keys": [collector_key_file(directory)]},
-    )  # fmt: skip
+    keys = [collector_key_file(directory)]
+    return clip_agent_settings(directory, broker, ceph, bucket, "gangnam-faults", collector_public_keys=keys)
 
 
 async def agent_delivers_clips(

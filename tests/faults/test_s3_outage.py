@@ -18,12 +18,17 @@ from typing import Any
 import pytest
 
 from agent.app import Agent
-from agent.config import AgentSettings
 from common.signing import load_or_create_key, public_key_pem
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest
-from tests.integration.conftest import Recorder, eventually, one_camera, running
+from tests.integration.conftest import (
+    Recorder,
+    camera_fixture,
+    clip_agent_settings,
+    eventually,
+    running,
+)
 from tests.services import CephS3, Mosquitto, free_port
 from tests.signed_commands import collector_key_file, signed
 
@@ -70,10 +75,7 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         await writer.drain()
 
 
-@pytest.fixture
-async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
-    async with one_camera(tmp_path, tmp_path_factory.getbasetemp(), BASE_IP, free_port(), free_port()) as d:
-        yield d
+camera = camera_fixture(BASE_IP)
 
 
 @pytest.fixture
@@ -87,17 +89,12 @@ async def proxy(ceph_s3: CephS3) -> AsyncIterator[CuttableProxy]:
 
 
 def agent_settings(directory: Path, mosquitto: Mosquitto, ceph: CephS3, bucket: str, s3_port: int) -> Any:
-    return AgentSettings(
-        district="gangnam", agent_id="gangnam-s3-outage", ledger=directory / "ledger.csv",
-        secrets_file=directory / "secrets.toml", metrics_port=0,
-        mqtt={"host": mosquitto.host, "port": mosquitto.port},
-        health={"liveness_interval_s": 0.5, "stream_interval_s": 60},
-        s3={"endpoint_url": f"http://127.0.0.1:{s3_port}", "region": ceph.region, "bucket": bucket,
-            "access_key": ceph.access_key, "secret_key": ceph.secret_key, "max_attempts": 2,
-            "connect_timeout_s": 1.0, "read_timeout_s": 5.0},
-        clips={"spool_dir": directory / "spool", "key_file": directory / "signing.key", "retry_base_s": 0.2,
-               "retry_max_s": 1.0},
-        commands={"collector_public_keys": [collector_key_file(directory)]},
+    return clip_agent_settings(
+        directory, mosquitto, ceph, bucket, "gangnam-s3-outage",
+        s3={"endpoint_url": f"http://127.0.0.1:{s3_port}", "max_attempts": 2, "connect_timeout_s": 1.0,
+            "read_timeout_s": 5.0},
+        clips={"retry_base_s": 0.2, "retry_max_s": 1.0},
+        collector_public_keys=[collector_key_file(directory)],
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -21,7 +22,7 @@ from camsim.fleet import Fleet, FleetOptions, build_specs
 from camsim.ledger import write_ledger, write_secrets
 from camsim.media import MediaLibrary
 from camsim.personalities import load_personalities
-from tests.services import Mosquitto
+from tests.services import CephS3, Mosquitto, free_port
 from tests.signed_commands import collector_key_file
 
 BASE_IP, ONVIF_PORT, RTSP_PORT, WSD_PORT = "127.51.0.1", 18180, 18654, 13802
@@ -143,6 +144,19 @@ async def one_camera(
         await fleet.stop()
 
 
+def camera_fixture(base_ip: str, ports: tuple[int, int] | None = None) -> Any:
+    """A test module's `camera` fixture: `one_camera` on the module's own addresses (`base_ip`), in its
+    tmp_path, on `ports` (ONVIF, RTSP) or free ones."""
+
+    @pytest.fixture
+    async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
+        onvif_port, rtsp_port = ports or (free_port(), free_port())
+        async with one_camera(tmp_path, tmp_path_factory.getbasetemp(), base_ip, onvif_port, rtsp_port) as d:
+            yield d
+
+    return camera
+
+
 def agent_settings(directory: Path, broker: Mosquitto) -> AgentSettings:
     return AgentSettings(
         district="gangnam",
@@ -161,3 +175,28 @@ def agent_settings(directory: Path, broker: Mosquitto) -> AgentSettings:
         },
         health={"liveness_interval_s": 0.5, "snapshot_interval_s": 1.0, "stream_interval_s": 2.0},
     )
+
+
+def clip_agent_settings(
+    directory: Path,
+    broker: Mosquitto,
+    ceph: CephS3,
+    bucket: str,
+    agent_id: str,
+    *,
+    s3: dict[str, Any] | None = None,
+    clips: dict[str, Any] | None = None,
+    **commands: Any,
+) -> AgentSettings:
+    """An agent for the `one_camera` in `directory` that cuts clips into `bucket` on the Ceph S3 gateway;
+    `s3` and `clips` add to (or override) those sections, `commands` is the `[commands]` section."""
+    return AgentSettings(
+        district="gangnam", agent_id=agent_id, ledger=directory / "ledger.csv",
+        secrets_file=directory / "secrets.toml", metrics_port=0,
+        mqtt={"host": broker.host, "port": broker.port},
+        health={"liveness_interval_s": 0.5, "stream_interval_s": 60},
+        s3={"endpoint_url": ceph.endpoint, "region": ceph.region, "bucket": bucket,
+            "access_key": ceph.access_key, "secret_key": ceph.secret_key} | (s3 or {}),
+        clips={"spool_dir": directory / "spool", "key_file": directory / "signing.key"} | (clips or {}),
+        commands=commands,
+    )  # fmt: skip

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,14 @@ from agent.config import AgentSettings
 from contract import topics
 from contract.codec import encode
 from contract.messages import ArmRequest, ClipRequest
-from tests.integration.conftest import Recorder, eventually, one_camera, running
-from tests.services import CephS3, Mosquitto, free_port
+from tests.integration.conftest import (
+    Recorder,
+    camera_fixture,
+    clip_agent_settings,
+    eventually,
+    running,
+)
+from tests.services import CephS3, Mosquitto
 from tests.signed_commands import OTHER_KEY, collector_key_file, signed
 
 pytestmark = pytest.mark.integration
@@ -36,28 +41,7 @@ pytestmark = pytest.mark.integration
 CAMERA_ID = "gangnam-00001"
 
 
-@pytest.fixture
-async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
-    """One simulated camera on this module's addresses (127.41.0.0/16)."""
-    async with one_camera(
-        tmp_path, tmp_path_factory.getbasetemp(), "127.41.0.1", free_port(), free_port()
-    ) as d:
-        yield d
-
-
-def settings_for(
-    directory: Path, broker: Mosquitto, ceph: CephS3, bucket: str, **commands: Any
-) -> AgentSettings:
-    return AgentSettings(
-        district="gangnam", agent_id="gangnam-commands", ledger=directory / "ledger.csv",
-        secrets_file=directory / "secrets.toml", metrics_port=0,
-        mqtt={"host": broker.host, "port": broker.port},
-        health={"liveness_interval_s": 0.5, "stream_interval_s": 60},
-        s3={"endpoint_url": ceph.endpoint, "region": ceph.region, "bucket": bucket,
-            "access_key": ceph.access_key, "secret_key": ceph.secret_key},
-        clips={"spool_dir": directory / "spool", "key_file": directory / "signing.key"},
-        commands=commands,
-    )  # fmt: skip
+camera = camera_fixture("127.41.0.1")
 
 
 def clip_request(seconds: float = 2.0, **fields: Any) -> ClipRequest:
@@ -101,9 +85,10 @@ async def test_the_agent_captures_only_what_the_district_serves_and_records_what
     camera: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
 ) -> None:
     client, bucket = s3_bucket
-    settings = settings_for(
-        camera, mosquitto, ceph_s3, bucket, collector_public_keys=[collector_key_file(camera)],
-        agencies=["police-112"], services=["112-video", "112-dispatch"], max_window_s=30,
+    settings = clip_agent_settings(
+        camera, mosquitto, ceph_s3, bucket, "gangnam-commands",
+        collector_public_keys=[collector_key_file(camera)], agencies=["police-112"],
+        services=["112-video", "112-dispatch"], max_window_s=30,
     )  # fmt: skip
     agent, agency = Agent(settings), Agency(mosquitto)
     forged = signed(clip_request()).model_copy(update={"purpose": "something else"})
@@ -191,7 +176,9 @@ async def test_allow_unsigned_serves_an_unsigned_request_and_says_so_loudly(
     camera: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    settings = settings_for(camera, mosquitto, ceph_s3, s3_bucket[1], allow_unsigned=True)
+    settings = clip_agent_settings(
+        camera, mosquitto, ceph_s3, s3_bucket[1], "gangnam-commands", allow_unsigned=True
+    )
     agent, agency = Agent(settings), Agency(mosquitto)
     try:
         with caplog.at_level(logging.WARNING, logger="agent.command_policy"):

@@ -8,7 +8,6 @@ import hashlib
 import json
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,13 @@ from common.signing import load_or_create_key, public_key_pem
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest
-from tests.integration.conftest import Recorder, assert_documented, eventually, one_camera, running
+from tests.integration.conftest import (
+    Recorder,
+    assert_documented,
+    camera_fixture,
+    eventually,
+    running,
+)
 from tests.services import CephS3, Mosquitto
 from tests.signed_commands import collector_key_file, signed
 
@@ -31,10 +36,7 @@ pytestmark = pytest.mark.integration
 BASE_IP, ONVIF_PORT, RTSP_PORT, WSD_PORT = "127.53.0.1", 18280, 18754, 13902
 
 
-@pytest.fixture
-async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
-    async with one_camera(tmp_path, tmp_path_factory.getbasetemp(), BASE_IP, ONVIF_PORT, RTSP_PORT) as d:
-        yield d
+camera = camera_fixture(BASE_IP, (ONVIF_PORT, RTSP_PORT))
 
 
 async def test_a_112_request_becomes_a_verified_clip_in_s3(

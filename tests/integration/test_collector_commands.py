@@ -5,7 +5,6 @@ them (camsim camera, Ceph S3), with the agent's answers ingested back into the c
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 import pytest
 
 from agent.app import Agent
-from agent.config import AgentSettings
 from collector.commands.outbox import OutboxPublisher, enqueue
 from collector.commands.signing import CommandSigner
 from collector.config import CollectorSettings
@@ -21,8 +19,8 @@ from collector.index.store import Store, open_store
 from collector.ingest.pipeline import Ingest
 from collector.metrics import CollectorMetrics
 from contract.messages import ClipRequest
-from tests.integration.conftest import eventually, one_camera, running
-from tests.services import CephS3, Mosquitto, free_port
+from tests.integration.conftest import camera_fixture, clip_agent_settings, eventually, running
+from tests.services import CephS3, Mosquitto
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +28,7 @@ BASE_IP = "127.42.0.1"  # this module's camsim addresses
 CAMERA_ID = "gangnam-00001"
 
 
-@pytest.fixture
-async def camera(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Path]:
-    async with one_camera(tmp_path, tmp_path_factory.getbasetemp(), BASE_IP, free_port(), free_port()) as d:
-        yield d
+camera = camera_fixture(BASE_IP)
 
 
 def clip_request() -> ClipRequest:
@@ -42,21 +37,6 @@ def clip_request() -> ClipRequest:
         district="gangnam", request_id=f"req-{uuid.uuid4().hex[:12]}", camera_id=CAMERA_ID,
         start=now + timedelta(seconds=1), end=now + timedelta(seconds=3), purpose="assault in progress",
         agency="police-112", incident="112-20261205-0011", priority="112", service="112-video", sent_at=now,
-    )  # fmt: skip
-
-
-def agent_settings(
-    directory: Path, broker: Mosquitto, ceph: CephS3, bucket: str, trusted: Path
-) -> AgentSettings:
-    return AgentSettings(
-        district="gangnam", agent_id="gangnam-outbox", ledger=directory / "ledger.csv",
-        secrets_file=directory / "secrets.toml", metrics_port=0,
-        mqtt={"host": broker.host, "port": broker.port},
-        health={"liveness_interval_s": 0.5, "stream_interval_s": 60},
-        s3={"endpoint_url": ceph.endpoint, "region": ceph.region, "bucket": bucket,
-            "access_key": ceph.access_key, "secret_key": ceph.secret_key},
-        clips={"spool_dir": directory / "spool", "key_file": directory / "signing.key"},
-        commands={"collector_public_keys": [trusted]},
     )  # fmt: skip
 
 
@@ -88,7 +68,11 @@ async def test_a_real_agent_serves_the_collectors_command_and_refuses_an_imposto
     store.migrate()
     ingest = Ingest(settings, CollectorMetrics())
     outbox = OutboxPublisher(settings, CollectorMetrics().registry, lambda: open_store(url))
-    agent = Agent(agent_settings(camera, mosquitto, ceph_s3, bucket, trusted))
+    agent = Agent(
+        clip_agent_settings(
+            camera, mosquitto, ceph_s3, bucket, "gangnam-outbox", collector_public_keys=[trusted]
+        )
+    )
     try:
         ingest.start()
         outbox.start()

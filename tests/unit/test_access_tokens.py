@@ -43,11 +43,10 @@ def verifier(tmp_path: Path, key_path: Path) -> TokenVerifier:
     return TokenVerifier(AccessSettings(jwks_file=jwks, issuer=ISS, audience=AUD, leeway_s=30))
 
 
-def mint(key_path: Path, **overrides: object) -> str:
-    """A token from the dev key with every claim; `overrides` replace claims (None removes one)."""
-    key = load_or_create_key(key_path)
+def full_claims(**overrides: object) -> dict[str, object]:
+    """Every claim a good token carries, issued now; `overrides` replace claims (None removes one)."""
     now = int(time.time())
-    claims = {
+    claims: dict[str, object] = {
         "iss": ISS,
         "aud": AUD,
         "sub": "kim",
@@ -57,8 +56,15 @@ def mint(key_path: Path, **overrides: object) -> str:
         "exp": now + 600,
     }
     claims.update(overrides)
-    claims = {k: v for k, v in claims.items() if v is not None}
-    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": key_id(key.public_key())})
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def mint(key_path: Path, **overrides: object) -> str:
+    """A token from the dev key with every claim; `overrides` as in `full_claims`."""
+    key = load_or_create_key(key_path)
+    return jwt.encode(
+        full_claims(**overrides), key, algorithm="EdDSA", headers={"kid": key_id(key.public_key())}
+    )
 
 
 def refused(verifier: TokenVerifier, value: str | None) -> str:
@@ -93,15 +99,7 @@ def _b64(data: bytes) -> str:
 
 
 def _forged(header: dict[str, object], secret: bytes | None) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": ISS,
-        "aud": AUD,
-        "sub": "x",
-        "agency": "police-112",
-        "role": "operator",
-        "exp": now + 600,
-    }
+    claims = full_claims()
     signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
     signature = b"" if secret is None else hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64(signature)}"
@@ -126,9 +124,7 @@ def test_unsigned_token_is_refused(verifier: TokenVerifier, key_path: Path, alg:
 
 def test_token_signed_by_another_key_with_the_same_kid(verifier: TokenVerifier, key_path: Path) -> None:
     kid = key_id(load_or_create_key(key_path).public_key())
-    now = int(time.time())
-    claims = {"iss": ISS, "aud": AUD, "sub": "x", "agency": "a", "role": "r", "exp": now + 60}
-    token = jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": kid})
+    token = jwt.encode(full_claims(), Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": kid})
     assert refused(verifier, token) == "token_invalid"
 
 
@@ -138,15 +134,7 @@ def test_unknown_key_id(verifier: TokenVerifier, tmp_path: Path) -> None:
 
 def test_tampered_claims_break_the_signature(verifier: TokenVerifier, key_path: Path) -> None:
     header, _, signature = mint(key_path).split(".")
-    now = int(time.time())
-    claims = {
-        "iss": ISS,
-        "aud": AUD,
-        "sub": "kim",
-        "agency": "police-112",
-        "role": "supervisor",
-        "exp": now + 60,
-    }
+    claims = full_claims(role="supervisor")
     assert refused(verifier, f"{header}.{_b64(json.dumps(claims).encode())}.{signature}") == "token_invalid"
 
 
@@ -206,9 +194,7 @@ def test_another_algorithm_family_is_refused(tmp_path: Path, key_path: Path) -> 
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(jwks))
     verifier = TokenVerifier(AccessSettings(jwks_file=path, issuer=ISS, audience=AUD))
-    now = int(time.time())
-    claims = {"iss": ISS, "aud": AUD, "sub": "x", "agency": "a", "role": "r", "exp": now + 60}
-    token = jwt.encode(claims, rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
+    token = jwt.encode(full_claims(), rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
     assert refused(verifier, token) == "token_invalid"
     assert verifier.verify(mint(key_path)).agency == "police-112"
 
@@ -224,15 +210,7 @@ def test_configured_algorithm_from_an_identity_provider(tmp_path: Path, alg: str
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps({"keys": [jwk | {"kid": "idp-1", "use": "sig"}]}))
     verifier = TokenVerifier(AccessSettings(jwks_file=path, issuer=ISS, audience=AUD, algorithm=alg))
-    now = int(time.time())
-    claims = {
-        "iss": ISS,
-        "aud": AUD,
-        "sub": "park",
-        "agency": "fire-119",
-        "role": "operator",
-        "exp": now + 60,
-    }
+    claims = full_claims(sub="park", agency="fire-119")
     token = jwt.encode(claims, key, algorithm=alg, headers={"kid": "idp-1"})
     assert verifier.verify(f"Bearer {token}") == Principal("park", "fire-119", "operator")
 
