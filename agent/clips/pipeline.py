@@ -167,11 +167,16 @@ class Pipeline:
             return True
         finished.set()
         self._reporter.send(job.request_id, job.request.camera_id, "uploading")
+        thumbnail = asyncio.create_task(asyncio.to_thread(self._put_thumbnail, job))  # beside the last part
         try:
             result = await upload
         except UploadError as exc:
+            with contextlib.suppress(UploadError, OSError):
+                await thumbnail
             self.note_upload_failure(job, exc)
             return False
+        with contextlib.suppress(UploadError, OSError):
+            await thumbnail  # if it failed, delivery puts it again before the manifest
         self._record_clip(job, result)
         return await self.deliver(job)
 
@@ -280,25 +285,32 @@ class Pipeline:
         self._reporter.failed(job.request_id, job.request.camera_id, reason)
 
     def _deliver(self, job: Job) -> None:
-        """Blocking (worker thread): each step is saved, so a retry or a restart resumes after it."""
-        keys = self._keys(job)
+        """Blocking (worker thread). The manifest goes last: in the bucket it says the clip and its thumbnail
+        are there (the collector's reconcile indexes a clip from it). A clip sent whole (a retry) is saved at
+        once, so it is not sent again; the small objects are saved together, before the result is stored (a
+        crash before that only puts them again)."""
         if job.object_key is None:
             done = threading.Event()
             done.set()
             upload = self._clip_upload(job)
             self._uploader.abort_stale(upload)  # what an interrupted attempt left
             self._record_clip(job, self._uploader.upload_file(upload, done))
+            self._spool.save(job)
+        self._put_thumbnail(job)
+        if job.manifest_key is None:
+            key = self._keys(job).manifest
+            body = manifest_json(self._signer(self._manifest(job)))
+            self._uploader.put_bytes(self._side_upload(job, key, "application/json"), body)
+            job.manifest_key = key
+        self._spool.save(job)
+
+    def _put_thumbnail(self, job: Job) -> None:
+        """Blocking: put the thumbnail, if there is one and it is not in S3 yet. Raises UploadError."""
         thumbnail = self._spool.thumbnail_path(job.request_id)
         if job.thumbnail_key is None and thumbnail.exists():
-            side = self._side_upload(job, keys.thumbnail, "image/jpeg")
-            self._uploader.put_bytes(side, thumbnail.read_bytes())
-            job.thumbnail_key = keys.thumbnail
-            self._spool.save(job)
-        if job.manifest_key is None:
-            body = manifest_json(self._signer(self._manifest(job)))
-            self._uploader.put_bytes(self._side_upload(job, keys.manifest, "application/json"), body)
-            job.manifest_key = keys.manifest
-            self._spool.save(job)
+            key = self._keys(job).thumbnail
+            self._uploader.put_bytes(self._side_upload(job, key, "image/jpeg"), thumbnail.read_bytes())
+            job.thumbnail_key = key
 
     def _record_clip(self, job: Job, result: UploadResult) -> None:
         capture = job.capture or CaptureInfo()
@@ -306,7 +318,6 @@ class Pipeline:
             log.error("clip %s: capture digest differs from the uploaded bytes'", job.request_id)
         job.capture = capture.model_copy(update={"size_bytes": result.size_bytes, "sha256": result.sha256})
         job.object_key = result.key
-        self._spool.save(job)
         self.block.accepted()
         self._metrics.uploads.labels("succeeded").inc()
         self._metrics.completion.observe(max(0.0, time.time() - job.request.end.timestamp()))
