@@ -71,6 +71,7 @@ class Capture:
         self.pending: list[Frame] = []  # the GOP we would start with, while waiting for ``start``
         self.writer: FragmentedMp4Writer | None = None
         self.first: Frame | None = None
+        self.thumbnail: bytes | None = None
         self.last: Frame | None = None
         self.reached_end = False
         self.after_end: Frame | None = None  # the frame at or after ``end`` that closed the window
@@ -148,6 +149,8 @@ class Capture:
         )
         pending, self.pending = self.pending, []
         self.first = pending[0]
+        # Now, not when the window ends: a 1080p decode and JPEG encode per clip would delay every result.
+        self.thumbnail = keyframe_jpeg(info.codec, info.extradata, self.first.data)
         for frame in pending:
             self._write(frame)
 
@@ -177,8 +180,7 @@ class Capture:
         end = clock.wall(self.after_end) if self.after_end else clock.wall(last) + self._duration_s(last)
         contains = start <= self.start + _EPS and end >= self.end - _EPS
         complete = self.error is None and self.reached_end and contains
-        thumbnail = keyframe_jpeg(info.codec, info.extradata, first.data)
         return CaptureResult(
             to_utc(start), to_utc(end), clock.source, writer.size_bytes, writer.sha256, info.codec,
-            info.width, info.height, thumbnail, complete, self.error, clock.uncertainty_s,
+            info.width, info.height, self.thumbnail, complete, self.error, clock.uncertainty_s,
         )  # fmt: skip

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from agent import __version__
 from agent.clips.blocked import UploadBlock
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 PARTIAL_RESTART = "partial: stream lost / agent restarted"
 Recover = Callable[[Path], tuple[int, datetime | None, datetime | None]]
 Signer = Callable[[Manifest], Manifest]
+T = TypeVar("T")
 
 
 class CaptureOutcome(Protocol):
@@ -132,14 +135,28 @@ class Pipeline:
         metrics: ClipMetrics,
         provisions: ProvisionLedger,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        workers: int = 4,
     ) -> None:
         self._clock = clock  # the manifest's created_at
+        # Each capture worker blocks a thread on the capture and one on the streaming upload beside it (then
+        # the thumbnail, then delivery); the retry loop delivers one more. asyncio's default pool (cpu + 4
+        # threads) is too small for that: an upload that waited for a thread until its capture ended sent the
+        # whole clip after the window's end instead of streaming it.
+        self._threads = ThreadPoolExecutor(2 * workers + 2, thread_name_prefix="clip")
         self._provisions = provisions
         self._spool, self._uploader, self._reporter, self._pool = spool, uploader, reporter, pool
         self._lookup, self._signer, self._recover = lookup, signer, recover
         self._bucket, self._lock, self._district, self._agent_id = bucket, lock, district, agent_id
         self._metrics = metrics
         self.block = UploadBlock(metrics.uploads_blocked)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False)
+
+    def _thread(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """Run a blocking call on the pipeline's own threads."""
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._threads, functools.partial(call, *args, **kwargs))
 
     async def run(self, job: Job, cancel: threading.Event) -> bool:
         """Capture and deliver one queued job. True when finished (delivered or failed for good); False when
@@ -153,9 +170,7 @@ class Pipeline:
             job.state = "capturing"
             self._spool.save(job)
             self._reporter.send(job.request_id, job.request.camera_id, "capturing", source=job.source)
-            upload = asyncio.create_task(
-                asyncio.to_thread(self._uploader.upload_file, self._clip_upload(job), finished, give_up)
-            )
+            upload = self._thread(self._uploader.upload_file, self._clip_upload(job), finished, give_up)
             captured = await self._capture(job, target, cancel)
         finally:  # the capture has taken the buffer admission held for it (or failed)
             self._pool.release_hold(job.request.camera_id, job.request_id)
@@ -167,18 +182,23 @@ class Pipeline:
             return True
         finished.set()
         self._reporter.send(job.request_id, job.request.camera_id, "uploading")
+        thumbnail = self._thread(self._put_thumbnail, job)  # beside the last part
         try:
             result = await upload
         except UploadError as exc:
+            with contextlib.suppress(UploadError, OSError):
+                await thumbnail
             self.note_upload_failure(job, exc)
             return False
+        with contextlib.suppress(UploadError, OSError):
+            await thumbnail  # if it failed, delivery puts it again before the manifest
         self._record_clip(job, result)
         return await self.deliver(job)
 
     async def deliver(self, job: Job) -> bool:
         """Upload what is not in S3 yet (clip, thumbnail, manifest) and report success. False: try later."""
         try:
-            await asyncio.to_thread(self._deliver, job)
+            await self._thread(self._deliver, job)
         except UploadError as exc:
             self.note_upload_failure(job, exc)
             return False
@@ -241,7 +261,7 @@ class Pipeline:
         """Run the capture; record what it produced. False (and reported) if there is no video."""
         request, path = job.request, self._spool.clip_path(job.request_id)
         try:
-            outcome = await asyncio.to_thread(
+            outcome = await self._thread(
                 self._pool.capture, target.camera_id, target.rtsp_url, request.start, request.end, path,
                 clock_offset_s=target.clock_offset_s, cancel=cancel,
             )  # fmt: skip
@@ -280,25 +300,32 @@ class Pipeline:
         self._reporter.failed(job.request_id, job.request.camera_id, reason)
 
     def _deliver(self, job: Job) -> None:
-        """Blocking (worker thread): each step is saved, so a retry or a restart resumes after it."""
-        keys = self._keys(job)
+        """Blocking (worker thread). The manifest goes last: in the bucket it says the clip and its thumbnail
+        are there (the collector's reconcile indexes a clip from it). A clip sent whole (a retry) is saved at
+        once, so it is not sent again; the small objects are saved together, before the result is stored (a
+        crash before that only puts them again)."""
         if job.object_key is None:
             done = threading.Event()
             done.set()
             upload = self._clip_upload(job)
             self._uploader.abort_stale(upload)  # what an interrupted attempt left
             self._record_clip(job, self._uploader.upload_file(upload, done))
+            self._spool.save(job)
+        self._put_thumbnail(job)
+        if job.manifest_key is None:
+            key = self._keys(job).manifest
+            body = manifest_json(self._signer(self._manifest(job)))
+            self._uploader.put_bytes(self._side_upload(job, key, "application/json"), body)
+            job.manifest_key = key
+        self._spool.save(job)
+
+    def _put_thumbnail(self, job: Job) -> None:
+        """Blocking: put the thumbnail, if there is one and it is not in S3 yet. Raises UploadError."""
         thumbnail = self._spool.thumbnail_path(job.request_id)
         if job.thumbnail_key is None and thumbnail.exists():
-            side = self._side_upload(job, keys.thumbnail, "image/jpeg")
-            self._uploader.put_bytes(side, thumbnail.read_bytes())
-            job.thumbnail_key = keys.thumbnail
-            self._spool.save(job)
-        if job.manifest_key is None:
-            body = manifest_json(self._signer(self._manifest(job)))
-            self._uploader.put_bytes(self._side_upload(job, keys.manifest, "application/json"), body)
-            job.manifest_key = keys.manifest
-            self._spool.save(job)
+            key = self._keys(job).thumbnail
+            self._uploader.put_bytes(self._side_upload(job, key, "image/jpeg"), thumbnail.read_bytes())
+            job.thumbnail_key = key
 
     def _record_clip(self, job: Job, result: UploadResult) -> None:
         capture = job.capture or CaptureInfo()
@@ -306,7 +333,6 @@ class Pipeline:
             log.error("clip %s: capture digest differs from the uploaded bytes'", job.request_id)
         job.capture = capture.model_copy(update={"size_bytes": result.size_bytes, "sha256": result.sha256})
         job.object_key = result.key
-        self._spool.save(job)
         self.block.accepted()
         self._metrics.uploads.labels("succeeded").inc()
         self._metrics.completion.observe(max(0.0, time.time() - job.request.end.timestamp()))

@@ -96,6 +96,7 @@ class ClipService:
             lookup=self._lookup, signer=signer,
             recover=self._recover or _default_recover(), bucket=self._s3.bucket, lock=self._object_lock(),
             district=self._district, agent_id=self._agent_id, metrics=self.metrics, provisions=provisions,
+            workers=self.settings.max_concurrent_captures,
         )  # fmt: skip
         retry = UploadRetry(
             self.settings, self._jobs, spool=self.spool, outbox=outbox, pipeline=pipeline,
@@ -123,6 +124,8 @@ class ClipService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._parts is not None:
+            self._parts.pipeline.close()
         if self._outbox is not None:
             await self._outbox.drain(min(2.0, max(0.1, grace_s)))
             self._outbox.close()

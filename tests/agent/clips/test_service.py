@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -193,6 +194,28 @@ async def test_a_window_in_the_future_does_not_hold_a_capture_worker(
         assert r.pool.calls == [urgent.request_id]  # the later window waits on a timer, not in the worker
     job = json.loads((r.settings.spool_dir / f"{later.request_id}.job.json").read_text())
     assert job["state"] == "queued"  # still in the spool: resumed by the next start
+
+
+async def test_every_running_capture_streams_its_upload(
+    tmp_path: Path, mosquitto: Mosquitto, ceph_s3: CephS3, s3_bucket: tuple[Any, str]
+) -> None:
+    # As many captures as asyncio's default pool has threads: each one's upload must still run beside it,
+    # so that only the clip's last part is left to send when the window ends.
+    workers = min(32, (os.cpu_count() or 1) + 4)
+    pool = FakePool(speed=20.0, release=threading.Event())
+    async with rig(tmp_path, mosquitto, ceph_s3, s3_bucket[1], pool, max_concurrent_captures=workers) as r:
+        requests = [clip_request() for _ in range(workers)]
+        for request in requests:
+            r.service.handle(request)
+        deadline = time.monotonic() + 10
+        while len(uploads := r.client.list_multipart_uploads(Bucket=r.bucket).get("Uploads", [])) < workers:
+            assert time.monotonic() < deadline, f"{len(uploads)} of {workers} uploads began during capture"
+            await asyncio.sleep(0.05)
+        assert len(pool.calls) == workers  # every capture is still running: they wait for `release`
+        assert pool.release is not None
+        pool.release.set()
+        for request in requests:
+            assert (await final(r, request.request_id)).status == "succeeded"
 
 
 async def test_spool_full_still_takes_112_evidence(
