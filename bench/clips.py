@@ -35,7 +35,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from bench.common import Report, cpu_seconds, parser
+from bench.common import Report, cpu_seconds, parser, serving_child
 
 GOP_S = 2.0
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "camsim"
@@ -68,15 +68,9 @@ def serve(cameras: int) -> None:
 
 
 def start_camsim(cameras: int) -> tuple[subprocess.Popen[str], list[str]]:
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bench.clips", "--serve", str(cameras)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line:
-        raise RuntimeError("camsim child exited before serving")
-    return child, json.loads(line)["urls"]
+    child, served = serving_child(["-m", "bench.clips", "--serve", str(cameras)])
+    urls: list[str] = served["urls"]
+    return child, urls
 
 
 # -- (a) request to first keyframe ----------------------------------------------------------------------

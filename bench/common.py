@@ -7,12 +7,14 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR", Path(__file__).resolve().parent / "results"))
 
@@ -106,3 +108,16 @@ class Report:
         if as_json:
             print(json.dumps(self.figures, default=str))
         print(closing, flush=True)
+
+
+def serving_child(args: list[str]) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """`python ARGS` in a child that prints one JSON line once it serves (closing its stdin stops it)."""
+    child = subprocess.Popen(
+        [sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line:
+        raise RuntimeError(f"{' '.join(args)} exited before serving")
+    served: dict[str, Any] = json.loads(line)
+    return child, served

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.common import Report, parser
+from bench.common import Report, parser, serving_child
 
 if TYPE_CHECKING:
     import httpx
@@ -91,15 +91,10 @@ def serve(cameras: int, directory: Path) -> None:
 
 
 def start_camsim(cameras: int, directory: Path) -> tuple[subprocess.Popen[str], list[dict[str, Any]]]:
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bench.golden_time", "--serve", str(cameras), "--dir", str(directory)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line:
-        raise RuntimeError("camsim child exited before serving")
-    places: list[dict[str, Any]] = json.loads(line)["cameras"]
+    child, served = serving_child(
+        ["-m", "bench.golden_time", "--serve", str(cameras), "--dir", str(directory)]
+    )
+    places: list[dict[str, Any]] = served["cameras"]
     return child, places
 
 
