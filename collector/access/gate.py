@@ -8,13 +8,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from collector.access.decision import CameraPlace, Decision, IncidentView, decide, grant_radius_m, in_grant
-from collector.access.policy import Action, AgencyPolicy, Policy, load_policy
+from collector.access.decision import CameraPlace, IncidentView, grant_radius_m, in_grant
+from collector.access.policy import AgencyPolicy, Policy, load_policy
 from collector.access.ratelimit import RateLimiter
 from collector.access.settings import AccessSettings
 from collector.access.tokens import Principal, TokenVerifier
 from common.settings import ConfigError
-from contract.messages import Service
 
 log = logging.getLogger(__name__)
 WINDOW_S = 60.0
@@ -50,28 +49,6 @@ class Access:
         if account is not None:
             return account
         return self._limiter("agency", principal.agency).hit(principal.agency, now)
-
-    def decide(
-        self,
-        principal: Principal,
-        action: Action,
-        *,
-        incident: IncidentView | None = None,
-        camera: CameraPlace | None = None,
-        service: Service | None = None,
-        district: str | None = None,
-        now: float,
-    ) -> Decision:
-        return decide(
-            self.policy,
-            principal,
-            action,
-            incident=incident,
-            camera=camera,
-            service=service,
-            district=district,
-            now=now,
-        )
 
     def agency(self, principal: Principal) -> AgencyPolicy | None:
         """The principal's agency policy (its limits: max_radius_m, max_window_s, ...), None if unknown."""

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from collector.access.decision import decide
 from collector.access.policy import AgencyPolicy
 from collector.audit.chain import AuditSubject, append_many
 from collector.commands.outbox import enqueue_many
@@ -137,7 +138,9 @@ def get_clip(c: CallerDep, clip_id: str) -> Clip:
     verdict = c.p.objects.verify(state)
     clip.manifest_verified, clip.manifest_problem = verdict.verified, verdict.problem
     place = grants.place(row, item) if item is not None else None
-    decision = c.p.access.decide(c.principal, "clip.playback", incident=incident, camera=place, now=c.now)
+    decision = decide(
+        c.p.access.policy, c.principal, "clip.playback", incident=incident, camera=place, now=c.now
+    )
     if not decision.allowed:
         clip.playback_refused = decision.code
         with c.p.store().transaction() as tx:

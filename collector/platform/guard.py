@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 
-from collector.access.decision import CameraPlace, IncidentView
+from collector.access.decision import CameraPlace, IncidentView, decide
 from collector.access.policy import Action, AgencyPolicy
 from collector.access.tokens import AuthError, Principal
 from collector.audit.chain import AuditRecord, AuditSubject, append
@@ -53,7 +53,8 @@ class Caller:
         subjects: Iterable[AuditSubject] = (),
     ) -> None:
         """Go on if the policy allows `action`; else audit the refusal and answer 403 with its code."""
-        decision = self.p.access.decide(
+        decision = decide(
+            self.p.access.policy,
             self.principal,
             action,
             incident=incident,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.access.decision import decide
 from collector.access.gate import Access
 from collector.access.settings import AccessSettings, RateSettings
 from collector.access.tokens import AuthError, Principal, issue_token, jwks_for
@@ -49,8 +50,10 @@ def test_access_authenticates_then_decides(tmp_path: Path) -> None:
         key_path, sub="kim", agency="police-112", role="operator", iss="dev", aud="cctv", ttl_s=60
     )
     principal = gate.authenticate(f"Bearer {token}")
-    assert gate.decide(principal, "incident.open", service="112-video", district="jung", now=T).allowed
-    assert gate.decide(principal, "audit.read", now=T).code == "role_forbidden"
+    assert decide(
+        gate.policy, principal, "incident.open", service="112-video", district="jung", now=T
+    ).allowed
+    assert decide(gate.policy, principal, "audit.read", now=T).code == "role_forbidden"
     with pytest.raises(AuthError):
         gate.authenticate("Bearer " + token[:-4] + "AAAA")
 
@@ -63,7 +66,8 @@ def test_access_without_configuration_fails_closed(tmp_path: Path) -> None:
     with pytest.raises(AuthError):
         gate.authenticate(f"Bearer {token}")
     assert (
-        gate.decide(Principal("a", "police-112", "operator"), "incident.read", now=T).code == "unknown_agency"
+        decide(gate.policy, Principal("a", "police-112", "operator"), "incident.read", now=T).code
+        == "unknown_agency"
     )
 
 
