@@ -8,9 +8,10 @@ Secrets may come from a file (`password_file`, e.g. a Docker or Kubernetes secre
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, model_validator
+
+from common.settings import read_secret_file
 
 PLAIN_PORT = 1883
 TLS_PORT = 8883
@@ -51,7 +52,7 @@ class MqttSettings(BaseModel):
         if self.password_file is not None:
             if self.password is not None:
                 raise ValueError("give password or password_file, not both")
-            self.password = SecretStr(_read_secret(self.password_file))
+            self.password = SecretStr(read_secret_file(self.password_file))
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
         if self.cert_file is not None and not self.use_tls:
@@ -77,14 +78,3 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _read_secret(path: Path) -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read password_file {path}: {exc}") from None
-    secret = text.rstrip("\r\n")
-    if not secret or "\n" in secret:
-        raise ValueError(f"password_file {path}: expected one non-empty line")
-    return secret

@@ -1,5 +1,5 @@
-"""The broker settings are secure by default: TLS with a CA, no password in clear off the host, secrets from
-files (/run/secrets)."""
+"""Secure by default: TLS to the broker with a CA, no password in clear off the host, secrets from files
+(/run/secrets) for the broker and S3."""
 
 from __future__ import annotations
 
@@ -121,3 +121,16 @@ def test_the_secret_file_is_named_by_environment_as_in_a_container(tmp_path: Pat
     settings = load(CollectorSettings, None)
     assert settings.mqtt.password is not None
     assert settings.mqtt.password.get_secret_value() == "from-the-secrets-dir"
+
+
+def test_the_s3_secret_key_comes_from_a_secret_file(tmp_path: Path, monkeypatch) -> None:
+    from agent.clips.settings import ClipBucketSettings
+
+    secret = tmp_path / "s3_secret_key"
+    secret.write_text("s3-secret\n")
+    settings = ClipBucketSettings(access_key="AKIA1", secret_key_file=secret)
+    assert settings.secret_key.get_secret_value() == "s3-secret"
+    with pytest.raises(ValidationError, match="not both"):
+        ClipBucketSettings(access_key="AKIA1", secret_key="x", secret_key_file=secret)
+    with pytest.raises(ValidationError, match=r"given without s3\.access_key"):
+        ClipBucketSettings(secret_key_file=secret)
