@@ -19,7 +19,6 @@ from typing import Any
 
 from botocore.exceptions import PartialCredentialsError
 
-from agent.app import Agent
 from agent.command_policy import CommandPolicy
 from agent.config import AgentSettings
 from agent.credentials import CredentialStore
@@ -130,6 +129,8 @@ def check_inputs(settings: AgentSettings) -> list[str]:
 
 
 async def _run(settings: AgentSettings) -> int:
+    from agent.app import Agent  # not at the top: `healthcheck` runs every 30 s and needs none of it
+
     agent = Agent(settings)
     if settings.metrics_port:
         from prometheus_client import start_http_server
@@ -145,6 +146,8 @@ async def _run(settings: AgentSettings) -> int:
 
 async def _discover(settings: AgentSettings, as_json: bool) -> int:
     """One enumeration sweep (and WS-Discovery, when configured) printed as a table or JSON."""
+    from agent.app import Agent
+
     agent = Agent(settings)
     await agent.sweep(ProgressReporter("discover"))
     reconciliation = await agent.discover()
