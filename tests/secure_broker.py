@@ -24,34 +24,41 @@ from tests.tls_certs import write_test_certs
 PRODUCTION_CONF = REPO_ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
 
 
-def test_conf(directory: Path, port: int) -> str:
-    """The production configuration with its listener and paths moved into `directory`."""
+def test_conf(port: int, layout: dict[str, Path]) -> str:
+    """The production configuration with its listener on `port` and its folders (config: acl and passwd,
+    certs: ca.crt, server.crt and server.key, data) where `layout` says."""
     text = PRODUCTION_CONF.read_text()
     text, listeners = re.subn(r"^listener 8883$", f"listener {port} {LOOPBACK}", text, flags=re.MULTILINE)
     assert listeners == 1, "the production config must have exactly one listener, on 8883"
     for folder in ("config", "certs", "data"):
-        text = text.replace(f"/mosquitto/{folder}/", f"{directory}/{folder}/")
+        text = text.replace(f"/mosquitto/{folder}/", f"{layout[folder]}/")
     return f"user root\n{text}"
 
 
 class SecureBroker:
-    """Mosquitto with the production configuration; accounts for `districts` and `collectors`."""
+    """Mosquitto with the production configuration; accounts for `districts` and `collectors`, generated in
+    `directory` unless `layout` names existing folders (config, certs, secrets; as deploy/compose/setup.sh
+    writes them)."""
 
     host = LOOPBACK
 
-    def __init__(self, directory: Path, districts: list[str], collectors: tuple[str, ...] = ("collector-1",)):
+    def __init__(self, directory: Path, districts: list[str], collectors: tuple[str, ...] = ("collector-1",),
+                 layout: dict[str, Path] | None = None):  # fmt: skip
         self.directory = directory
         self.districts = districts
         self.collectors = collectors
+        self.layout = layout or {name: directory / name for name in ("config", "certs", "secrets")}
+        self.layout["data"] = directory / "data"
+        self._generate = layout is None
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def ca_file(self) -> Path:
-        return self.directory / "certs" / "ca.crt"
+        return self.layout["certs"] / "ca.crt"
 
     def password_file(self, account: str) -> Path:
-        return self.directory / "secrets" / account
+        return self.layout["secrets"] / account
 
     def settings(self, account: str, **overrides: object) -> MqttSettings:
         """What a client of `account` configures: the CA (hence TLS), its name and its password file."""
@@ -66,22 +73,27 @@ class SecureBroker:
         return MqttSettings.model_validate(fields | overrides)
 
     def start(self) -> Self:
-        for folder in ("config", "certs", "data"):
-            (self.directory / folder).mkdir(parents=True, exist_ok=True)
-        write_test_certs(self.directory / "certs")
-        config = self.directory / "config"
-        secrets = self.directory / "secrets"
-        argv = ["broker-acl", "--districts", ",".join(self.districts),
-                "--collectors", ",".join(self.collectors), "--out", str(config / "acl"),
-                "--passwords-dir", str(secrets), "--passwd-out", str(config / "passwd")]  # fmt: skip
-        assert collector_cli.main(argv) == 0
+        self.layout["data"].mkdir(parents=True, exist_ok=True)
+        if self._generate:
+            self._write_accounts()
         self.port = free_port()
         conf = self.directory / "mosquitto.conf"
-        conf.write_text(test_conf(self.directory, self.port))
+        conf.write_text(test_conf(self.port, self.layout))
         log = (self.directory / "mosquitto.out").open("wb")
         self._proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
         self._wait_accepting(10.0)
         return self
+
+    def _write_accounts(self) -> None:
+        for folder in ("config", "certs"):
+            self.layout[folder].mkdir(parents=True, exist_ok=True)
+        write_test_certs(self.layout["certs"])
+        config = self.layout["config"]
+        secrets = self.layout["secrets"]
+        argv = ["broker-acl", "--districts", ",".join(self.districts),
+                "--collectors", ",".join(self.collectors), "--out", str(config / "acl"),
+                "--passwords-dir", str(secrets), "--passwd-out", str(config / "passwd")]  # fmt: skip
+        assert collector_cli.main(argv) == 0
 
     def _wait_accepting(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
