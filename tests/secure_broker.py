@@ -19,15 +19,20 @@ from typing import Self
 from collector import cli as collector_cli
 from common.mqtt_settings import MqttSettings
 from tests.services import LOOPBACK, REPO_ROOT, free_port
-from tests.tls_certs import write_test_certs
+from tests.tls_certs import write_client_cert, write_test_certs
 
 PRODUCTION_CONF = REPO_ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
 
 
-def test_conf(port: int, layout: dict[str, Path]) -> str:
+def test_conf(port: int, layout: dict[str, Path], client_certs: bool = False) -> str:
     """The production configuration with its listener on `port` and its folders (config: acl and passwd,
-    certs: ca.crt, server.crt and server.key, data) where `layout` says."""
+    certs: ca.crt, server.crt and server.key, data) where `layout` says; with `client_certs`, its documented
+    alternative to passwords turned on (the certificate's CN is the account)."""
     text = PRODUCTION_CONF.read_text()
+    if client_certs:
+        for option in ("require_certificate true", "use_identity_as_username true"):
+            text, found = re.subn(f"^# {option}$", option, text, flags=re.MULTILINE)
+            assert found == 1, f"the production config documents `# {option}`"
     text, listeners = re.subn(r"^listener 8883$", f"listener {port} {LOOPBACK}", text, flags=re.MULTILINE)
     assert listeners == 1, "the production config must have exactly one listener, on 8883"
     for folder in ("config", "certs", "data"):
@@ -43,13 +48,14 @@ class SecureBroker:
     host = LOOPBACK
 
     def __init__(self, directory: Path, districts: list[str], collectors: tuple[str, ...] = ("collector-1",),
-                 layout: dict[str, Path] | None = None):  # fmt: skip
+                 layout: dict[str, Path] | None = None, client_certs: bool = False):  # fmt: skip
         self.directory = directory
         self.districts = districts
         self.collectors = collectors
         self.layout = layout or {name: directory / name for name in ("config", "certs", "secrets")}
         self.layout["data"] = directory / "data"
         self._generate = layout is None
+        self.client_certs = client_certs
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -72,13 +78,20 @@ class SecureBroker:
         }
         return MqttSettings.model_validate(fields | overrides)
 
+    def cert_settings(self, account: str) -> MqttSettings:
+        """A client that presents a certificate for `account` (CN) and no password."""
+        cert, key = write_client_cert(self.layout["certs"], account)
+        fields = {"host": self.host, "port": self.port, "ca_file": self.ca_file, "cert_file": cert,
+                  "key_file": key}  # fmt: skip
+        return MqttSettings.model_validate(fields)
+
     def start(self) -> Self:
         self.layout["data"].mkdir(parents=True, exist_ok=True)
         if self._generate:
             self._write_accounts()
         self.port = free_port()
         conf = self.directory / "mosquitto.conf"
-        conf.write_text(test_conf(self.port, self.layout))
+        conf.write_text(test_conf(self.port, self.layout, self.client_certs))
         log = (self.directory / "mosquitto.out").open("wb")
         self._proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
         self._wait_accepting(10.0)

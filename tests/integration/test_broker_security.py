@@ -17,6 +17,17 @@ from tests.secure_broker import SecureBroker
 
 pytestmark = pytest.mark.integration
 NOT_AUTHORIZED = 135  # MQTT 5 reason code 0x87
+# An MQTT 5 CONNECT without credentials, client id "cid".
+CONNECT = bytes([0x10, 0x10, 0, 4, *b"MQTT", 5, 0x02, 0, 30, 0, 0, 3, *b"cid"])
+
+
+def _answers_connect(sock: socket.socket) -> bool:
+    """True if the broker answers a CONNECT on `sock` with a CONNACK."""
+    try:
+        sock.sendall(CONNECT)
+        return sock.recv(16).startswith(b"\x20")
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        return False
 
 
 @pytest.fixture
@@ -121,14 +132,8 @@ def test_a_client_without_the_right_password_is_refused(broker: SecureBroker, ov
 
 def test_there_is_no_plain_tcp_listener(broker: SecureBroker) -> None:
     """An MQTT CONNECT in clear gets no CONNACK; a TLS client that does not trust the CA gets no session."""
-    connect = bytes([0x10, 0x10, 0, 4, *b"MQTT", 5, 0x02, 0, 30, 0, 0, 3, *b"cid"])
     with socket.create_connection((broker.host, broker.port), timeout=5) as sock:
-        sock.sendall(connect)
-        try:
-            answer = sock.recv(16)
-        except ConnectionResetError:
-            answer = b""
-    assert not answer.startswith(b"\x20"), "the broker answered a plain-TCP CONNECT"
+        assert not _answers_connect(sock), "the broker answered a plain-TCP CONNECT"
     context = ssl.create_default_context()  # the system's CAs: not the broker's
     with socket.create_connection((broker.host, broker.port), timeout=5) as sock, pytest.raises(ssl.SSLError):
         context.wrap_socket(sock, server_hostname="127.0.0.1")
@@ -149,3 +154,28 @@ def test_the_acl_grants_nothing_beyond_the_contract(broker: SecureBroker) -> Non
     passwd = (broker.directory / "config" / "passwd").read_text()
     assert [line.split(":")[0] for line in passwd.splitlines()] == users
     assert (broker.directory / "config" / "passwd").stat().st_mode & 0o077 == 0
+
+
+def test_client_certificates_instead_of_passwords(tmp_path: Path) -> None:
+    """The production config's documented alternative: the certificate's CN is the account, the same ACL."""
+    with SecureBroker(tmp_path / "broker", ["mapo", "jung"], client_certs=True).start() as broker:
+        collector = Probe(broker.cert_settings("collector-1"), "probe-collector")
+        mapo = Probe(broker.cert_settings("agent-mapo"), "probe-mapo")
+        try:
+            assert collector.connect() == 0 and mapo.connect() == 0
+            assert collector.subscribe(topics.telemetry_filters()[3]) == 1  # health
+            assert mapo.publish(topics.health("jung"), b"forged") == NOT_AUTHORIZED
+            assert mapo.publish(topics.health("mapo"), b"own") == 0
+            collector.wait_for(topics.health("mapo"), b"own")
+            assert [t for t, payload in collector.received if payload == b"forged"] == []
+        finally:
+            collector.close()
+            mapo.close()
+        # Without a certificate the TLS session ends before MQTT (TLS 1.3 says so after the handshake).
+        context = ssl.create_default_context(cafile=str(broker.ca_file))
+        with socket.create_connection((broker.host, broker.port), timeout=5) as raw:
+            try:
+                tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+            except ssl.SSLError:
+                return
+            assert not _answers_connect(tls), "a client without a certificate got a session"
