@@ -61,6 +61,23 @@ def test_the_stack_has_every_part(compose: dict[str, Any]) -> None:
     assert {f"agent-{d}" for d in DISTRICTS} | {f"camsim-{d}" for d in DISTRICTS} <= services
 
 
+def test_dependencies_can_be_met(compose: dict[str, Any]) -> None:
+    """Every dependency exists; one waited on as healthy has a healthcheck (its own or its image's), one waited
+    on as completed is a one-shot job."""
+    services = compose["services"]
+    for name, service in services.items():
+        depends = service.get("depends_on", {})
+        for other, condition in depends.items() if isinstance(depends, dict) else []:
+            assert other in services, f"{name} depends on unknown {other}"
+            target = services[other]
+            if condition["condition"] == "service_healthy":
+                assert "healthcheck" in target or "build" in target, f"{other} has no healthcheck"
+            if condition["condition"] == "service_completed_successfully":
+                assert "restart" not in target, f"{other} is a one-shot job"
+        if "network_mode" in service:
+            assert service["network_mode"].removeprefix("service:") in services
+
+
 def test_images_are_pinned(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         image = service["image"]
