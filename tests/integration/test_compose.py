@@ -62,8 +62,8 @@ def test_the_stack_has_every_part(compose: dict[str, Any]) -> None:
 
 
 def test_dependencies_can_be_met(compose: dict[str, Any]) -> None:
-    """Every dependency exists; one waited on as healthy has a healthcheck (its own or its image's), one waited
-    on as completed is a one-shot job."""
+    """Every dependency exists; one waited on as healthy has a healthcheck (its own or its image's), one
+    waited on as completed is a one-shot job."""
     services = compose["services"]
     for name, service in services.items():
         depends = service.get("depends_on", {})
