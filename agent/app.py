@@ -212,7 +212,7 @@ class Agent:
         )
         await self._enumerate_newly_reachable()
         self.publishing.changes()
-        self.health_file.observed(self.link.connected)
+        self.health_file.observed(self.link.status)
 
     async def _guarded(self, what: str, work: Coroutine[Any, Any, None]) -> None:
         """One round of a loop: an unexpected error is logged and counted, and the next round goes on."""

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class AgentHealth:
     pid: int
     written_at: float
-    mqtt_connected: bool
+    mqtt_problem: str | None  # None while connected to the broker
     last_round_at: float | None  # the end of the last liveness round over every camera
     last_sweep_at: float | None  # the end of the last full enumeration sweep
 
@@ -40,17 +40,17 @@ class HealthFile:
     def swept(self) -> None:
         self.last_sweep_at = self._clock()
 
-    def observed(self, mqtt_connected: bool) -> None:
+    def observed(self, mqtt_problem: str | None) -> None:
         """A liveness round ended: record it and rewrite the file."""
         self.last_round_at = self._clock()
         try:
-            self.write(mqtt_connected)
+            self.write(mqtt_problem)
         except OSError as exc:  # a full or read-only state volume: the healthcheck will say so
             log.warning("cannot write the health file %s: %s", self.path, exc)
 
-    def write(self, mqtt_connected: bool) -> None:
+    def write(self, mqtt_problem: str | None) -> None:
         now = self._clock()
-        health = AgentHealth(os.getpid(), now, mqtt_connected, self.last_round_at, self.last_sweep_at)
+        health = AgentHealth(os.getpid(), now, mqtt_problem, self.last_round_at, self.last_sweep_at)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text(json.dumps(asdict(health)))
@@ -67,8 +67,8 @@ def problems(path: Path, max_age_s: float, now: float) -> list[str]:
     except (OSError, ValueError, TypeError) as exc:
         return [f"{path}: unreadable health file: {exc}"]
     found = []
-    if not health.mqtt_connected:
-        found.append("not connected to the broker")
+    if health.mqtt_problem:
+        found.append(health.mqtt_problem)
     if health.last_sweep_at is None:
         found.append("no sweep of the cameras finished yet")
     age = now - (health.last_round_at or health.written_at)

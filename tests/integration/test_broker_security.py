@@ -7,11 +7,17 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from agent.metrics import AgentMetrics
+from agent.mqtt_link import MqttLink
 from contract import topics
+from contract.codec import encode
+from contract.messages import AgentPresence, AgentState
+from tests.integration.conftest import eventually
 from tests.mqtt_probe import Probe
 from tests.secure_broker import SecureBroker
 
@@ -179,3 +185,35 @@ def test_client_certificates_instead_of_passwords(tmp_path: Path) -> None:
             except ssl.SSLError:
                 return
             assert not _answers_connect(tls), "a client without a certificate got a session"
+
+
+async def test_the_agent_link_says_why_the_broker_refuses_it(broker: SecureBroker) -> None:
+    """What `cctv-agent healthcheck` reports: the broker's refusal; nothing with the right password."""
+    links = {
+        password_ok: MqttLink(
+            broker.settings(
+                "agent-mapo", **({} if password_ok else {"password_file": None, "password": "x"})
+            ),
+            f"agent-link-{password_ok}",
+            will=lambda session: encode(_presence("offline", session)),
+            metrics=AgentMetrics(),
+            on_connected=list,
+        )
+        for password_ok in (False, True)
+    }
+    for link in links.values():
+        link.start()
+    try:
+        await eventually(lambda: links[False].refusal is not None, 10, "the refusal")
+        assert links[False].status == "refused by the broker: Not authorized"
+        await eventually(lambda: links[True].connected, 10, "the right password's connection")
+        assert links[True].status is None
+    finally:
+        for link in links.values():
+            await link.stop(None)
+
+
+def _presence(state: AgentPresence, session: int) -> AgentState:
+    return AgentState(
+        district="mapo", agent_id="mapo-1", state=state, session=session, sent_at=datetime.now(UTC)
+    )

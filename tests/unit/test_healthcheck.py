@@ -27,18 +27,18 @@ def test_the_agent_is_healthy_while_connected_and_observing(tmp_path: Path) -> N
     health = HealthFile(tmp_path / "health.json", clock)
     assert "no health file yet" in problems(health.path, 60, clock.now)[0]
     health.swept()
-    health.observed(mqtt_connected=True)
+    health.observed(None)
     assert problems(health.path, 60, clock.now + 59) == []
     assert problems(health.path, 60, clock.now + 61) == [
         "no liveness round finished in the last 60 s (last 61 s ago)"
     ]
-    health.observed(mqtt_connected=False)
-    assert problems(health.path, 60, clock.now) == ["not connected to the broker"]
+    health.observed("refused by the broker: Not authorized")
+    assert problems(health.path, 60, clock.now) == ["refused by the broker: Not authorized"]
 
 
 def test_the_agent_is_unhealthy_before_its_first_sweep(tmp_path: Path) -> None:
     health = HealthFile(tmp_path / "health.json", Clock())
-    health.observed(mqtt_connected=True)
+    health.observed(None)
     assert problems(health.path, 60, Clock().now) == ["no sweep of the cameras finished yet"]
     health.path.write_text("{not json")
     assert "unreadable health file" in problems(health.path, 60, Clock().now)[0]
