@@ -52,13 +52,14 @@ def agent_account(district: str) -> str:
 
 
 def agent_publishes(district: str) -> list[str]:
-    """Every topic filter an agent of `district` publishes under (the contract's telemetry and live)."""
+    """Every topic filter an agent of `district` publishes under: the contract's telemetry, and live session
+    updates (`live/{session_id}`, issue #12: topics.live_filter once that lands)."""
     return [*topics.telemetry_filters(district), f"{topics.ROOT}/{district}/live/+"]
 
 
 def accounts(districts: list[str], collectors: list[str]) -> list[Account]:
     telemetry = tuple(agent_publishes("+"))
-    commands = (f"{topics.ROOT}/+/cmd/+",)
+    commands = (f"{topics.ROOT}/+/cmd/+",)  # commands_filter() for every district
     role = "reads every agent's topics, publishes only commands"
     result = [Account(name, f"collector {name}: {role}", telemetry, commands) for name in collectors]
     for d in districts:

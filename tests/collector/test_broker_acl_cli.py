@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import typing
 from pathlib import Path
 
 import pytest
+from paho.mqtt.client import topic_matches_sub
 
 from collector import cli
-from collector.broker_acl import passwd_line
+from collector.broker_acl import accounts, agent_publishes, passwd_line
+from contract import topics
 from contract.districts import DISTRICTS
+
+# One topic of each kind an agent publishes. A new kind in contract/topics.py must be added here and granted
+# in collector/broker_acl.py, or the production broker refuses agents on it.
+SAMPLES = {
+    "agent_state": topics.agent_state,
+    "camera_meta": lambda d: topics.camera_meta(d, "cam-1"),
+    "camera_status": lambda d: topics.camera_status(d, "cam-1"),
+    "health": topics.health,
+    "clip": lambda d: topics.clip(d, "req-1"),
+    "live": lambda d: f"{topics.ROOT}/{d}/live/session-1",  # topics.live(d, ...) once issue #12 lands
+}
 
 
 def test_help_names_the_options(capsys) -> None:
@@ -81,3 +95,21 @@ def _verifies(passwd: Path, account: str, password: str) -> bool:
     line = next(line for line in passwd.read_text().splitlines() if line.startswith(f"{account}:"))
     salt = base64.b64decode(line.split("$")[3])
     return passwd_line(account, password, salt) == line
+
+
+def test_the_acl_grants_each_agent_every_topic_kind_of_its_own_district_only() -> None:
+    kinds = set(typing.get_args(topics.TopicKind)) - {"command"}
+    assert kinds <= set(SAMPLES), f"grant {kinds - set(SAMPLES)} in collector/broker_acl.py"
+    (collector, mapo, _jung) = accounts(["mapo", "jung"], ["collector-1"])
+    for kind, sample in SAMPLES.items():
+        own, other = sample("mapo"), sample("jung")
+        assert any(topic_matches_sub(f, own) for f in mapo.write), kind
+        assert not any(topic_matches_sub(f, other) for f in mapo.write), kind
+        assert any(topic_matches_sub(f, other) for f in collector.read), kind
+        assert not any(topic_matches_sub(f, own) for f in collector.write), kind
+    for name in topics.COMMANDS:
+        assert any(topic_matches_sub(f, topics.command("mapo", name)) for f in mapo.read)
+        assert not any(topic_matches_sub(f, topics.command("jung", name)) for f in mapo.read)
+        assert not any(topic_matches_sub(f, topics.command("mapo", name)) for f in mapo.write)
+        assert any(topic_matches_sub(f, topics.command("jung", name)) for f in collector.write)
+    assert agent_publishes("mapo") == list(mapo.write)
