@@ -25,10 +25,18 @@ BASE_IP = "127.64.0.1"
 camera = camera_fixture(BASE_IP)
 
 
+def _argv(program: str, *args: str) -> list[str]:
+    """`cctv-agent ARGS` or `cctv-collector ARGS` with this checkout's code."""
+    return [
+        sys.executable,
+        "-c",
+        f"import sys; from {program}.cli import main; sys.exit(main(sys.argv[1:]))",
+        *args,
+    ]
+
+
 def _cli(program: str, *args: str) -> subprocess.CompletedProcess[str]:
-    code = f"import sys; from {program}.cli import main; sys.exit(main(sys.argv[1:]))"
-    argv = [sys.executable, "-c", code, *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(_argv(program, *args), capture_output=True, text=True, timeout=30, check=False)
 
 
 async def _health(program: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -51,8 +59,7 @@ def _agent_config(directory: Path, broker: SecureBroker) -> Path:
 
 
 def _start_agent(config: Path) -> subprocess.Popen[bytes]:
-    code = "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.Popen([sys.executable, "-c", code, "run", "--config", str(config)])
+    return subprocess.Popen(_argv("agent", "run", "--config", str(config)))
 
 
 @pytest.fixture
