@@ -183,3 +183,18 @@ def _remap(text: str, mounts: dict[Path, str]) -> str:
     for host, target in sorted(mounts.items(), key=lambda m: -len(m[1])):
         text = text.replace(target, str(host))
     return text
+
+
+def test_prometheus_scrapes_every_cctv_service_and_its_config_checks(compose: dict[str, Any], tmp_path: Path):
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool (Debian prometheus) is missing")
+    text = (DEPLOY / "compose" / "prometheus.yml").read_text()
+    config = yaml.safe_load(text)
+    targets = {t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    expected = {f"agent-{d}:9108" for d in DISTRICTS} | {"collector:9109"}
+    assert targets == expected and expected <= {f"{s}:{p}" for s in compose["services"] for p in (9108, 9109)}
+    mounted = text.replace("/etc/prometheus/alerts.yml", str(DEPLOY / "prometheus" / "alerts.yml"))
+    (tmp_path / "prometheus.yml").write_text(mounted)
+    done = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
