@@ -52,9 +52,9 @@ def agent_account(district: str) -> str:
 
 
 def agent_publishes(district: str) -> list[str]:
-    """Every topic filter an agent of `district` publishes under: the contract's telemetry, and live session
-    updates (`live/{session_id}`, issue #12: topics.live_filter once that lands)."""
-    return [*topics.telemetry_filters(district), f"{topics.ROOT}/{district}/live/+"]
+    """Every topic filter an agent of `district` publishes under: the contract's telemetry and live session
+    updates."""
+    return [*topics.telemetry_filters(district), topics.live_filter(district)]
 
 
 def accounts(districts: list[str], collectors: list[str]) -> list[Account]:

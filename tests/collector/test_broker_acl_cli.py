@@ -23,7 +23,7 @@ SAMPLES = {
     "camera_status": lambda d: topics.camera_status(d, "cam-1"),
     "health": topics.health,
     "clip": lambda d: topics.clip(d, "req-1"),
-    "live": lambda d: f"{topics.ROOT}/{d}/live/session-1",  # topics.live(d, ...) once issue #12 lands
+    "live": lambda d: topics.live(d, "session-1"),
 }
 
 
