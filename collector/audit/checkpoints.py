@@ -161,17 +161,17 @@ def trusted_keys(settings: AuditSettings) -> dict[str, Ed25519PublicKey]:
 class CheckpointMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.age = Gauge(
-            "collector_audit_checkpoint_age_seconds",
+            "cctv_collector_audit_checkpoint_age_seconds",
             "Seconds since a checkpoint last covered the audit head (written, or the head had not moved)",
             registry=registry,
         )
         self.seq = Gauge(
-            "collector_audit_checkpoint_seq",
+            "cctv_collector_audit_checkpoint_seq",
             "Sequence number of the last checkpoint written",
             registry=registry,
         )
         self.failures = Counter(
-            "collector_audit_checkpoint_failures_total",
+            "cctv_collector_audit_checkpoint_failures_total",
             "Checkpoint attempts that failed, by reason (store, s3, no_object_lock)",
             ["reason"],
             registry=registry,

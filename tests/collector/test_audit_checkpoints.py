@@ -60,9 +60,9 @@ def test_checkpoints_follow_the_head_within_the_interval(
     seqs = checkpointed_seqs(settings)  # seq 4 too when a tick fell between the two appends
     assert seqs[0] == 3 and seqs[-1] == 5 and seqs == sorted(set(seqs)), seqs
     assert verify(store, open_bucket(settings), trusted_keys(settings.audit)).ok
-    assert sample(registry, "collector_audit_checkpoint_seq") == 5
-    assert sample(registry, "collector_audit_checkpoint_age_seconds") < 5
-    assert sample(registry, "collector_audit_checkpoint_failures_total", reason="s3") == 0
+    assert sample(registry, "cctv_collector_audit_checkpoint_seq") == 5
+    assert sample(registry, "cctv_collector_audit_checkpoint_age_seconds") < 5
+    assert sample(registry, "cctv_collector_audit_checkpoint_failures_total", reason="s3") == 0
 
 
 @pytest.mark.integration
@@ -98,7 +98,7 @@ def test_a_bucket_without_object_lock_gets_no_checkpoint_and_the_failure_is_coun
 
     checkpointer.start()
     try:
-        failures = ("collector_audit_checkpoint_failures_total", {"reason": "no_object_lock"})
+        failures = ("cctv_collector_audit_checkpoint_failures_total", {"reason": "no_object_lock"})
         wait_until(lambda: (registry.get_sample_value(*failures) or 0) >= 2, 5, "two counted failures")
     finally:
         checkpointer.stop()

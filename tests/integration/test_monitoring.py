@@ -36,10 +36,10 @@ DIAGNOSTICS = (
     "up",
     "cctv_agent_mqtt_connected",
     "cctv_agent_cameras",
-    "collector_mqtt_connected",
-    "collector_written_messages_total",
-    "collector_rejected_messages_total",
-    "collector_cameras",
+    "cctv_collector_mqtt_connected",
+    "cctv_collector_written_messages_total",
+    "cctv_collector_rejected_messages_total",
+    "cctv_collector_cameras",
 )
 
 
