@@ -16,7 +16,7 @@ from collector.cli import main
 from collector.config import CollectorSettings
 from collector.index.store import Store
 from common.settings import load
-from tests.collector.audit_helpers import config_file, fill, locked_bucket
+from tests.collector.audit_helpers import config_file, fill, locked_bucket, tamper
 from tests.collector.conftest import wait_until
 from tests.services import CephS3
 
@@ -63,6 +63,27 @@ def test_checkpoints_follow_the_head_within_the_interval(
     assert sample(registry, "cctv_collector_audit_checkpoint_seq") == 5
     assert sample(registry, "cctv_collector_audit_checkpoint_age_seconds") < 5
     assert sample(registry, "cctv_collector_audit_checkpoint_failures_total", reason="s3") == 0
+    assert sample(registry, "cctv_collector_audit_chain_ok") == 1
+
+
+@pytest.mark.integration
+def test_a_changed_record_is_never_anchored_and_the_chain_shows_broken(
+    store: Store, store_url: str, ceph_s3: CephS3, tmp_path: Path
+) -> None:
+    _, bucket = locked_bucket(ceph_s3)
+    settings = load(CollectorSettings, config_file(ceph_s3, bucket, store_url, tmp_path))
+    registry = CollectorRegistry()
+    checkpointer = Checkpointer.from_settings(settings, registry)
+    fill(store, 3)
+    assert checkpointer.checkpoint_now() is not None
+    fill(store, 2)
+    tamper(store, ("UPDATE audit_log SET purpose = ? WHERE seq = 4", ("routine check",)))
+
+    with pytest.raises(CheckpointError, match="seq 4: record changed"):
+        checkpointer.checkpoint_now()
+
+    assert checkpointed_seqs(settings) == [3]  # the tampered head was not signed
+    assert sample(registry, "cctv_collector_audit_chain_ok") == 0
 
 
 @pytest.mark.integration
