@@ -39,14 +39,18 @@ class RequestMetrics:
 
 
 def route_template(scope: Scope) -> str:
-    """The matched route's full template. The router writes the route into this same scope; a route of an
-    included router knows its path without the include's prefix (`/clips/{clip_id}` under `/v1`), and that
-    prefix is the request path's leading segments, which a match makes literal."""
+    """The matched route's full template, bounded whatever the path. FastAPI writes the matched API route
+    into this same scope; such a route of an included router knows its path without the include's prefix
+    (`/clips/{clip_id}` under `/v1`), and that prefix is the request path's leading segments, which a match
+    makes literal. The app's own routes (the OpenAPI document, the docs) leave only their endpoint: they have
+    no parameters, so their path is their template; a mounted app (static files) counts as one series."""
     route: Any = scope.get("route")
     path = getattr(route, "path", None)
-    if not isinstance(path, str):
+    if isinstance(path, str) and not isinstance(route, Mount):  # a Mount's path does not cover the request's
+        segments = scope["path"].split("/")
+        return "/".join(segments[: max(1, len(segments) - path.count("/"))]) + path
+    if "endpoint" not in scope:
         return UNMATCHED
-    if isinstance(route, Mount):  # static files and sub-applications: one series per mount
-        return f"{path}/{{path}}"
-    segments = scope["path"].split("/")
-    return "/".join(segments[: max(1, len(segments) - path.count("/"))]) + path
+    if "app_root_path" in scope or scope.get("path_params"):  # a Mount sets app_root_path
+        return f"{scope.get('root_path', '')}/{{path}}"
+    return str(scope["path"])

@@ -10,11 +10,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from starlette.staticfiles import StaticFiles
 
 from collector.config import CollectorSettings
+from collector.index.store import open_store
 from collector.ingest.outcomes import ClipOutcome
 from collector.ingest.writer import BatchWriter, Received, WriterStats
+from collector.platform.api import create_app
+from collector.platform.context import Platform
+from collector.platform.stores import ThreadStores
 from contract.codec import encode
 from contract.messages import ClipUpdate
 from tests.collector.platform_harness import Harness, harness
@@ -45,8 +51,27 @@ async def test_api_requests_are_counted_and_timed_by_route_template(h: Harness) 
     assert sample(h, "cctv_collector_api_requests_total", route="unmatched", method="GET", status="404") == 1
     health = {"route": "/v1/healthz", "method": "GET", "status": "503"}
     assert sample(h, "cctv_collector_api_requests_total", **health) == 1
+    assert (await h.client.get("/v1/openapi.json")).status_code == 200
+    assert (
+        sample(h, "cctv_collector_api_requests_total", route="/v1/openapi.json", method="GET", status="200")
+        == 1
+    )
     exposed = {s.labels.get("route") for m in h.platform.metrics.registry.collect() for s in m.samples}
     assert not [r for r in exposed if r and ("clip-a" in r or "42" in r)]  # no raw path ever becomes a label
+
+
+async def test_a_mounted_app_counts_as_one_route(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<!doctype html><title>console</title>")
+    (tmp_path / "app.js").write_text("export {};")
+    p = Platform(ThreadStores(lambda: open_store(f"sqlite://{tmp_path / 'index.db'}")), dict)
+    app = create_app(p)
+    app.mount("/", StaticFiles(directory=tmp_path, html=True))  # as the console is served
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        for path in ("/", "/app.js", "/index.html"):
+            assert (await client.get(path)).status_code == 200
+
+    static = {"route": "/{path}", "method": "GET", "status": "200"}
+    assert p.metrics.registry.get_sample_value("cctv_collector_api_requests_total", static) == 3
 
 
 async def test_clip_requests_are_counted_by_agency_requested_and_refused(h: Harness) -> None:
