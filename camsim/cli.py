@@ -65,6 +65,12 @@ def _fleet_args(p: argparse.ArgumentParser) -> None:
         metavar="LAT,LON",
         help="place the cameras on the district's positions nearest this place, nearest first",
     )
+    p.add_argument(
+        "--codec",
+        choices=["h264", "h265"],
+        default=None,
+        help="every camera's codec (H.265-only models stay H.265); default: about 10%% H.265",
+    )
     p.add_argument("--base-ip", default="127.20.0.1", help="first camera address; one address per camera")
     p.add_argument("--onvif-port", type=int, default=80)
     p.add_argument("--rtsp-port", type=int, default=554)
@@ -108,7 +114,7 @@ def _specs(args: argparse.Namespace) -> list[CameraSpec]:
         raise FaultError("--cameras must be at least 1")
     opts = FleetOptions(
         args.district, args.cameras, args.base_ip, args.onvif_port, args.rtsp_port, args.seed, args.ledger,
-        args.near,
+        args.near, args.codec,
     )  # fmt: skip
     return build_specs(opts, personality_mix(load_personalities()))
 

@@ -46,6 +46,7 @@ class FleetOptions:
     seed: int = 1
     positions_csv: Path | None = None
     near: tuple[float, float] | None = None  # (lat, lon): the district's positions nearest it, nearest first
+    codec: Codec | None = None  # every camera's codec (H.265-only personalities stay H.265); None: the mix
 
 
 def host_addresses(base_ip: str, count: int) -> list[str]:
@@ -117,7 +118,8 @@ def build_specs(
     for n, (pos, host) in enumerate(zip(positions, hosts, strict=True), start=1):
         camera_id = f"{opts.district}-{n:05d}"
         personality = rng.choices(choices, weights)[0]
-        codec: Codec = "h265" if rng.random() < H265_SHARE else "h264"
+        drawn: Codec = "h265" if rng.random() < H265_SHARE else "h264"  # drawn always: the seed's picks stay
+        codec = opts.codec or drawn
         specs.append(
             CameraSpec(
                 camera_id=camera_id,

@@ -18,7 +18,7 @@ BIN="$ROOT/.venv/bin"
 DEMO=${DEMO_DIR:-/tmp/cctv-demo}
 DEV="$ROOT/deploy/dev"
 DISTRICTS=(mapo seodaemun jung)
-CAMERAS=3                         # per district, on its positions nearest the scene
+CAMERAS=2                         # per district, on its positions nearest the scene, all H.264
 SCENE_LAT=37.5595 SCENE_LON=126.9615
 SCENE="Sinchon-ro at Ahyeon hill (신촌로, 북아현동), where Mapo, Seodaemun and Jung meet"
 PIDS=()
@@ -87,7 +87,7 @@ ONVIF_PORT=$(free_port) RTSP_PORT=$(free_port) WSD_PORT=$(free_port)
 for i in "${!DISTRICTS[@]}"; do
     d=${DISTRICTS[$i]}
     mkdir -p "$DEMO/$d"
-    start "camsim-$d" "$BIN/cctv-camsim" run --district "$d" --cameras "$CAMERAS" --near "$SCENE_LAT,$SCENE_LON" \
+    start "camsim-$d" "$BIN/cctv-camsim" run --district "$d" --cameras "$CAMERAS" --near "$SCENE_LAT,$SCENE_LON" --codec h264 \
         --base-ip "127.77.$((i + 1)).1" --onvif-port "$ONVIF_PORT" --rtsp-port "$RTSP_PORT" --wsd-port "$WSD_PORT" \
         --no-multicast --control-port 0 --write-ledger "$DEMO/$d/ledger.csv" --secrets-out "$DEMO/$d/secrets.toml" \
         >"$DEMO/camsim-$d.jsonl"
@@ -172,7 +172,7 @@ key_file = "$DEMO/$d/signing.key"
 collector_public_keys = ["$DEMO/collector-commands.pem"]
 TOML
     chmod 600 "$DEMO/$d/agent.toml"
-    "$BIN/cctv-agent" public-key --config "$DEMO/$d/agent.toml" >"$DEMO/agent-keys/$d.pem"
+    "$BIN/cctv-agent" public-key --config "$DEMO/$d/agent.toml" >"$DEMO/agent-keys/$d.pem" 2>/dev/null
 done
 
 mkdir -p "$DEMO/prometheus"
@@ -210,7 +210,8 @@ stream_plays() {  # stream_plays DISTRICT: its first camera (the nearest to the 
     url=$("$BIN/python" -c 'import csv, sys, tomllib
 row = next(csv.DictReader(open(sys.argv[1], encoding="utf-8")))
 password = tomllib.load(open(sys.argv[2], "rb"))["credentials"][row["credentials_ref"]]["password"]
-print(f"rtsp://admin:{password}@{row[\"host\"]}:{row[\"rtsp_port\"]}/stream1")' "$DEMO/$1/ledger.csv" "$DEMO/$1/secrets.toml")
+print("rtsp://admin:%s@%s:%s/stream1" % (password, row["host"], row["rtsp_port"]))' \
+        "$DEMO/$1/ledger.csv" "$DEMO/$1/secrets.toml")
     ffprobe -v error -rtsp_transport tcp -show_entries stream=codec_name "$url" 2>/dev/null | grep -q codec_name
 }
 for d in "${DISTRICTS[@]}"; do wait_for 120 "the video of $d's nearest camera" stream_plays "$d"; done

@@ -141,6 +141,9 @@ def test_near_places_cameras_on_the_districts_positions_nearest_a_place() -> Non
         distances = [math.dist((s.lat, s.lon), ahyeon) for s in cameras]
         assert distances == sorted(distances) and max(distances) < 0.003  # all within ~300 m, nearest first
     assert specs["mapo"][0].address_text == "서울특별시 마포구 보람어린이공원"
+    h264 = build_specs(FleetOptions("mapo", 3, "127.40.1.1", near=ahyeon, codec="h264"))
+    assert [s.codec for s in h264] == ["h264"] * 3 and "h265" in {s.codec for s in specs["mapo"]}
+    assert [s.personality for s in h264] == [s.personality for s in specs["mapo"]]  # the same fleet otherwise
     ledger = ["write-ledger", "--district", "jung", "--cameras", "2", "--out", os.devnull]
     assert main([*ledger, "--near", "37.5595,126.9615"]) == 0
     with pytest.raises(SystemExit):
