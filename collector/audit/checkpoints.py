@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -190,6 +191,7 @@ class CheckpointMetrics:
             "1 when the records checked before the last checkpoint chained correctly, 0: the chain is broken",
             registry=registry,
         )
+        self.chain_ok.set(math.nan)  # unknown until the first check: a start is no broken chain
 
 
 class Checkpointer:

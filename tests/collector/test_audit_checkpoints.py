@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,8 +75,10 @@ def test_a_changed_record_is_never_anchored_and_the_chain_shows_broken(
     settings = load(CollectorSettings, config_file(ceph_s3, bucket, store_url, tmp_path))
     registry = CollectorRegistry()
     checkpointer = Checkpointer.from_settings(settings, registry)
+    assert math.isnan(sample(registry, "cctv_collector_audit_chain_ok"))  # not checked yet: no false alarm
     fill(store, 3)
     assert checkpointer.checkpoint_now() is not None
+    assert sample(registry, "cctv_collector_audit_chain_ok") == 1
     fill(store, 2)
     tamper(store, ("UPDATE audit_log SET purpose = ? WHERE seq = 4", ("routine check",)))
 
