@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import math
 import random
 import resource
 import time
@@ -44,6 +45,8 @@ class FleetOptions:
     rtsp_port: int = 554
     seed: int = 1
     positions_csv: Path | None = None
+    near: tuple[float, float] | None = None  # (lat, lon): the district's positions nearest it, nearest first
+    codec: Codec | None = None  # every camera's codec (H.265-only personalities stay H.265); None: the mix
 
 
 def host_addresses(base_ip: str, count: int) -> list[str]:
@@ -92,12 +95,21 @@ def place(positions: Sequence[Position], count: int, seed: int) -> list[Position
     return out
 
 
+def nearest_first(positions: Sequence[Position], lat: float, lon: float) -> list[Position]:
+    """The positions by distance from (lat, lon); equirectangular, plenty within a city."""
+    scale = math.cos(math.radians(lat))
+    return sorted(positions, key=lambda p: (p.lat - lat) ** 2 + ((p.lon - lon) * scale) ** 2)
+
+
 def build_specs(
     opts: FleetOptions, personalities: Sequence[tuple[Personality, float]] = ((Personality(), 1.0),)
 ) -> list[CameraSpec]:
     """The fleet's specs; `personalities` are (personality, weight) pairs chosen with a seeded random."""
     korean = korean_name(opts.district)
-    positions = place(read_positions(korean, opts.positions_csv), opts.cameras, opts.seed)
+    positions = read_positions(korean, opts.positions_csv)
+    if opts.near is not None:
+        positions = nearest_first(positions, *opts.near)
+    positions = place(positions, opts.cameras, opts.seed)
     hosts = host_addresses(opts.base_ip, opts.cameras)
     rng = random.Random(f"{opts.seed}:fleet")
     choices = [p for p, _ in personalities]
@@ -106,7 +118,8 @@ def build_specs(
     for n, (pos, host) in enumerate(zip(positions, hosts, strict=True), start=1):
         camera_id = f"{opts.district}-{n:05d}"
         personality = rng.choices(choices, weights)[0]
-        codec: Codec = "h265" if rng.random() < H265_SHARE else "h264"
+        drawn: Codec = "h265" if rng.random() < H265_SHARE else "h264"  # drawn always: the seed's picks stay
+        codec = opts.codec or drawn
         specs.append(
             CameraSpec(
                 camera_id=camera_id,

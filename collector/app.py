@@ -55,6 +55,7 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
         loop.add_signal_handler(sig, stop.set)
     access = _access(settings)
     metrics = CollectorMetrics()
+    metrics.platform.expect_agencies(access.policy.agencies)
     url = settings.store.url
     migrated_store(url).close()
     metrics.registry.register(IndexGauges(lambda: open_store(url)))
@@ -79,6 +80,7 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
         signer=signer,
         notify_outbox=outbox.notify,
         objects=_clip_objects(settings),
+        metrics=metrics.platform,
     )
     api = ApiServer(create_app(platform), settings.http.host, settings.http.port, settings.http.api_threads)
     api.start()

@@ -14,6 +14,7 @@ from collector.access.gate import Access
 from collector.access.settings import AccessSettings
 from collector.config import PlatformSettings
 from collector.index.store import Store
+from collector.metrics import PlatformMetrics
 from collector.platform.nearby import CameraIndex
 from collector.platform.stores import ThreadStores
 
@@ -37,6 +38,7 @@ class Platform:
     notify_outbox: Callable[[], None] = lambda: None
     objects: ClipObjects | None = None  # the clip bucket; None: no manifest checks or playback URLs
     clock: Callable[[], float] = time.time
+    metrics: PlatformMetrics = field(default_factory=PlatformMetrics)  # default: a registry of its own
 
     def store(self) -> Store:
         return self.stores.get()

@@ -144,9 +144,9 @@ async def assert_dark_within_bound(c: Collector, since: float) -> None:
     """The collector shows the agent offline, and its cameras as not current, within the keepalive bound."""
     loop = asyncio.get_running_loop()
     await until(lambda: all_cameras(c, dark), OFFLINE_BOUND_S - (loop.time() - since), "cameras shown dark")
-    assert await c.gauge("collector_agent_online", {"district": "gangnam"}) == 0
+    assert await c.gauge("cctv_collector_agent_online", {"district": "gangnam"}) == 0
     unknown = {"district": "gangnam", "state": "unknown"}
-    assert await c.gauge("collector_cameras", unknown) == DISTRICT_CAMERAS
+    assert await c.gauge("cctv_collector_cameras", unknown) == DISTRICT_CAMERAS
 
 
 async def test_a_killed_agent_shows_offline_and_its_restart_wins(
@@ -163,7 +163,7 @@ async def test_a_killed_agent_shows_offline_and_its_restart_wins(
                 await assert_dark_within_bound(c, killed_at)
             with agent_process(directory, mosquitto, "second"):
                 await until(lambda: all_cameras(c, reported), 30, "the restarted agent's cameras")
-                assert await c.gauge("collector_agent_online", {"district": "gangnam"}) == 1
+                assert await c.gauge("cctv_collector_agent_online", {"district": "gangnam"}) == 1
     finally:
         recorder.close()
     (online_1, session_1), (will, will_session), (online_2, session_2) = presences(recorder)[:3]
