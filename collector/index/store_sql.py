@@ -543,12 +543,16 @@ def _clean(text: str) -> str:
 
 def camera_view(r: tuple[Any, ...]) -> CameraView:
     """The `CameraView` of a row of `CAMERA_COLUMNS` selected from `CAMERA_VIEW`."""
-    reasons = [x for x in (r[5] or "").split(",") if x]
+    reasons = [x for x in r[5].split(",") if x] if r[5] else []
     agent_online = None if r[9] is None else r[9] == "online"
-    last_seen, lat, lon = (None if v is None else float(v) for v in (r[8], r[10], r[11]))
     return CameraView(
-        r[0], r[1], r[2], r[3], r[4], reasons, r[6], r[7], last_seen, agent_online, lat, lon, r[12]
-    )
+        r[0], r[1], r[2], r[3], r[4], reasons, r[6], r[7], _float(r[8]), agent_online, _float(r[10]),
+        _float(r[11]), r[12],
+    )  # fmt: skip
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _clip_from_row(row: tuple[Any, ...]) -> ClipRow:
