@@ -12,7 +12,6 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import astuple
 from importlib import resources
 from typing import Any
 
@@ -29,7 +28,7 @@ from collector.index.store import (
     StoreUnavailableError,
     Transition,
 )
-from collector.index.tx import Tx
+from collector.index.tx import Tx, params
 
 log = logging.getLogger(__name__)
 
@@ -336,9 +335,9 @@ class SqlStore(ABC):
 
     def _write(self, batch: Batch) -> None:
         self._write_presence(batch.agents)
-        self._executemany(UPSERT_META, [astuple(m) for m in batch.metas])
+        self._executemany(UPSERT_META, [params(m) for m in batch.metas])
         self._write_statuses(batch)
-        self._executemany(UPSERT_HEALTH_COUNT, [astuple(h) for h in batch.health_counts])
+        self._executemany(UPSERT_HEALTH_COUNT, [params(h) for h in batch.health_counts])
         self._write_clips(batch.clips)
 
     def _write_presence(self, rows: list[AgentRow]) -> None:
@@ -562,7 +561,7 @@ def _clip_from_row(row: tuple[Any, ...]) -> ClipRow:
 
 
 def _clip_params(c: ClipRow) -> tuple[Any, ...]:
-    return (*astuple(c), CLIP_STATUS_RANK.get(c.status, 0))
+    return (*params(c), CLIP_STATUS_RANK.get(c.status, 0))
 
 
 def _filters(values: dict[str, str | None]) -> tuple[str, tuple[Any, ...]]:
