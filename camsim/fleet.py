@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from camsim.aio import settle
 from camsim.ledger import Position, read_positions
 from camsim.model import CameraSpec, Codec, Personality
 from camsim.wsdiscovery import WsDiscoveryResponder
@@ -250,7 +251,7 @@ class Fleet:
         try:
             for i in range(0, total, self._chunk):
                 chunk = self._cameras[i : i + self._chunk]
-                await asyncio.gather(*(self._bring_up(c) for c in chunk if not c.spec.faults.unreachable()))
+                await settle(self._bring_up(c) for c in chunk if not c.spec.faults.unreachable())
                 if progress:
                     progress(min(i + self._chunk, total), total)
             await self.discovery.start()
@@ -262,16 +263,20 @@ class Fleet:
         log.info("fleet up: %s cameras in %.2f s", total, self.stats.started_s)
 
     async def stop(self) -> None:
+        """Close every listener. Every camera, not only those up: one caught half-way (a start that failed at
+        its second server, a transition cancelled with the supervisor) holds a port too; stopping a server
+        that does not listen does nothing."""
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
-        await self.discovery.stop()
-        up = [c for c in self._cameras if c.up]
-        for i in range(0, len(up), self._chunk):
-            batch = up[i : i + self._chunk]
-            await asyncio.gather(*(self._take_down(c) for c in batch), return_exceptions=True)
+        try:
+            await self.discovery.stop()
+        finally:
+            for i in range(0, len(self._cameras), self._chunk):
+                batch = self._cameras[i : i + self._chunk]
+                await asyncio.gather(*(self._take_down(c) for c in batch), return_exceptions=True)
 
     async def _bring_up(self, cam: _Camera) -> None:
         for server in cam.servers:
@@ -280,8 +285,7 @@ class Fleet:
 
     async def _take_down(self, cam: _Camera) -> None:
         cam.up = False
-        for server in reversed(cam.servers):
-            await server.stop()
+        await settle(server.stop() for server in reversed(cam.servers))
 
     async def _supervise(self) -> None:
         while True:

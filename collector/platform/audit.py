@@ -16,8 +16,9 @@ from pydantic import AwareDatetime, BaseModel
 from collector.audit.chain import entries
 from collector.platform.errors import ERROR_RESPONSES
 from collector.platform.guard import CallerDep
+from collector.platform.routing import Route
 
-router = APIRouter(tags=["audit"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["audit"], responses=ERROR_RESPONSES, route_class=Route)
 
 
 class AuditEntry(BaseModel):

@@ -25,10 +25,11 @@ from collector.index.store import CameraView
 from collector.platform import grants
 from collector.platform.errors import ERROR_RESPONSES, ApiError, not_found
 from collector.platform.guard import Caller, CallerDep
+from collector.platform.routing import Route
 from collector.platform.schemas import utc
 from contract.messages import SERVICE_PRIORITY, ClipRequest
 
-router = APIRouter(tags=["clips"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["clips"], responses=ERROR_RESPONSES, route_class=Route)
 MAX_CAMERAS = 50
 CameraId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 

@@ -44,7 +44,7 @@ class Platform:
         return self.stores.get()
 
 
-def platform(request: Request) -> Platform:
-    """FastAPI dependency: the app's Platform."""
+async def platform(request: Request) -> Platform:
+    """FastAPI dependency: the app's Platform (async: no blocking work, so no hop to a worker thread)."""
     found: Platform = request.app.state.platform
     return found
