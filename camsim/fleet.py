@@ -191,6 +191,7 @@ class Fleet:
         specs: Sequence[CameraSpec],
         *,
         media: Any = None,
+        archive: Any = None,
         rtsp: bool = True,
         wsd_port: int = 3702,
         multicast: bool = False,
@@ -200,6 +201,7 @@ class Fleet:
         self.specs = list(specs)
         self._by_id = {s.camera_id: s for s in self.specs}
         self._media = media
+        self.archive = archive  # camsim/recording.py Archive: recorded footage for Profile G devices
         self._rtsp = rtsp
         self._supervise_s = supervise_s
         self._chunk = chunk
@@ -221,11 +223,11 @@ class Fleet:
         from camsim.onvif_server import OnvifServer
 
         snapshot = self._media.snapshot_jpeg if self._media is not None else None
-        servers: list[Any] = [OnvifServer(spec, snapshot_jpeg=snapshot)]
+        servers: list[Any] = [OnvifServer(spec, snapshot_jpeg=snapshot, archive=self.archive)]
         if self._rtsp:
             from camsim.rtsp_server import RtspServer
 
-            servers.append(RtspServer(spec, self._media))
+            servers.append(RtspServer(spec, self._media, archive=self.archive))
         return servers
 
     async def start(self, progress: Progress | None = None) -> None:
