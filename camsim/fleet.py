@@ -129,6 +129,22 @@ def build_specs(
     return specs
 
 
+def recorder_spec(
+    opts: FleetOptions, recorder_id: str, host: str, cameras: Sequence[CameraSpec]
+) -> CameraSpec:
+    """A network video recorder on its own address that stores (and replays, Profile G) ``cameras``' footage;
+    each camera's spec then names it as its ``recorder``. Its credentials follow the fleet's seed."""
+    for spec in cameras:
+        spec.recorder = recorder_id
+    return CameraSpec(
+        camera_id=recorder_id, district=opts.district, host=host, onvif_port=opts.onvif_port,
+        rtsp_port=opts.rtsp_port, password=camera_password(opts.seed, recorder_id), name=f"NVR {recorder_id}",
+        mac=camera_mac(recorder_id), serial=f"NVR-{_digest('serial', recorder_id).hex()[:10].upper()}",
+        personality=Personality(name="recorder", model="CS-NVR64", hardware_id="CSNVR64"),
+        records=tuple(spec.camera_id for spec in cameras),
+    )  # fmt: skip
+
+
 # Relative shares of the vendor personalities after the default one (roughly the Korean market: domestic
 # Hanwha and IDIS next to Hikvision and Dahua); a personality not listed gets OTHER_VENDOR_WEIGHT.
 VENDOR_WEIGHTS = {"hikvision": 0.30, "hanwha": 0.25, "dahua": 0.20, "idis": 0.15, "axis": 0.10}

@@ -29,11 +29,12 @@ class Faults:
     stream_stop_after_s: float | None = None  # RTSP stops sending after this many seconds
     reboot_every_s: float | None = None  # goes away for reboot_down_s every reboot_every_s
     reboot_down_s: float = 5.0
-    # Profile G replay faults (camsim/replay.py): refuse every replay; go silent after this much footage;
-    # serve footage this far from the time asked (labelled with its true time).
+    # Profile G faults (camsim/replay.py, camsim/onvif_recording.py): refuse every replay; go silent after
+    # this much footage; serve footage this far from the time asked (labelled with its true time).
     replay_refused: bool = False
     replay_stall_after_s: float | None = None
     replay_time_shift_s: float = 0.0
+    search_stale_tokens: bool = False  # search results name recordings by tokens that no longer exist
     started_at: float = field(default_factory=time.monotonic)
 
     def rebooting(self, now: float | None = None) -> bool:

@@ -65,8 +65,9 @@ class RecordingService:
 
     def _information(self, recording: Recording, tag: str) -> str:
         now = self.archive.clock() + self.spec.faults.clock_skew_s
+        token = recording.token + ("-gone" if self.spec.faults.search_stale_tokens else "")
         return _INFORMATION.format(
-            tag=tag, token=text(recording.token), source=text(recording.source_id), name=text(recording.name),
+            tag=tag, token=text(token), source=text(recording.source_id), name=text(recording.name),
             location=text(self.spec.district), earliest=self._time(recording.earliest(now)),
             latest=self._time(now),
         )  # fmt: skip

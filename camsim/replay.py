@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import logging
 import math
 import re
 import secrets
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from camsim.model import CameraSpec
 from camsim.recording import Archive, Gop, Recording
 from camsim.rtp import NTP_EPOCH_OFFSET, PAYLOAD_TYPE, RTP_CLOCK, fragment, sei_user_data
+
+log = logging.getLogger(__name__)
 
 REPLAY_PREFIX = "/replay/"
 _CLOCK = re.compile(r"clock=(\d{8}T\d{6}(?:\.\d+)?Z)-(\d{8}T\d{6}(?:\.\d+)?Z)?")
@@ -115,11 +118,14 @@ class ReplayStreamer:
             return
         self.writer.write(self._sender_report(plan.seconds[0]))
         started = clock()
-        for n, second in enumerate(plan.seconds):
-            if plan.stall_after_s is not None and n >= plan.stall_after_s:
-                await asyncio.Event().wait()  # silent until the client gives up (the task is cancelled)
-            gop = await asyncio.to_thread(self.footage.gop, self.profile, second)
-            await self._send_gop(gop, n, started, clock)
+        try:
+            for n, second in enumerate(plan.seconds):
+                if plan.stall_after_s is not None and n >= plan.stall_after_s:
+                    await asyncio.Event().wait()  # silent until the client gives up (the task is cancelled)
+                gop = await asyncio.to_thread(self.footage.gop, self.profile, second)
+                await self._send_gop(gop, n, started, clock)
+        except ConnectionError:
+            log.debug("replay of %s: the client went away", plan.recording.token)
 
     async def _send_gop(self, gop: Gop, n: int, started: float, clock: Callable[[], float]) -> None:
         seconds, fps = self.plan.seconds, self.profile.fps
