@@ -87,12 +87,18 @@ class District:
         return verify(path, manifest, key_pem) == []
 
 
+def health_entries(broker: Recorder) -> dict[str, dict[str, Any]]:
+    """The last health snapshot's camera entries, by camera id."""
+    snapshot: dict[str, Any] = broker.get(topics.health("gangnam")) or {}
+    return {entry["camera_id"]: entry for entry in snapshot.get("cameras", [])}
+
+
 def shown_times(path: Path) -> list[str]:
     """The recorded time burned into each picture of a clip, in order."""
     shown = []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
-            plane = frame.to_ndarray(format="gray")
+            plane: Any = frame.to_ndarray(format="gray")
             h, w = plane.shape
             shown.append(read_text(plane, h // 50, w // 50, max(1, h // 135), 19))
     return shown
@@ -149,11 +155,10 @@ async def district(
     agent = Agent(settings)
     try:
         async with running(agent, timeout_s=60):
-            health = topics.health("gangnam")
 
             def reach_known() -> bool:
-                cameras = (broker.get(health) or {}).get("cameras") or []
-                return any((c.get("recorded") or {}).get("via") == "recorder" for c in cameras)  # type: ignore[union-attr]
+                entries = health_entries(broker)
+                return any((c.get("recorded") or {}).get("via") == "recorder" for c in entries.values())
 
             await eventually(reach_known, 20, "recorded reach in the health report")
             yield District(tmp_path, fleet, archive, nvr, agent, broker, client, bucket)
@@ -185,7 +190,7 @@ async def test_a_window_twenty_minutes_ago_comes_back_from_the_recorder_as_recor
 
 
 async def test_health_reports_recorded_reach_and_retention_per_camera(district: District) -> None:
-    cameras = {c["camera_id"]: c for c in district.broker.get(topics.health("gangnam"))["cameras"]}  # type: ignore[index]
+    cameras = health_entries(district.broker)
     now = datetime.now(UTC)
     own, on_nvr, short = (cameras[f"gangnam-{n:05d}"]["recorded"] for n in (1, 2, 3))
     assert (own["via"], on_nvr["via"], short["via"]) == ("camera", "recorder", "recorder")
