@@ -171,8 +171,8 @@ class ClipService:
         blocks the loop briefly, once."""
         now = datetime.now(UTC)
         for job in self.spool.jobs():
-            if job.state == "queued" and job.request.end > now:
-                parts.captures.enqueue(job)
+            if job.state == "queued" and (job.request.end > now or job.source == "recording"):
+                parts.captures.enqueue(job)  # a recorded window is still there after a restart
             elif job.state == "queued":
                 self._resume_failed(parts.reporter, job, "agent restarted before the capture began")
             elif job.state == "capturing" and not parts.pipeline.recover_interrupted(job):
