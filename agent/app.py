@@ -76,6 +76,7 @@ class Agent:
         self.recorded = ProfileGSource(
             lambda camera_id: endpoint_for(camera_id, self.registry, self.recorders, self.credentials),
             settings.recorded,
+            self.metrics.registry,
         )
         clips = settings.clips
         self.clip_pool = SessionPool(

@@ -30,7 +30,12 @@ LIVE_TOLERANCE = timedelta(seconds=2)
 
 
 class SourceUnavailableError(Exception):
-    """A source cannot serve a window; the message says why (safe to report: no address, no credential)."""
+    """A source cannot serve a window; the message says why (safe to report: no address, no credential),
+    `outcome` in a word (a bounded metric label, e.g. "retention")."""
+
+    def __init__(self, message: str, outcome: str = "unavailable") -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 class RecordedClip(Protocol):

@@ -9,7 +9,9 @@ media timestamps are recorded time minus the first frame's, so a gap stays a gap
 - frames without a recorded time (no replay header extension): no clip, the time cannot be proven;
 - recorded times that go backwards: the clip ends there (partial).
 A gap is a jump between consecutive frames' recorded times of more than GAP_FRAMES frames (and GAP_MIN_S),
-or a frame the recorder flags as a discontinuity. A replay that stalls or ends early gives a partial clip.
+or a frame the recorder flags as a discontinuity. A replay that stalls or ends early gives a partial clip, as
+does one whose first picture comes after the start (nothing recorded before it, e.g. past the retention).
+Each replay ends with one bounded ``outcome`` label (OUTCOMES), counted by the source.
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ MAX_LEAD_S = 10.0  # a replay starts at the keyframe at or before the start: at 
 GAP_FRAMES, GAP_MIN_S = 3, 0.5
 DEFAULT_FRAME_S = 0.04
 _EPS = 1e-3
+OUTCOMES = (
+    "complete", "gap", "late_start", "stalled", "ended_early", "refused", "unknown_recording", "other_time",
+    "no_times", "no_footage", "failed",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    result: CaptureResult
+    outcome: str  # one of OUTCOMES
 
 
 @dataclass(frozen=True)
@@ -60,8 +72,11 @@ def capture_replay(
     end: datetime,
     out_path: Path,
     cancel: threading.Event | None = None,
-) -> CaptureResult:
-    """Replay [start, end) as fast as the recorder allows into ``out_path``; blocks until done."""
+    *,
+    earliest: datetime | None = None,
+) -> ReplayOutcome:
+    """Replay [start, end) as fast as the recorder allows into ``out_path``; blocks until done. ``earliest``:
+    the recording's earliest moment (its retention), to explain a clip that starts late."""
     clip = _RecordedClip(start.timestamp(), end.timestamp(), out_path)
     try:
         with ReplaySession(
@@ -70,27 +85,27 @@ def capture_replay(
         ) as session:  # fmt: skip
             session.play(clip.start, clip.end, rate_control=False)
             for frame in session.frames():
-                if (cancel is not None and cancel.is_set()) and clip.stop("cancelled"):
+                if (cancel is not None and cancel.is_set()) and clip.stop("cancelled", "ended_early"):
                     break
                 if clip.take(frame):
                     break
     except ReplayError as exc:
-        clip.stop(_replay_error(exc, clip.started))
+        clip.stop(*_replay_error(exc, clip.started))
     except (av.error.FFmpegError, OSError, ValueError) as exc:  # the muxer or the disk
-        clip.stop(f"write failed: {describe_error(exc)}")
+        clip.stop(f"write failed: {describe_error(exc)}", "failed")
     finally:
         clip.close()
-    return clip.result()
+    return clip.result(earliest.timestamp() if earliest else None)
 
 
-def _replay_error(exc: ReplayError, started: bool) -> str:
+def _replay_error(exc: ReplayError, started: bool) -> tuple[str, str]:
     if exc.kind == "refused":
-        return f"recorder refused replay ({exc})"
+        return f"recorder refused replay ({exc})", "refused"
     if exc.kind == "unknown":
-        return f"recording unknown to the recorder ({exc})"
+        return f"recording unknown to the recorder ({exc})", "unknown_recording"
     if exc.kind == "stalled":
-        return f"replay stalled ({exc})"
-    return f"replay {'ended early' if started else 'failed'} ({exc})"
+        return f"replay stalled ({exc})", "stalled" if started else "no_footage"
+    return f"replay {'ended early' if started else 'failed'} ({exc})", "ended_early" if started else "failed"
 
 
 class _RecordedClip:
@@ -105,25 +120,31 @@ class _RecordedClip:
         self.thumbnail: bytes | None = None
         self.reached_end = False
         self.error: str | None = None
+        self.outcome = ""
 
     @property
     def started(self) -> bool:
         return self.writer is not None
 
-    def stop(self, error: str) -> bool:
-        self.error = self.error or error
+    def stop(self, error: str, outcome: str) -> bool:
+        if self.error is None:
+            self.error, self.outcome = error, outcome
         return True
 
     def take(self, frame: RecordedFrame) -> bool:
         """Handle one frame; True when the clip is done."""
         recorded = frame.recorded
         if recorded is None:
-            return self.stop("the recorder sent no recorded times (ONVIF replay header extension)")
+            return self.stop(
+                "the recorder sent no recorded times (ONVIF replay header extension)", "no_times"
+            )
         if self.writer is None:
             if not frame.keyframe:
                 return False
             if recorded >= self.end - _EPS or recorded < self.start - MAX_LEAD_S:
-                return self.stop(f"the recorder returned {_iso(recorded)}, not the window asked")
+                return self.stop(
+                    f"the recorder returned {_iso(recorded)}, not the window asked", "other_time"
+                )
             self._open(frame)
         assert self.first is not None
         if recorded >= self.end - _EPS:
@@ -131,16 +152,20 @@ class _RecordedClip:
             return True
         if self.last is not None:
             if recorded <= self.last:
-                return self.stop(f"recorded times went backwards at {_iso(recorded)}")
+                return self.stop(f"recorded times went backwards at {_iso(recorded)}", "other_time")
             step = recorded - self.last
             if frame.discontinuity or step > max(GAP_FRAMES * self.frame_s, GAP_MIN_S):
                 self.gaps.append((self.last + self.frame_s, recorded))
             else:
                 self.frame_s = step
         self._write(frame, recorded)
-        if frame.last:
-            self.reached_end = recorded + self.frame_s >= self.end - _EPS
+        if recorded + self.frame_s >= self.end - _EPS:  # the last frame that begins before the end
+            self.reached_end = True
             return True
+        if frame.last:
+            return self.stop(
+                f"the recorder ended the replay at {_iso(recorded + self.frame_s)}", "ended_early"
+            )
         return False
 
     def _open(self, frame: RecordedFrame) -> None:
@@ -166,23 +191,28 @@ class _RecordedClip:
         if self.writer is not None:
             self.writer.abort()
 
-    def result(self) -> CaptureResult:
+    def result(self, earliest: float | None) -> ReplayOutcome:
         writer = self.writer
         if writer is None or self.first is None or self.last is None:
-            return CaptureResult.failed(self.error or "the recorder sent no footage of the window")
+            error = self.error or "the recorder sent no footage of the window"
+            return ReplayOutcome(CaptureResult.failed(error), self.outcome or "no_footage")
         covered_end = self.last + self.frame_s
-        contains = self.first <= self.start + _EPS and covered_end >= self.end - _EPS
-        gaps = tuple((_utc(a), _utc(b)) for a, b in self.gaps)
-        if self.gaps and self.error is None:
-            self.error = "gap in the recording: " + ", ".join(
-                f"{_iso(a)}..{_iso(b)}" for a, b in self.gaps[:5]
+        if self.error is None and self.first > self.start + _EPS:
+            late = (
+                "the recording starts at" if earliest and earliest > self.start else "nothing recorded before"
             )
-        complete = self.error is None and self.reached_end and contains
+            self.stop(f"{late} {_iso(self.first)}", "late_start")
+        if self.gaps and self.error is None:
+            stretches = ", ".join(f"{_iso(a)}..{_iso(b)}" for a, b in self.gaps[:5])
+            self.stop(f"gap in the recording: {stretches}", "gap")
+        complete = self.error is None and self.reached_end
         width, height = self.template.codec_context.width, self.template.codec_context.height
-        return CaptureResult(
-            to_utc(self.first), to_utc(covered_end), "recording", writer.size_bytes, writer.sha256, "h264",
-            width, height, self.thumbnail, complete, self.error, None, gaps,
+        gaps = tuple((_utc(a), _utc(b)) for a, b in self.gaps)
+        result = CaptureResult(
+            _utc(self.first), _utc(covered_end), "recording", writer.size_bytes, writer.sha256, "h264", width,
+            height, self.thumbnail, complete, self.error, None, gaps,
         )  # fmt: skip
+        return ReplayOutcome(result, "complete" if complete else self.outcome or "ended_early")
 
 
 def _utc(moment: float) -> datetime:

@@ -11,7 +11,6 @@ ledger's host and ports, never to the addresses a device advertises.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+from prometheus_client import CollectorRegistry, Counter
 
 from agent.clips.capture import CaptureResult
 from agent.clips.sources import SourceUnavailableError
@@ -39,46 +39,64 @@ class ProfileGClip:
     recording: Recording
     info: RecordingInfo
     target: ReplayTarget
+    outcomes: Counter
 
     def capture(
         self, start: datetime, end: datetime, out_path: Path, cancel: threading.Event | None
     ) -> CaptureResult:
-        result = capture_replay(self.target, start, end, out_path, cancel)
-        earliest = self.info.earliest
-        late_start = result.covered_start is not None and result.covered_start > start
-        if not result.complete and result.error is None and late_start and earliest and earliest > start:
-            # The window began before the retention: say so instead of a bare "ended early".
-            stamp = earliest.isoformat(timespec="seconds")
-            return dataclasses.replace(result, error=f"the recording starts at {stamp} (retention)")
-        return result
+        replayed = capture_replay(self.target, start, end, out_path, cancel, earliest=self.info.earliest)
+        self.outcomes.labels(replayed.outcome).inc()
+        return replayed.result
 
 
 class ProfileGSource:
-    def __init__(self, endpoint_for: EndpointLookup, settings: RecordedSettings) -> None:
+    """Counts every request it serves in cctv_agent_recorded_requests_total{outcome}: a replay's outcome
+    (agent/recorded/replay_capture.py OUTCOMES) or why no replay was tried (retention, not_found, ...)."""
+
+    def __init__(
+        self,
+        endpoint_for: EndpointLookup,
+        settings: RecordedSettings,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self._endpoint_for, self._settings = endpoint_for, settings
         self._session: aiohttp.ClientSession | None = None
+        self.outcomes = Counter(
+            "cctv_agent_recorded_requests_total", "Recorded clip requests by outcome", ["outcome"],
+            registry=registry or CollectorRegistry(),
+        )  # fmt: skip
 
     def why_not(self, camera_id: str) -> str | None:
         found = self._endpoint_for(camera_id)
         return found if isinstance(found, str) else None
 
     async def locate(self, camera_id: str, start: datetime, end: datetime) -> ProfileGClip:
+        try:
+            return await self._locate(camera_id, start, end)
+        except SourceUnavailableError as exc:
+            self.outcomes.labels(exc.outcome).inc()
+            raise
+
+    async def _locate(self, camera_id: str, start: datetime, end: datetime) -> ProfileGClip:
         endpoint = self._endpoint(camera_id)
         try:
             info = await find_recording(self._http(), endpoint, camera_id, timeout_s=self._settings.timeout_s)
-        except RecordingError as exc:
-            raise SourceUnavailableError(f"{endpoint.via} {endpoint.device_id}: {exc}") from None
-        if info.earliest is not None and end <= info.earliest:
-            stamp = info.earliest.isoformat(timespec="seconds")
-            raise SourceUnavailableError(f"window older than the retention: the recording starts at {stamp}")
-        if info.latest is not None and start >= info.latest:
-            stamp = info.latest.isoformat(timespec="seconds")
-            raise SourceUnavailableError(f"window after the latest recorded moment ({stamp})")
-        try:
+            if info.earliest is not None and end <= info.earliest:
+                stamp = info.earliest.isoformat(timespec="seconds")
+                why = f"window older than the retention: the recording starts at {stamp}"
+                raise SourceUnavailableError(why, outcome="retention")
+            if info.latest is not None and start >= info.latest:
+                stamp = info.latest.isoformat(timespec="seconds")
+                raise SourceUnavailableError(
+                    f"window after the latest recorded moment ({stamp})", "after_latest"
+                )
             path = await replay_path(self._http(), endpoint, info.token, timeout_s=self._settings.timeout_s)
         except RecordingError as exc:
-            raise SourceUnavailableError(f"{endpoint.via} {endpoint.device_id}: {exc}") from None
-        return ProfileGClip(self._recording(endpoint, info), info, self._target(endpoint, path))
+            raise SourceUnavailableError(f"{endpoint.via} {endpoint.device_id}: {exc}", exc.kind) from None
+        clip = ProfileGClip(
+            self._recording(endpoint, info), info, self._target(endpoint, path), self.outcomes
+        )
+        return clip
 
     async def reach(self, camera_id: str) -> RecordedReach | None:
         found = self._endpoint_for(camera_id)
@@ -101,7 +119,7 @@ class ProfileGSource:
     def _endpoint(self, camera_id: str) -> Endpoint:
         found = self._endpoint_for(camera_id)
         if isinstance(found, str):
-            raise SourceUnavailableError(found)
+            raise SourceUnavailableError(found, "no_endpoint")
         return found
 
     def _http(self) -> aiohttp.ClientSession:

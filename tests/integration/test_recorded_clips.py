@@ -260,6 +260,13 @@ async def test_each_bad_window_or_recorder_gets_a_clear_result_and_never_another
     assert "token does not exist" in reason("unknown token")
     assert reason("stalled").startswith("partial: replay stalled")
     assert reason("across a gap").startswith("partial: gap in the recording")
+    registry = district.agent.metrics.registry  # each bad input counted by its reason
+    outcomes = ("retention", "gap", "refused", "stalled", "other_time", "unknown_token")
+    counted = {
+        o: registry.get_sample_value("cctv_agent_recorded_requests_total", {"outcome": o}) for o in outcomes
+    }
+    assert counted == dict.fromkeys(outcomes, 1.0)
+    assert registry.get_sample_value("cctv_agent_clip_requests_total", {"outcome": "no_source"}) == 1.0
 
     path, manifest = district.fetch(results["across a gap"])
     gap = {"start": gap_start, "end": gap_start + timedelta(seconds=GAP_S)}
