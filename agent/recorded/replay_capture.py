@@ -33,7 +33,7 @@ from agent.clips.stream import describe_error, to_utc
 from agent.clips.thumbnail import keyframe_jpeg
 from agent.clips.writer import FragmentedMp4Writer, Frame
 from agent.credentials import Credentials
-from agent.recorded.rtsp_replay import RecordedFrame, ReplayError, ReplaySession
+from agent.recorded.rtsp_replay import START_CODE, RecordedFrame, ReplayError, ReplaySession
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def capture_replay(
             read_timeout_s=target.read_timeout_s,
         ) as session:  # fmt: skip
             session.play(clip.start, clip.end, rate_control=False)
+            clip.parameter_sets = session.parameter_sets
             for frame in session.frames():
                 if (cancel is not None and cancel.is_set()) and clip.stop("cancelled", "ended_early"):
                     break
@@ -121,6 +122,7 @@ class _RecordedClip:
         self.reached_end = False
         self.error: str | None = None
         self.outcome = ""
+        self.parameter_sets = b""  # from the SDP: used when the first keyframe carries none
 
     @property
     def started(self) -> bool:
@@ -169,7 +171,9 @@ class _RecordedClip:
         return False
 
     def _open(self, frame: RecordedFrame) -> None:
-        container = av.open(io.BytesIO(frame.data), format="h264")
+        in_band = any(nal and nal[0] & 0x1F == 7 for nal in frame.data.split(START_CODE))  # an SPS
+        first = frame.data if in_band else self.parameter_sets + frame.data
+        container = av.open(io.BytesIO(first), format="h264")
         holder = av.open(io.BytesIO(), "w", format="mp4")
         self.template = holder.add_stream_from_template(container.streams.video[0])
         container.close()
@@ -177,7 +181,7 @@ class _RecordedClip:
             self.out_path, self.template, time_base=TIME_BASE, codec="h264", wallclock_source="recording"
         )
         self.first = frame.recorded
-        self.thumbnail = keyframe_jpeg("h264", None, frame.data)
+        self.thumbnail = keyframe_jpeg("h264", None, first)
 
     def _write(self, frame: RecordedFrame, recorded: float) -> None:
         assert self.writer is not None and self.first is not None

@@ -12,6 +12,8 @@ not handled yet (``ReplayError``).
 from __future__ import annotations
 
 import base64
+import binascii
+import re
 import socket
 import struct
 import time
@@ -26,6 +28,7 @@ NTP_EPOCH_OFFSET = 2_208_988_800
 START_CODE = b"\x00\x00\x00\x01"
 MAX_RESPONSE_BYTES = 64 * 1024
 FLAG_C, FLAG_E, FLAG_D, FLAG_T = 0x80, 0x40, 0x20, 0x10
+_SPROP = re.compile(r"sprop-parameter-sets=([A-Za-z0-9+/=,]+)")
 
 
 class ReplayError(Exception):
@@ -84,6 +87,7 @@ class ReplaySession:
         self._session = ""
         self._auth: DigestChallenge | None = None
         self._basic = False
+        self.parameter_sets = b""  # SPS and PPS from the SDP (Annex B), for devices that send none in-band
 
     def __enter__(self) -> ReplaySession:
         return self
@@ -105,8 +109,10 @@ class ReplaySession:
     def play(self, start: float, end: float, *, rate_control: bool = False) -> None:
         """DESCRIBE, SETUP and PLAY [start, end) (epoch seconds)."""
         describe = self._request("DESCRIBE", self._url, {"Accept": "application/sdp"})
-        if "H264" not in describe.body.decode("utf-8", "replace"):
+        sdp = describe.body.decode("utf-8", "replace")
+        if "H264" not in sdp:
             raise ReplayError("protocol", "the replay is not H.264")
+        self.parameter_sets = _sprop(sdp)
         base = describe.headers.get("content-base", self._url + "/").rstrip("/")
         setup = self._request(
             "SETUP", f"{base}/trackID=0",
@@ -245,6 +251,17 @@ class _Response:
     status: int
     headers: dict[str, str]
     body: bytes
+
+
+def _sprop(sdp: bytes | str) -> bytes:
+    """The SDP's sprop-parameter-sets as Annex B (empty if absent or not base64)."""
+    match = _SPROP.search(str(sdp))
+    if match is None:
+        return b""
+    try:
+        return b"".join(START_CODE + base64.b64decode(part) for part in match.group(1).split(",") if part)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def _depacketize(unit: _Unit, payload: bytes) -> None:
