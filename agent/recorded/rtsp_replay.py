@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from agent.credentials import Credentials
-from agent.onvif_soap import DigestChallenge
+from agent.http_digest import DigestChallenge
 
 NTP_EPOCH_OFFSET = 2_208_988_800
 START_CODE = b"\x00\x00\x00\x01"
