@@ -1,4 +1,6 @@
 """One clip's way from camera to bucket: capture while the upload streams, thumbnail, signed manifest, result.
+The capture reads the camera's stream (live or pre-roll: the session pool) or replays recorded storage (the
+job's source is `recording`: agent/clips/sources.py); everything after it is the same for every source.
 
 Result convention (ClipUpdate): `succeeded` carries the object keys, size, sha256 and the window the video
 actually covers. A clip shorter than asked (stream lost, agent restarted mid-capture) is still `succeeded`,
