@@ -35,6 +35,9 @@ from agent.metrics import AgentMetrics
 from agent.mqtt_link import MqttLink
 from agent.publishing import Publishing
 from agent.reconcile import Reconciliation
+from agent.recorded.endpoints import endpoint_for
+from agent.recorded.recorders import Recorders
+from agent.recorded.source import ProfileGSource, reach_all
 from agent.registry import Registry
 from agent.stream_check import StreamChecker, Timeouts
 from agent.stream_health import rtsp_url_for, run_cycle
@@ -70,6 +73,12 @@ class Agent:
             self.metrics,
             publish=lambda delivery, kind: self.link.publish(delivery, kind),  # noqa: PLW0108 (link is built below)
             clock_skew_limit_s=health.clock_skew_limit_s,
+        )
+        self.recorders = Recorders(settings.recorded.recorders)
+        self.recorded = ProfileGSource(
+            lambda camera_id: endpoint_for(camera_id, self.registry, self.recorders, self.credentials),
+            settings.recorded,
+            self.metrics.registry,
         )
         clips = settings.clips
         self.clip_pool = SessionPool(
@@ -108,6 +117,7 @@ class Agent:
             policy=self.command_policy,
             camera_lookup=self.camera_target,
             metrics_registry=self.metrics.registry,
+            recorded=self.recorded,
         )
 
     async def run(self, stop: asyncio.Event, progress: Progress | None = None) -> None:
@@ -134,6 +144,7 @@ class Agent:
                 group.create_task(self._watch(stop))
                 group.create_task(self._watch_streams(stop))
                 group.create_task(self._resweep(stop))
+                group.create_task(self._watch_recordings(stop))
 
     async def _shutdown(self) -> None:
         # New commands stop first (refused with a result), then in-flight clips get a grace period.
@@ -181,6 +192,22 @@ class Agent:
         """Re-enumerate and re-discover on a schedule: firmware upgrades, replaced and moved cameras."""
         while not await _stopped_within(stop, self.settings.health.sweep_interval_s):
             await _unless_stopped(stop, self._guarded("sweep", self._sweep_and_discover(None)))
+
+    async def check_recordings(self) -> None:
+        """Learn the recorders' services, then each camera's recorded reach, for the health report."""
+        recorded = self.settings.recorded
+        async with aiohttp.ClientSession() as session:
+            await self.recorders.refresh(session, self.credentials, timeout_s=recorded.timeout_s)
+        reach = await reach_all(self.recorded, list(self.registry.records), recorded.reach_concurrency)
+        for camera_id, found in reach.items():
+            self.registry.records[camera_id].recorded = found
+
+    async def _watch_recordings(self, stop: asyncio.Event) -> None:
+        interval_s = self.settings.recorded.reach_interval_s
+        while True:
+            await _unless_stopped(stop, self._guarded("recordings check", self.check_recordings()))
+            if await _stopped_within(stop, interval_s):
+                return
 
     async def _watch_streams(self, stop: asyncio.Event) -> None:
         # The first cycle waits for one interval: enumeration just proved the cameras answer.

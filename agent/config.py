@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import SettingsConfigDict
 
 from agent.clips.settings import ClipBucketSettings, ClipSettings
+from agent.recorded.settings import RecordedSettings
 from common.mqtt_settings import MqttSettings
 from common.settings import TomlThenEnv
 from contract.districts import DISTRICTS
@@ -115,6 +116,7 @@ class AgentSettings(TomlThenEnv):
     s3: ClipBucketSettings = ClipBucketSettings()
     clips: ClipSettings = ClipSettings()
     commands: CommandSettings = CommandSettings()
+    recorded: RecordedSettings = RecordedSettings()
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     # Loopback by default; a container sets 0.0.0.0 so that Prometheus can scrape it (Dockerfile.agent).
     metrics_host: str = "127.0.0.1"

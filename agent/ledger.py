@@ -27,6 +27,7 @@ COLUMNS = (
     "rtsp_port",
     "vendor_hint",
     "credentials_ref",
+    "recorder",
 )
 
 
@@ -45,6 +46,7 @@ class LedgerCamera(BaseModel):
     rtsp_port: int = Field(default=554, ge=1, le=65535)
     vendor_hint: str = ""
     credentials_ref: str = ""
+    recorder: str = ""  # the id (recorders ledger) of the recorder that stores this camera's footage, if any
 
 
 @dataclass(frozen=True)

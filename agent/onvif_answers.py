@@ -19,7 +19,9 @@ S11 = "http://schemas.xmlsoap.org/soap/envelope/"
 TDS = "http://www.onvif.org/ver10/device/wsdl"
 TRT = "http://www.onvif.org/ver10/media/wsdl"
 TT = "http://www.onvif.org/ver10/schema"
-NSMAP = {"s": S12, "tds": TDS, "trt": TRT, "tt": TT}
+TSE = "http://www.onvif.org/ver10/search/wsdl"
+TRP = "http://www.onvif.org/ver10/replay/wsdl"
+NSMAP = {"s": S12, "tds": TDS, "trt": TRT, "tt": TT, "tse": TSE, "trp": TRP}
 
 _UTC_PARTS = ("Year", "Month", "Day", "Hour", "Minute", "Second")
 # How far an ONVIF clock offset can be from the truth: half its one-second resolution, plus up to 50 ms

@@ -39,6 +39,14 @@ class StreamInfo:
 
 
 @dataclass(frozen=True)
+class RecordingServices:
+    """Paths of a Profile G device's Search and Replay services (their advertised hosts are never used)."""
+
+    search_path: str
+    replay_path: str
+
+
+@dataclass(frozen=True)
 class CameraInfo:
     manufacturer: str
     model: str
@@ -49,6 +57,7 @@ class CameraInfo:
     clock_offset_s: float | None
     streams: list[StreamInfo]
     snapshot_uri: str = field(repr=False, default="")  # sensitive like StreamInfo.uri; "" if unknown
+    recording: RecordingServices | None = None  # the camera's own recorded storage (Profile G), if offered
 
     @property
     def identity(self) -> tuple[str, str]:

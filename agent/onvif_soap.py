@@ -20,7 +20,6 @@ import base64
 import hashlib
 import logging
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,12 +33,15 @@ from lxml import etree
 from agent.credentials import Credentials
 from agent.errors import CameraError
 from agent.firmware import Quirks
+from agent.http_digest import DigestChallenge
 from agent.ledger import LedgerCamera
 from agent.onvif_answers import (
     NSMAP,
     S12,
     TDS,
+    TRP,
     TRT,
+    TSE,
     TT,
     SoapFaultError,
     clock_offset,
@@ -47,7 +49,7 @@ from agent.onvif_answers import (
     parse_answer,
     stream_info,
 )
-from agent.onvif_reader import CameraInfo
+from agent.onvif_reader import CameraInfo, RecordingServices
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,8 @@ _UT = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-pr
 
 _ENVELOPE = (
     f'<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="{S12}" xmlns:tds="{TDS}" '
-    f'xmlns:trt="{TRT}" xmlns:tt="{TT}">{{header}}<s:Body>{{body}}</s:Body></s:Envelope>'
+    f'xmlns:trt="{TRT}" xmlns:tt="{TT}" xmlns:tse="{TSE}" xmlns:trp="{TRP}">{{header}}<s:Body>{{body}}'
+    "</s:Body></s:Envelope>"
 )
 _SECURITY = (
     f'<s:Header><wsse:Security xmlns:wsse="{_WSSE}" xmlns:wsu="{_WSU}" s:mustUnderstand="1">'
@@ -85,7 +88,7 @@ _STREAM_SETUP = (
 _BODIES = {
     "GetSystemDateAndTime": "<tds:GetSystemDateAndTime/>",
     "GetServices": "<tds:GetServices><tds:IncludeCapability>false</tds:IncludeCapability></tds:GetServices>",
-    "GetCapabilities": "<tds:GetCapabilities><tds:Category>Media</tds:Category></tds:GetCapabilities>",
+    "GetCapabilities": "<tds:GetCapabilities><tds:Category>All</tds:Category></tds:GetCapabilities>",
     "GetDeviceInformation": "<tds:GetDeviceInformation/>",
     "GetNetworkInterfaces": "<tds:GetNetworkInterfaces/>",
     "GetProfiles": "<trt:GetProfiles/>",
@@ -93,7 +96,7 @@ _BODIES = {
     "</trt:GetStreamUri>",
     "GetSnapshotUri": "<trt:GetSnapshotUri><trt:ProfileToken>{token}</trt:ProfileToken></trt:GetSnapshotUri>",
 }
-_AUTH_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+_NAMESPACES = {"trt": TRT, "tse": TSE, "trp": TRP}
 
 
 def new_session(concurrency: int) -> aiohttp.ClientSession:
@@ -139,6 +142,53 @@ async def enumerate_camera(
         raise CameraError("timeout", f"no complete answer within {timeout_s:g} s") from None
 
 
+@dataclass(frozen=True)
+class Device:
+    """A device to call outside an enumeration (Profile G search and replay): its ledger row (address and
+    credentials reference), credentials, quirks and clock offset (device minus ours, dates WS-Security)."""
+
+    ledger: LedgerCamera
+    creds: Credentials | None = field(repr=False)
+    quirks: Quirks | None = None
+    clock_offset_s: float | None = None
+
+
+async def call_once(
+    session: aiohttp.ClientSession, device: Device, path: str, name: str, body: str, *, timeout_s: float
+) -> etree._Element:
+    """One SOAP call (`body`: the Body's content) within `timeout_s`."""
+    cam = _device(session, device, timeout_s)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await cam.call(path, name, body=body)
+    except TimeoutError:
+        raise CameraError("timeout", f"{name}: no answer within {timeout_s:g} s") from None
+
+
+async def recording_services(
+    session: aiohttp.ClientSession, device: Device, *, timeout_s: float
+) -> tuple[float | None, RecordingServices | None]:
+    """A recorder's clock offset and its Search and Replay services (None: it offers none)."""
+    cam = _device(session, device, timeout_s)
+    try:
+        async with asyncio.timeout(timeout_s):
+            when = await cam.call(DEVICE_PATH, "GetSystemDateAndTime", auth=cam.quirks.auth_needed_for_time)
+            offset = clock_offset(when)
+            cam.offset_s = offset if offset is not None and cam.quirks.adjust_time else 0.0
+            return offset, (await service_paths(cam))[1]
+    except TimeoutError:
+        raise CameraError("timeout", f"no complete answer within {timeout_s:g} s") from None
+
+
+def _device(session: aiohttp.ClientSession, device: Device, timeout_s: float) -> _Camera:
+    quirks = device.quirks or Quirks()
+    cam = _Camera(session, device.ledger, device.creds, quirks, 1, None, None, Learned())
+    cam.deadline = time.monotonic() + timeout_s
+    if device.clock_offset_s is not None and quirks.adjust_time:
+        cam.offset_s = device.clock_offset_s
+    return cam
+
+
 @dataclass
 class Learned:
     """What talking to a camera taught the agent, kept with the camera across enumerations."""
@@ -146,54 +196,6 @@ class Learned:
     # Its SOAP stack refused our WS-Security header as not understood: calls go without it (it then wants no
     # authentication, or HTTP Digest, which its 401 challenge brings).
     wsse_refused: bool = False
-
-
-@dataclass
-class _Digest:
-    """An HTTP Digest challenge (RFC 7616), reused with an increasing nonce count."""
-
-    realm: str
-    nonce: str
-    qop_auth: bool
-    algorithm: str
-    opaque: str | None
-    count: int = 0
-
-    @classmethod
-    def parse(cls, header: str) -> _Digest | None:
-        scheme, _, rest = header.strip().partition(" ")
-        if scheme.lower() != "digest":
-            return None
-        p = {m[1].lower(): m[2] if m[2] is not None else m[3] for m in _AUTH_PARAM.finditer(rest)}
-        algorithm = p.get("algorithm", "MD5").upper()
-        if "nonce" not in p or algorithm not in ("MD5", "MD5-SESS", "SHA-256", "SHA-256-SESS"):
-            return None
-        qops = [q.strip() for q in p.get("qop", "").split(",")]
-        return cls(p.get("realm", ""), p["nonce"], "auth" in qops, algorithm, p.get("opaque"))
-
-    def authorization(self, user: str, password: str, method: str, uri: str) -> str:
-        name = "sha256" if self.algorithm.startswith("SHA-256") else "md5"
-
-        def h(text: str) -> str:
-            return hashlib.new(name, text.encode(), usedforsecurity=False).hexdigest()
-
-        self.count += 1
-        cnonce, nc = os.urandom(8).hex(), f"{self.count:08x}"
-        ha1 = h(f"{user}:{self.realm}:{password}")
-        if self.algorithm.endswith("-SESS"):
-            ha1 = h(f"{ha1}:{self.nonce}:{cnonce}")
-        ha2 = h(f"{method}:{uri}")
-        user_q = user.replace("\\", "\\\\").replace('"', '\\"')
-        fields = f'username="{user_q}", realm="{self.realm}", nonce="{self.nonce}", uri="{uri}"'
-        fields += f", algorithm={self.algorithm}"
-        if self.qop_auth:
-            response = h(f"{ha1}:{self.nonce}:{nc}:{cnonce}:auth:{ha2}")
-            fields += f', qop=auth, nc={nc}, cnonce="{cnonce}"'
-        else:
-            response = h(f"{ha1}:{self.nonce}:{ha2}")
-        if self.opaque is not None:
-            fields += f', opaque="{self.opaque}"'
-        return f'Digest {fields}, response="{response}"'
 
 
 @dataclass
@@ -210,7 +212,7 @@ class _Camera:
     learned: Learned
     deadline: float = 0.0
     offset_s: float = 0.0  # camera clock minus ours, applied to every Created
-    digest: _Digest | None = None
+    digest: DigestChallenge | None = None
     slots: asyncio.Semaphore = field(init=False)
     base: str = field(init=False)
 
@@ -220,11 +222,14 @@ class _Camera:
         self.base = f"http://{f'[{host}]' if ':' in host else host}:{self.ledger.onvif_port}"
 
     async def call(
-        self, path: str, name: str, *, auth: bool = True, token: str = "", close: bool = False
-    ) -> etree._Element:
-        """One SOAP call; returns the first element of the answer's Body. `close`: the camera's last call."""
-        body = _BODIES[name].format(token=escape(token)) if token else _BODIES[name]
-        ns = TRT if body.startswith("<trt:") else TDS
+        self, path: str, name: str, *, auth: bool = True, token: str = "", close: bool = False,
+        body: str | None = None,
+    ) -> etree._Element:  # fmt: skip
+        """One SOAP call; returns the first element of the answer's Body. `close`: the camera's last call;
+        `body`: the request's Body content, for calls outside enumeration (default: the call's template)."""
+        if body is None:
+            body = _BODIES[name].format(token=escape(token)) if token else _BODIES[name]
+        ns = _NAMESPACES.get(body[1:4], TDS)
         headers = {"Content-Type": f'application/soap+xml; charset=utf-8; action="{ns}/{name}"'}
         if close:  # real cameras have few connection slots: do not leave ours idling in the pool
             headers["Connection"] = "close"
@@ -273,7 +278,7 @@ class _Camera:
                     self.creds.username, password, "POST", path
                 )
             status, challenge, answer = await _post(self.session, self.base + path, data, headers)
-            fresh = _Digest.parse(challenge) if status == 401 and challenge and auth else None
+            fresh = DigestChallenge.parse(challenge) if status == 401 and challenge and auth else None
             if fresh is None or self.creds is None or attempt == 1:
                 return status, answer
             # Digest wanted (first call, or our nonce went stale): answer the challenge once.
@@ -324,8 +329,8 @@ async def _enumerate(cam: _Camera, snapshot: bool) -> CameraInfo:
     when = await cam.call(DEVICE_PATH, "GetSystemDateAndTime", auth=cam.quirks.auth_needed_for_time)
     offset = clock_offset(when)
     cam.offset_s = offset if offset is not None and cam.quirks.adjust_time else 0.0
-    media, device = await _both(
-        cam, lambda: _media_path(cam), lambda: cam.call(DEVICE_PATH, "GetDeviceInformation")
+    (media, recording), device = await _both(
+        cam, lambda: service_paths(cam), lambda: cam.call(DEVICE_PATH, "GetDeviceInformation")
     )
     interfaces, profiles_el = await _both(
         cam, lambda: cam.call(DEVICE_PATH, "GetNetworkInterfaces"), lambda: cam.call(media, "GetProfiles")
@@ -349,6 +354,7 @@ async def _enumerate(cam: _Camera, snapshot: bool) -> CameraInfo:
         clock_offset_s=offset,
         streams=[stream_info(p, uri) for p, uri in zip(profiles, uris, strict=False)],
         snapshot_uri=uris[len(profiles)] if snapshot and profiles else "",
+        recording=recording,
     )
 
 
@@ -378,8 +384,9 @@ async def _awaited(job: Callable[[], Awaitable[T]]) -> T:
     return await job()
 
 
-async def _media_path(cam: _Camera) -> str:
-    """Path of the Media service; its host and port are ignored (cameras advertise wrong ones)."""
+async def service_paths(cam: _Camera) -> tuple[str, RecordingServices | None]:
+    """Paths of the Media service and of the Search and Replay services (Profile G) if offered; their hosts
+    and ports are ignored (cameras advertise wrong ones)."""
     if not cam.quirks.prefer_get_capabilities:
         try:
             services = await cam.call(DEVICE_PATH, "GetServices")
@@ -387,14 +394,26 @@ async def _media_path(cam: _Camera) -> str:
             if fault.kind == "unauthorized":
                 raise
         else:
-            for service in services.iterfind("tds:Service", NSMAP):
-                if (service.findtext("tds:Namespace", "", NSMAP) or "").strip() == TRT:
-                    return _path(service.findtext("tds:XAddr", "", NSMAP))
+            paths = {
+                (service.findtext("tds:Namespace", "", NSMAP) or "").strip(): service.findtext(
+                    "tds:XAddr", "", NSMAP
+                )
+                for service in services.iterfind("tds:Service", NSMAP)
+            }
+            if TRT in paths:
+                return _path(paths[TRT]), _recording(paths.get(TSE), paths.get(TRP))
     caps = await cam.call(DEVICE_PATH, "GetCapabilities")
     xaddr = caps.findtext(".//tt:Media/tt:XAddr", None, NSMAP)
     if xaddr is None:
         raise CameraError("protocol", "the camera advertises no Media service")
-    return _path(xaddr)
+    search, replay = (caps.findtext(f".//tt:{name}/tt:XAddr", None, NSMAP) for name in ("Search", "Replay"))
+    return _path(xaddr), _recording(search, replay)
+
+
+def _recording(search: str | None, replay: str | None) -> RecordingServices | None:
+    if not search or not replay:
+        return None
+    return RecordingServices(_path(search), _path(replay))
 
 
 def _path(xaddr: str | None) -> str:

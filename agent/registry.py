@@ -19,6 +19,7 @@ from contract.messages import (
     CameraStatus,
     HealthEntry,
     HealthSnapshot,
+    RecordedReach,
     StreamSummary,
 )
 
@@ -41,6 +42,7 @@ class CameraRecord:
     since: datetime = field(default_factory=now)
     checked_at: datetime = field(default_factory=now)
     learned: Learned = field(default_factory=Learned)  # how to talk to it, found out by enumeration
+    recorded: RecordedReach | None = None  # its recorded footage, as last checked (agent/recorded/source.py)
 
     @property
     def camera_id(self) -> str:
@@ -124,6 +126,7 @@ class Registry:
                 reasons=r.reasons,
                 clock_offset_s=r.observation.clock_offset_s,
                 checked_at=r.checked_at,
+                recorded=r.recorded,
             )
             for r in self.records.values()
         ]

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from camsim.fleet import Fleet, FleetOptions, build_specs, personality_mix
+from camsim.fleet import Fleet, FleetOptions, build_specs, host_addresses, personality_mix, recorder_spec
 from camsim.ledger import cameras_per_district, write_ledger, write_secrets
 from camsim.model import CameraSpec
 from camsim.scenario import FaultError, apply_scenario, load_scenario
@@ -98,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--write-ledger", type=Path, metavar="FILE", help="write the agent's ledger CSV")
     run.add_argument("--cache-dir", type=Path, default=_default_cache_dir(), help="encoded clip cache")
     run.add_argument("--no-rtsp", action="store_true", help="ONVIF and WS-Discovery only")
+    run.add_argument(
+        "--recorder", type=int, default=0, metavar="N",
+        help="a recorder (Profile G) after the last camera's address stores the first N cameras' footage",
+    )  # fmt: skip
+    run.add_argument("--recorders-out", type=Path, metavar="FILE", help="write the agent's recorders ledger")
     levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
     run.add_argument("--log-level", default="INFO", choices=levels, type=str.upper)
     ledger = sub.add_parser("write-ledger", help="write the ledger (and secrets) without serving")
@@ -133,9 +138,22 @@ def _progress() -> ProgressReporter:
     )
 
 
+def _recorder(args: argparse.Namespace, specs: list[CameraSpec]) -> list[CameraSpec]:
+    """The recorder of `--recorder N` (its cameras then name it), written to `--recorders-out`; or none."""
+    if not getattr(args, "recorder", 0):
+        return []
+    opts = FleetOptions(args.district, args.cameras, args.base_ip, args.onvif_port, args.rtsp_port, args.seed)
+    host = host_addresses(args.base_ip, len(specs) + 1)[-1]
+    nvr = recorder_spec(opts, f"{args.district}-nvr01", host, specs[: args.recorder])
+    if args.recorders_out is not None:
+        write_ledger([nvr], args.recorders_out)
+    return [nvr]
+
+
 async def _serve(args: argparse.Namespace, specs: list[CameraSpec]) -> int:
     from camsim.control_api import ControlApi
     from camsim.media import MediaLibrary
+    from camsim.recording import Archive
 
     t0 = time.monotonic()
     loop = asyncio.get_running_loop()
@@ -143,9 +161,12 @@ async def _serve(args: argparse.Namespace, specs: list[CameraSpec]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     media = MediaLibrary(args.cache_dir)
+    archive = Archive()  # recordings of the Profile G cameras and of the recorder's cameras
+    archive.record(specs)
     fleet = Fleet(
-        specs, media=media, rtsp=not args.no_rtsp, wsd_port=args.wsd_port, multicast=not args.no_multicast
-    )
+        specs, media=media, archive=archive, rtsp=not args.no_rtsp, wsd_port=args.wsd_port,
+        multicast=not args.no_multicast,
+    )  # fmt: skip
     try:
         await fleet.start(_progress())
     except OSError as exc:
@@ -191,14 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run" and args.scenario is not None:
             hits = apply_scenario(load_scenario(args.scenario), specs)
             log.info("scenario %s applied: %s", args.scenario, hits)
+        recorders = _recorder(args, specs) if args.command == "run" else []
         ledger = args.out if args.command == "write-ledger" else args.write_ledger
-        _write_outputs(specs, ledger, args.secrets_out)
+        _write_outputs(specs, ledger, None)
+        _write_outputs([*specs, *recorders], None, args.secrets_out)
     except (FaultError, ValueError, OSError) as exc:
         print(f"cctv-camsim: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "write-ledger":
         return 0
-    return asyncio.run(_serve(args, specs))
+    return asyncio.run(_serve(args, [*specs, *recorders]))
 
 
 if __name__ == "__main__":

@@ -143,6 +143,22 @@ def build_specs(
     return specs
 
 
+def recorder_spec(
+    opts: FleetOptions, recorder_id: str, host: str, cameras: Sequence[CameraSpec]
+) -> CameraSpec:
+    """A network video recorder on its own address that stores (and replays, Profile G) ``cameras``' footage;
+    each camera's spec then names it as its ``recorder``. Its credentials follow the fleet's seed."""
+    for spec in cameras:
+        spec.recorder = recorder_id
+    return CameraSpec(
+        camera_id=recorder_id, district=opts.district, host=host, onvif_port=opts.onvif_port,
+        rtsp_port=opts.rtsp_port, password=camera_password(opts.seed, recorder_id), name=f"NVR {recorder_id}",
+        mac=camera_mac(recorder_id), serial=f"NVR-{_digest('serial', recorder_id).hex()[:10].upper()}",
+        personality=Personality(name="recorder", model="CS-NVR64", hardware_id="CSNVR64"),
+        records=tuple(spec.camera_id for spec in cameras),
+    )  # fmt: skip
+
+
 # Relative shares of the vendor personalities after the default one (roughly the Korean market: domestic
 # Hanwha and IDIS next to Hikvision and Dahua); a personality not listed gets OTHER_VENDOR_WEIGHT.
 VENDOR_WEIGHTS = {"hikvision": 0.30, "hanwha": 0.25, "dahua": 0.20, "idis": 0.15, "axis": 0.10}
@@ -205,6 +221,7 @@ class Fleet:
         specs: Sequence[CameraSpec],
         *,
         media: Any = None,
+        archive: Any = None,
         rtsp: bool = True,
         wsd_port: int = 3702,
         multicast: bool = False,
@@ -214,6 +231,7 @@ class Fleet:
         self.specs = list(specs)
         self._by_id = {s.camera_id: s for s in self.specs}
         self._media = media
+        self.archive = archive  # camsim/recording.py Archive: recorded footage for Profile G devices
         self._rtsp = rtsp
         self._supervise_s = supervise_s
         self._chunk = chunk
@@ -235,11 +253,11 @@ class Fleet:
         from camsim.onvif_server import OnvifServer
 
         snapshot = self._media.snapshot_jpeg if self._media is not None else None
-        servers: list[Any] = [OnvifServer(spec, snapshot_jpeg=snapshot)]
+        servers: list[Any] = [OnvifServer(spec, snapshot_jpeg=snapshot, archive=self.archive)]
         if self._rtsp:
             from camsim.rtsp_server import RtspServer
 
-            servers.append(RtspServer(spec, self._media))
+            servers.append(RtspServer(spec, self._media, archive=self.archive))
         return servers
 
     async def start(self, progress: Progress | None = None) -> None:

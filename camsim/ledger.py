@@ -70,6 +70,7 @@ def ledger_rows(specs: Iterable[CameraSpec]) -> list[dict[str, str]]:
             "rtsp_port": str(s.rtsp_port),
             "vendor_hint": s.personality.manufacturer,
             "credentials_ref": credentials_ref(s.camera_id),
+            "recorder": s.recorder,
         }
         for s in specs
     ]

@@ -29,6 +29,12 @@ class Faults:
     stream_stop_after_s: float | None = None  # RTSP stops sending after this many seconds
     reboot_every_s: float | None = None  # goes away for reboot_down_s every reboot_every_s
     reboot_down_s: float = 5.0
+    # Profile G faults (camsim/replay.py, camsim/onvif_recording.py): refuse every replay; go silent after
+    # this much footage; serve footage this far from the time asked (labelled with its true time).
+    replay_refused: bool = False
+    replay_stall_after_s: float | None = None
+    replay_time_shift_s: float = 0.0
+    search_stale_tokens: bool = False  # search results name recordings by tokens that no longer exist
     started_at: float = field(default_factory=time.monotonic)
 
     def rebooting(self, now: float | None = None) -> bool:
@@ -65,6 +71,11 @@ class Personality:
     keyframe_slices: int = 1
     snapshot_uri_malformed: bool = False  # GetSnapshotUri answers HTTP 200 with a cut-off envelope
     wsse_not_understood: bool = False  # refuses any WS-Security header with a SOAP MustUnderstand fault
+    # ONVIF Profile G (camsim/recording.py): the camera records to its own storage and offers Search/Replay.
+    profile_g: bool = False
+    search_results_paged: bool = False  # the first GetRecordingSearchResults says "Searching", no results yet
+    replay_ignores_rate_control: bool = False  # plays at real time whatever Rate-Control says
+    recording_times_without_zone: bool = False  # EarliestRecording etc. without "Z" (meant as UTC)
 
 
 @dataclass
@@ -91,6 +102,8 @@ class CameraSpec:
     gop: int = 50  # frames between keyframes
     personality: Personality = field(default_factory=Personality)
     faults: Faults = field(default_factory=Faults)
+    recorder: str = ""  # the recorder (its camera_id) that stores this camera's footage, if any
+    records: tuple[str, ...] = ()  # a recorder: the cameras whose footage it stores and replays
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 from camsim import soap
 from camsim.model import CameraSpec, StreamProfile, stream_profiles
+from camsim.onvif_recording import REPLAY_PATH, SEARCH_PATH, RecordingService
+from camsim.recording import Archive
 from camsim.soap import SoapError, SoapRequest, attr, text
 from camsim.wsse import AuthError, HttpDigest, NonceCache, verify_basic, verify_username_token
 
@@ -53,7 +55,10 @@ _REASONS = {
     500: "Internal Server Error",
 }
 _SOAP_TYPE = "application/soap+xml; charset=utf-8"
-_SERVICE_NS = {DEVICE_PATH: soap.NS_DEVICE, MEDIA_PATH: soap.NS_MEDIA}
+_SERVICE_NS = {
+    DEVICE_PATH: soap.NS_DEVICE, MEDIA_PATH: soap.NS_MEDIA,
+    SEARCH_PATH: soap.NS_SEARCH, REPLAY_PATH: soap.NS_REPLAY,
+}  # fmt: skip
 # Device calls that ONVIF lets anyone make (clock sync before authenticating).
 _NO_AUTH = frozenset({"GetSystemDateAndTime"})
 _PROFILE_NAMES = {"main": "MainStream", "sub": "SubStream"}
@@ -151,8 +156,11 @@ class OnvifServer:
         *,
         snapshot_jpeg: Callable[[CameraSpec], bytes] | None = None,
         clock: Callable[[], float] = time.time,
+        archive: Archive | None = None,
     ) -> None:
+        """`archive`: recorded footage; the device offers Search and Replay if it serves any of it."""
         self.spec = spec
+        self._recordings = RecordingService(spec, archive) if archive is not None else None
         self._snapshot_jpeg = snapshot_jpeg
         self._clock = clock
         self._server: asyncio.Server | None = None
@@ -244,6 +252,8 @@ class OnvifServer:
         try:
             soap_request = soap.parse_envelope(request.body)
             handler = _HANDLERS.get((path, soap_request.action))
+            if path in (SEARCH_PATH, REPLAY_PATH) and self._recording_xaddrs() is None:
+                handler = None
             if handler is None or soap_request.namespace != _SERVICE_NS[path]:
                 raise soap.action_not_supported(soap_request.action)
             personality = self.spec.personality
@@ -380,12 +390,23 @@ class OnvifServer:
         category = categories[0] if len(categories) == 1 else "All"
         if category not in ("All", "Device", "Media"):
             raise SoapError("Receiver", ("ter:ActionNotSupported", "ter:NoSuchService"), "No such service")
-        return soap.capabilities(category, self._xaddr(DEVICE_PATH), self._xaddr(MEDIA_PATH))
+        recording = self._recording_xaddrs()
+        return soap.capabilities(category, self._xaddr(DEVICE_PATH), self._xaddr(MEDIA_PATH), recording)
 
     def get_services(self, req: SoapRequest) -> str:
         if self.spec.personality.get_services_unsupported:
             raise soap.action_not_supported(req.action)
-        return soap.services(self._xaddr(DEVICE_PATH), self._xaddr(MEDIA_PATH))
+        return soap.services(self._xaddr(DEVICE_PATH), self._xaddr(MEDIA_PATH), self._recording_xaddrs())
+
+    def _recording_xaddrs(self) -> tuple[str, str] | None:
+        """(Search, Replay) XAddrs when this device serves recordings (Profile G), else None."""
+        if self._recordings is None or not self._recordings.serves():
+            return None
+        return self._xaddr(SEARCH_PATH), self._xaddr(REPLAY_PATH)
+
+    def recordings(self) -> RecordingService:
+        assert self._recordings is not None  # routed here only when _recording_xaddrs() is not None
+        return self._recordings
 
     def get_network_interfaces(self, _: SoapRequest) -> str:
         return soap.NETWORK_INTERFACES.format(mac=text(self.spec.mac), address=text(self.spec.host))
@@ -451,4 +472,10 @@ _HANDLERS: dict[tuple[str, str], _Handler] = {
     (MEDIA_PATH, "GetVideoEncoderConfigurations"): OnvifServer.get_video_encoder_configurations,
     (MEDIA_PATH, "GetStreamUri"): OnvifServer.get_stream_uri,
     (MEDIA_PATH, "GetSnapshotUri"): OnvifServer.get_snapshot_uri,
+    (SEARCH_PATH, "FindRecordings"): lambda s, r: s.recordings().find_recordings(r),
+    (SEARCH_PATH, "GetRecordingSearchResults"): lambda s, r: s.recordings().get_recording_search_results(r),
+    (SEARCH_PATH, "EndSearch"): lambda s, r: s.recordings().end_search(r),
+    (SEARCH_PATH, "GetRecordingSummary"): lambda s, r: s.recordings().get_recording_summary(r),
+    (SEARCH_PATH, "GetRecordingInformation"): lambda s, r: s.recordings().get_recording_information(r),
+    (REPLAY_PATH, "GetReplayUri"): lambda s, r: s.recordings().get_replay_uri(r, s.spec.rtsp_port),
 }

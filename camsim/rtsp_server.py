@@ -26,8 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from camsim import replay
 from camsim.media import EncodedClip, MediaLibrary
 from camsim.model import CameraSpec, StreamProfile, stream_profiles
+from camsim.recording import Archive, Recording
 from camsim.rtp import RTP_CLOCK, PacketizedClip, Stamper, build_template, packetize, sdp_media, sei_user_data
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,9 @@ SR_INTERVAL_S = 2.0
 PUBLIC = "OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER, SET_PARAMETER"
 _AUTH_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
 _REASONS = {
-    200: "OK", 401: "Unauthorized", 404: "Not Found", 454: "Session Not Found",
-    455: "Method Not Valid in This State", 461: "Unsupported Transport", 501: "Not Implemented",
+    200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 454: "Session Not Found",
+    455: "Method Not Valid in This State", 457: "Invalid Range", 461: "Unsupported Transport",
+    501: "Not Implemented", 551: "Option not supported",
 }  # fmt: skip
 
 
@@ -98,10 +101,12 @@ class RtspServer:
     """RTSP endpoint of one camera on ``spec.host:spec.rtsp_port`` (port 0 picks one: see ``port``)."""
 
     def __init__(
-        self, spec: CameraSpec, media: MediaLibrary, *, clock: Callable[[], float] = time.time
-    ) -> None:
+        self, spec: CameraSpec, media: MediaLibrary, *, clock: Callable[[], float] = time.time,
+        archive: Archive | None = None,
+    ) -> None:  # fmt: skip
         self.spec = spec
         self.media = media
+        self.archive = archive  # recorded footage, for a device that serves Profile G replay
         self.clock = clock
         self.port = spec.rtsp_port
         self._server: asyncio.Server | None = None
@@ -117,6 +122,11 @@ class RtspServer:
 
     def profile(self, path: str) -> StreamProfile | None:
         return next((p for p in stream_profiles(self.spec) if p.path == path), None)
+
+    def recording(self, path: str) -> Recording | None:
+        """The recording a replay path names, if this device serves it."""
+        token = replay.token_of(path)
+        return None if token is None else replay.find_recording(self.archive, self.spec, token)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -166,6 +176,7 @@ class _Connection:
         self.setup_uri = ""
         self.channel = 0
         self.player: asyncio.Task[None] | None = None
+        self.recording: Recording | None = None  # set up for replay (camsim/replay.py)
 
     async def run(self) -> None:
         try:
@@ -260,6 +271,8 @@ class _Connection:
         return await asyncio.to_thread(self.server.media.clip, profile, self.spec.faults.image)
 
     async def describe(self, request: Request) -> Response:
+        if replay.token_of(request.path) is not None:
+            return self.describe_replay(request)
         profile = self.server.profile(request.path)
         if profile is None:
             return Response(404)
@@ -274,9 +287,12 @@ class _Connection:
         return Response(200, headers, sdp.encode())
 
     async def setup(self, request: Request) -> Response:
-        profile = self.server.profile(request.path)
+        recording = self.server.recording(request.path)
+        archive = self.server.archive
+        profile = archive.profile if recording and archive else self.server.profile(request.path)
         if profile is None:
             return Response(404)
+        self.recording = recording
         transport = request.headers.get("transport", "")
         if "TCP" not in transport.upper():
             return Response(461)
@@ -294,6 +310,8 @@ class _Connection:
     async def play(self, request: Request) -> Response:
         if not self.session_id or self.profile is None:
             return Response(454)
+        if self.recording is not None:
+            return self.play_replay(request, self.recording)
         if self.player is not None:
             return Response(200, {"Range": "npt=now-", **self.session_header()})
         clip = packetize(await self._clip(self.profile))
@@ -303,6 +321,46 @@ class _Connection:
         self.player = asyncio.create_task(self.stream(clip, plan, stamper))
         self.player.add_done_callback(self._player_ended)
         return Response(200, {"Range": "npt=now-", "RTP-Info": info, **self.session_header()})
+
+    def describe_replay(self, request: Request) -> Response:
+        archive, recording = self.server.archive, self.server.recording(request.path)
+        if self.spec.faults.replay_refused:
+            return Response(403)
+        if archive is None or recording is None:
+            return Response(404)
+        clip = EncodedClip(archive.profile, "none", 1.0, archive.footage.parameter_sets(archive.profile), ())
+        base = f"rtsp://{self.spec.host}:{self.server.port}{request.path}/"
+        session = [
+            "v=0", f"o=- {secrets.randbits(32)} 1 IN IP4 {self.spec.host}", f"s={recording.name}",
+            "c=IN IP4 0.0.0.0", "t=0 0", "a=control:*",
+        ]  # fmt: skip
+        sdp = "\r\n".join(session + sdp_media(clip, "trackID=0")) + "\r\n"
+        return Response(200, {"Content-Base": base, "Content-Type": "application/sdp"}, sdp.encode())
+
+    def play_replay(self, request: Request, recording: Recording) -> Response:
+        if "onvif-replay" not in request.headers.get("require", ""):
+            return Response(551, {"Unsupported": request.headers.get("require", "")})
+        if self.spec.faults.replay_refused:
+            return Response(403)
+        span = replay.parse_range(request.headers.get("range", ""))
+        if span is None or self.server.archive is None:
+            return Response(457)
+        rate_control = request.headers.get("rate-control", "yes").strip().lower() != "no"
+        plan = replay.ReplayPlan.make(
+            self.spec, recording, span[0], span[1], now=self.server.camera_time(), rate_control=rate_control
+        )
+        if self.player is not None:  # a new PLAY repositions the replay
+            self.player.cancel()
+        streamer = replay.ReplayStreamer(
+            self.writer, self.server.archive, plan, channel=self.channel,
+            cseq=_number(request.headers.get("cseq", "")), camera_id=recording.source_id,
+        )  # fmt: skip
+        self.player = asyncio.create_task(streamer.run(asyncio.get_running_loop().time))
+        self.player.add_done_callback(self._player_ended)
+        first = plan.seconds[0] if plan.seconds else span[0]
+        info = streamer.rtp_info(self.setup_uri)
+        headers = {"Range": f"clock={replay.format_clock(first)}-", "RTP-Info": info}
+        return Response(200, headers | self.session_header())
 
     async def teardown(self, request: Request) -> Response:
         return Response(200, self.session_header())
@@ -343,6 +401,10 @@ class _Connection:
             log.debug(
                 "camera %s: client went away after %d frames", self.spec.camera_id, frame - plan.first_frame
             )
+
+
+def _number(text: str) -> int:
+    return int(text) if text.isdigit() else 0
 
 
 @dataclass(frozen=True)

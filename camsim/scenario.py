@@ -47,12 +47,12 @@ def _check_value(name: str, value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise FaultError(f"latency_ms: expected an integer >= 0, got {value!r}")
         return value
-    nullable = name in ("stream_stop_after_s", "reboot_every_s")
+    nullable = name in ("stream_stop_after_s", "reboot_every_s", "replay_stall_after_s")
     if value is None and nullable:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise FaultError(f"{name}: expected a number{' or null' if nullable else ''}, got {value!r}")
-    if name != "clock_skew_s" and value <= 0:
+    if name not in ("clock_skew_s", "replay_time_shift_s") and value <= 0:
         raise FaultError(f"{name}: expected a number > 0, got {value!r}")
     return float(value)
 

@@ -20,6 +20,8 @@ NS_SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 NS_SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 NS_DEVICE = "http://www.onvif.org/ver10/device/wsdl"
 NS_MEDIA = "http://www.onvif.org/ver10/media/wsdl"
+NS_SEARCH = "http://www.onvif.org/ver10/search/wsdl"
+NS_REPLAY = "http://www.onvif.org/ver10/replay/wsdl"
 NS_SCHEMA = "http://www.onvif.org/ver10/schema"
 NS_ERROR = "http://www.onvif.org/ver10/error"
 NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
@@ -126,7 +128,8 @@ def child_text(el: etree._Element, *path: str) -> str | None:
 _ENVELOPE_HEAD = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
     f'<env:Envelope xmlns:env="{NS_SOAP12}" xmlns:tt="{NS_SCHEMA}" xmlns:tds="{NS_DEVICE}" '
-    f'xmlns:trt="{NS_MEDIA}" xmlns:ter="{NS_ERROR}"><env:Body>'
+    f'xmlns:trt="{NS_MEDIA}" xmlns:tse="{NS_SEARCH}" xmlns:trp="{NS_REPLAY}" xmlns:ter="{NS_ERROR}">'
+    "<env:Body>"
 )
 _ENVELOPE_TAIL = "</env:Body></env:Envelope>"
 
@@ -195,13 +198,25 @@ _MEDIA_CAPS = (
 )
 
 
-def capabilities(category: str, device_xaddr: str, media_xaddr: str) -> str:
-    """GetCapabilitiesResponse for one category ("All", "Device" or "Media")."""
+_RECORDING_CAPS = (
+    "<tt:Extension><tt:Search><tt:XAddr>{search_xaddr}</tt:XAddr><tt:MetadataSearch>false</tt:MetadataSearch>"
+    "</tt:Search><tt:Replay><tt:XAddr>{replay_xaddr}</tt:XAddr></tt:Replay></tt:Extension>"
+)
+
+
+def capabilities(
+    category: str, device_xaddr: str, media_xaddr: str, recording_xaddrs: tuple[str, str] | None = None
+) -> str:
+    """GetCapabilitiesResponse for one category ("All", "Device" or "Media"); `recording_xaddrs` (Search,
+    Replay) for a Profile G device, in the Extension of "All"."""
     parts = []
     if category in ("All", "Device"):
         parts.append(_DEVICE_CAPS.format(device_xaddr=text(device_xaddr)))
     if category in ("All", "Media"):
         parts.append(_MEDIA_CAPS.format(media_xaddr=text(media_xaddr)))
+    if category == "All" and recording_xaddrs is not None:
+        search, replay = recording_xaddrs
+        parts.append(_RECORDING_CAPS.format(search_xaddr=text(search), replay_xaddr=text(replay)))
     caps = "".join(parts)
     return (
         f"<tds:GetCapabilitiesResponse><tds:Capabilities>{caps}</tds:Capabilities>"
@@ -215,10 +230,15 @@ _SERVICE = (
 )
 
 
-def services(device_xaddr: str, media_xaddr: str) -> str:
+def services(device_xaddr: str, media_xaddr: str, recording_xaddrs: tuple[str, str] | None = None) -> str:
     device = _SERVICE.format(ns=NS_DEVICE, xaddr=text(device_xaddr), minor=40)
     media = _SERVICE.format(ns=NS_MEDIA, xaddr=text(media_xaddr), minor=40)
-    return f"<tds:GetServicesResponse>{device}{media}</tds:GetServicesResponse>"
+    recording = ""
+    if recording_xaddrs is not None:
+        search, replay = recording_xaddrs
+        recording = _SERVICE.format(ns=NS_SEARCH, xaddr=text(search), minor=42)
+        recording += _SERVICE.format(ns=NS_REPLAY, xaddr=text(replay), minor=42)
+    return f"<tds:GetServicesResponse>{device}{media}{recording}</tds:GetServicesResponse>"
 
 
 NETWORK_INTERFACES = (

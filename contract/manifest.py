@@ -22,12 +22,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
 )
 
 from contract.errors import ContractError
-from contract.messages import DistrictSlug, Ident, Text
+from contract.messages import ClipSource, DistrictSlug, Ident, Text
 from contract.signature import Signature
 
 MANIFEST_VERSION: Literal[1] = 1
@@ -58,17 +60,45 @@ class Requested(_Part):
     end: UtcTime
 
 
+class Gap(_Part):
+    """A stretch inside the covered window that the clip does not hold (nothing was recorded then)."""
+
+    start: UtcTime
+    end: UtcTime
+
+
 class Covered(_Part):
     """What the clip actually holds; `complete` when it holds the whole requested window. `time_source` says
     which clock the times come from: `rtcp` (the camera's, which agrees with ours), `rtcp_corrected` (the
-    camera's minus its measured ONVIF offset) or `local` (when the agent received the frames);
-    `uncertainty_s` how far they can be from the agent's clock (null: unknown)."""
+    camera's minus its measured ONVIF offset), `local` (when the agent received the frames) or `recording`
+    (the recorded time the recorder stamped on each frame, see `Manifest.recording`); `uncertainty_s` how far
+    they can be from the agent's clock (null: unknown). `gaps`: parts of [start, end] missing from the clip
+    (a camera that was down), in order; absent when there are none."""
 
     start: UtcTime | None
     end: UtcTime | None
     complete: bool
-    time_source: Literal["rtcp", "rtcp_corrected", "local"]
+    time_source: Literal["rtcp", "rtcp_corrected", "local", "recording"]
     uncertainty_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    gaps: list[Gap] | None = Field(default=None, max_length=1000)
+
+    @model_serializer(mode="wrap")
+    def _without_absent_gaps(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _drop_absent(handler(self), ("gaps",))
+
+
+class Recording(_Part):
+    """Where a recorded clip came from: the recording's token on the device that replayed it, the device
+    (`camera` for the camera's own storage, else the recorder's id in the district ledger), the source
+    (the Profile G implementation, or a vendor adapter's name) and its time base (`recorder_ntp`: the
+    recorded time the device stamped on each frame, on its clock, whose offset from ours is
+    `clock_offset_s` when known)."""
+
+    token: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00]*$")]
+    device: Ident
+    source: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9_.-]+$")] = "onvif-profile-g"
+    time_base: Literal["recorder_ntp"] = "recorder_ntp"
+    clock_offset_s: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class Digest(_Part):
@@ -95,7 +125,15 @@ class Manifest(_Part):
     clip: Digest
     thumbnail: Digest | None = None
     created_at: UtcTime
+    # Added after v1 was first written: absent (not null) when not set, so manifests written before them
+    # keep the bytes their signature covers.
+    source: ClipSource | None = None
+    recording: Recording | None = None
     signature: Signature | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_additions(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _drop_absent(handler(self), ("source", "recording"))
 
     @field_validator("objects")
     @classmethod
@@ -103,6 +141,11 @@ class Manifest(_Part):
         if "clip" not in objects or "manifest" not in objects:
             raise ValueError("objects must name the clip and the manifest")
         return objects
+
+
+def _drop_absent(dumped: dict[str, object], optional: tuple[str, ...]) -> dict[str, object]:
+    """The dump without those of `optional` that are None: fields added later are absent, not null."""
+    return {k: v for k, v in dumped.items() if k not in optional or v is not None}
 
 
 def parse_manifest(body: bytes) -> Manifest:

@@ -149,8 +149,23 @@ class CameraStatus(Message):
     checked_at: Timestamp
 
 
+class RecordedReach(BaseModel):
+    """Whether a camera's recorded footage can be reached and how far back it goes, as last checked: `via`
+    the camera's own storage or a recorder (ONVIF Profile G); `earliest`/`latest` recorded moments (the
+    retention seen); `reason` why it is not reachable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reachable: bool
+    via: Literal["camera", "recorder"]
+    earliest: Timestamp | None = None
+    latest: Timestamp | None = None
+    reason: ErrorText | None = None
+    checked_at: Timestamp | None = None
+
+
 class HealthEntry(BaseModel):
-    """One camera's line in a health snapshot."""
+    """One camera's line in a health snapshot. `recorded`: absent for a camera without recorded storage."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -159,6 +174,7 @@ class HealthEntry(BaseModel):
     reasons: list[Reason] = Field(default_factory=list, max_length=16)
     clock_offset_s: Finite | None = None
     checked_at: Timestamp | None = None
+    recorded: RecordedReach | None = None
 
 
 class HealthSnapshot(Message):

@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from agent.clips.metrics import ClipMetrics
 from agent.clips.outbox import Outbox
 from agent.clips.pipeline import CameraTarget, CapturePool, Reporter
 from agent.clips.settings import ClipSettings
+from agent.clips.sources import RecordedSource, choose
 from agent.clips.spool import Job, Spool
 from agent.command_policy import UNAUTHENTICATED, CommandPolicy, refusal
-from contract.messages import ClipRequest, ClipSource
+from contract.messages import ClipRequest
 
 log = logging.getLogger(__name__)
 
-# A start this close to now needs no buffer: the live stream's next keyframe is that close.
-LIVE_TOLERANCE = timedelta(seconds=2)
+NO_RECORDED_SOURCE = "no recorded storage (camera or recorder) is configured for this camera"
 
 
 class Admission:
@@ -43,9 +43,10 @@ class Admission:
         reporter: Reporter,
         metrics: ClipMetrics,
         enqueue: Callable[[Job], None],
+        recorded: RecordedSource | None = None,
     ) -> None:
-        """`enqueue` takes each accepted job (the capture queue)."""
-        self._settings, self._policy = settings, policy
+        """`enqueue` takes each accepted job (the capture queue); `recorded`: recorded storage, if any."""
+        self._settings, self._policy, self._recorded = settings, policy, recorded
         self._spool, self._pool, self._lookup = spool, pool, lookup
         self._outbox, self._reporter, self._metrics, self._enqueue = outbox, reporter, metrics, enqueue
 
@@ -82,35 +83,33 @@ class Admission:
 
     def _take(self, request: ClipRequest) -> Job | None:
         """Spool the request's job, or send its refusal (None)."""
-        source = _source(request)  # decided once: the buffer hold and the updates follow it
-        refusal = self._refusal(request, source)
-        if refusal is not None:
-            self._metrics.requests.labels(refusal.replace(" ", "_")).inc()
-            self._reporter.failed(request.request_id, request.camera_id, refusal)
+        job, label, reason = self._job(request)
+        if job is None:
+            self._metrics.requests.labels(label).inc()
+            self._reporter.failed(request.request_id, request.camera_id, reason)
             return None
-        job = Job(request=request, source=source)
         self._spool.save(job)
         if job.source == "preroll":  # kept until the capture takes it, however long the queue makes it wait
             self._pool.hold(request.camera_id, request.request_id, request.start)
         return job
 
-    def _refusal(self, request: ClipRequest, source: ClipSource) -> str | None:
+    def _job(self, request: ClipRequest) -> tuple[Job | None, str, str]:
+        """The job to spool, or (None, metric label, reason). The source is decided once, here: the buffer
+        hold and the updates follow it."""
         target = self._lookup(request.camera_id)
         if target is None:
-            return "unknown camera"
-        if not target.online:
-            return "camera offline"
-        if source == "preroll":
-            earliest = self._pool.earliest_buffered(request.camera_id)
-            if earliest is None or request.start < earliest - LIVE_TOLERANCE:
-                return "start further in the past than any buffer holds"
+            return None, "unknown_camera", "unknown camera"
+        recorded = self._recorded.why_not(request.camera_id) if self._recorded else NO_RECORDED_SOURCE
+        earliest = self._pool.earliest_buffered(request.camera_id)
+        source, reason = choose(request.start, datetime.now(UTC), earliest, recorded)
+        if source is None or reason is not None:
+            return None, "no_source", reason or "no source"
+        if source != "recording" and not target.online:  # a recorder may hold an offline camera's footage
+            return None, "camera_offline", "camera offline"
         window_s = (request.end - request.start).total_seconds()
         estimate = int(window_s * self._settings.estimated_bitrate_bps / 8)
         admitted = self._spool.admit(request.request_id, estimate, routine=request.priority == "routine")
         self._metrics.spool_full.set(1 if self._spool.full else 0)
-        return None if admitted else "spool full"
-
-
-def _source(request: ClipRequest) -> ClipSource:
-    """Live when the window starts now or later; else it must come from the pre-roll buffer."""
-    return "preroll" if request.start < datetime.now(UTC) - LIVE_TOLERANCE else "live"
+        if not admitted:
+            return None, "spool_full", "spool full"
+        return Job(request=request, source=source), "", ""

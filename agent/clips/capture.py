@@ -49,6 +49,7 @@ class CaptureResult:
     complete: bool  # [covered_start, covered_end] contains the requested window
     error: str | None
     wallclock_uncertainty_s: float | None = None  # how far from our clock the times can be; None: unknown
+    gaps: tuple[tuple[datetime, datetime], ...] = ()  # inside [covered_start, covered_end]: not in the clip
 
     @classmethod
     def failed(cls, error: str) -> CaptureResult:

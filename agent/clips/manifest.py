@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from common.signing import key_id, sign, signed_body
 from contract.errors import ContractError
-from contract.manifest import MANIFEST_VERSION, Digest, Manifest, first_error, parse_manifest
+from contract.manifest import MANIFEST_VERSION, Digest, Manifest, Recording, first_error, parse_manifest
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ def build_manifest(
     thumbnail: tuple[str, int] | None,
     complete: bool,
     created_at: datetime | None = None,
+    source: str | None = None,
+    recording: Recording | None = None,
+    gaps: Sequence[tuple[datetime, datetime]] = (),
 ) -> Manifest:
     """An unsigned manifest. ``camera``: id, manufacturer, model, firmware (other keys are dropped, so an
     address can't slip in; text as the camera sent it is cut to the contract's length, as in its meta);
@@ -79,7 +82,8 @@ def build_manifest(
     ``covered.complete``: the covered window contains the requested one; ``covered.time_source``: rtcp (the
     camera's clock, which agrees with ours), rtcp_corrected (the camera's clock minus the ONVIF offset) or
     local (our receive time); ``covered.uncertainty_s``: how far the covered times can be from our clock
-    (null: unknown). See agent/clips/stream.py."""
+    (null: unknown). See agent/clips/stream.py. ``source``: live, preroll or recording; ``recording``: which
+    recording on which device, and its time base; ``gaps``: what a recorded clip misses inside its window."""
     return Manifest.model_validate(
         {
             "v": MANIFEST_VERSION,
@@ -96,6 +100,7 @@ def build_manifest(
                 "complete": complete,
                 "time_source": wallclock_source,
                 "uncertainty_s": wallclock_uncertainty_s,
+                "gaps": [{"start": a, "end": b} for a, b in gaps] or None,
             },
             "clock_offset_s": None if clock_offset_s is None else round(clock_offset_s, 3),
             "agent_id": agent_id,
@@ -104,6 +109,8 @@ def build_manifest(
             "clip": {"sha256": clip[0], "size_bytes": clip[1]},
             "thumbnail": None if thumbnail is None else {"sha256": thumbnail[0], "size_bytes": thumbnail[1]},
             "created_at": created_at or datetime.now(UTC),
+            "source": source,
+            "recording": recording,
         }
     )
 

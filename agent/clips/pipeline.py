@@ -1,4 +1,6 @@
 """One clip's way from camera to bucket: capture while the upload streams, thumbnail, signed manifest, result.
+The capture reads the camera's stream (live or pre-roll: the session pool) or replays recorded storage (the
+job's source is `recording`: agent/clips/sources.py); everything after it is the same for every source.
 
 Result convention (ClipUpdate): `succeeded` carries the object keys, size, sha256 and the window the video
 actually covers. A clip shorter than asked (stream lost, agent restarted mid-capture) is still `succeeded`,
@@ -25,15 +27,17 @@ from typing import Any, Protocol, TypeVar
 
 from agent import __version__
 from agent.clips.blocked import UploadBlock
+from agent.clips.capture import CaptureResult
 from agent.clips.manifest import build_manifest, file_digest, manifest_json
 from agent.clips.metrics import ClipMetrics
 from agent.clips.outbox import Outbox
 from agent.clips.s3 import UploadError, clip_keys
+from agent.clips.sources import RecordedSource, SourceUnavailableError
 from agent.clips.spool import CaptureInfo, Job, Spool
 from agent.clips.stream import TimeSource
 from agent.clips.upload import ObjectLock, Uploader, UploadJob, UploadResult
 from agent.provisions import ProvisionLedger
-from contract.manifest import Manifest
+from contract.manifest import Manifest, Recording
 from contract.messages import PRIORITY_RANK, ClipStatusName, ClipUpdate
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,8 @@ class CaptureOutcome(Protocol):
     def complete(self) -> bool: ...
     @property
     def error(self) -> str | None: ...
+    @property
+    def gaps(self) -> tuple[tuple[datetime, datetime], ...]: ...
 
 
 class CapturePool(Protocol):
@@ -134,6 +140,7 @@ class Pipeline:
         agent_id: str,
         metrics: ClipMetrics,
         provisions: ProvisionLedger,
+        recorded: RecordedSource | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         workers: int = 4,
     ) -> None:
@@ -143,7 +150,7 @@ class Pipeline:
         # threads) is too small for that: an upload that waited for a thread until its capture ended sent the
         # whole clip after the window's end instead of streaming it.
         self._threads = ThreadPoolExecutor(2 * workers + 2, thread_name_prefix="clip")
-        self._provisions = provisions
+        self._provisions, self._recorded = provisions, recorded
         self._spool, self._uploader, self._reporter, self._pool = spool, uploader, reporter, pool
         self._lookup, self._signer, self._recover = lookup, signer, recover
         self._bucket, self._lock, self._district, self._agent_id = bucket, lock, district, agent_id
@@ -260,11 +267,15 @@ class Pipeline:
     async def _capture(self, job: Job, target: CameraTarget, cancel: threading.Event) -> bool:
         """Run the capture; record what it produced. False (and reported) if there is no video."""
         request, path = job.request, self._spool.clip_path(job.request_id)
+        recording = None
         try:
-            outcome = await self._thread(
-                self._pool.capture, target.camera_id, target.rtsp_url, request.start, request.end, path,
-                clock_offset_s=target.clock_offset_s, cancel=cancel,
-            )  # fmt: skip
+            if job.source == "recording":
+                outcome, recording = await self._capture_recorded(job, cancel)
+            else:
+                outcome = await self._thread(
+                    self._pool.capture, target.camera_id, target.rtsp_url, request.start, request.end, path,
+                    clock_offset_s=target.clock_offset_s, cancel=cancel,
+                )  # fmt: skip
         except Exception as exc:  # a capture bug must not lose what was written: keep complete fragments
             log.exception("capture of clip %s raised", job.request_id)
             return self._capture_crashed(job, f"partial: capture error ({type(exc).__name__})")
@@ -274,7 +285,7 @@ class Pipeline:
             self._metrics.captures.labels("failed").inc()
             self._fail(job, f"capture failed: {outcome.error or 'no video received'}")
             return False
-        job.capture = _info(outcome)
+        job.capture = _info(outcome).model_copy(update={"recording": recording})
         if not outcome.complete:
             job.partial_reason = f"partial: {outcome.error or 'stream ended early'}"[:500]
         if outcome.thumbnail_jpeg:
@@ -283,6 +294,23 @@ class Pipeline:
         self._spool.save(job)
         self._metrics.captures.labels("complete" if outcome.complete else "partial").inc()
         return True
+
+    async def _capture_recorded(
+        self, job: Job, cancel: threading.Event
+    ) -> tuple[CaptureOutcome, Recording | None]:
+        """Find the recording that covers the window, then replay it into the clip file."""
+        request = job.request
+        if self._recorded is None:
+            return CaptureResult.failed("recording: no recorded source"), None
+        try:
+            clip = await self._recorded.locate(request.camera_id, request.start, request.end)
+        except SourceUnavailableError as exc:
+            return CaptureResult.failed(
+                f"recording: {exc} (the pre-roll buffer did not hold it either)"
+            ), None
+        path = self._spool.clip_path(job.request_id)
+        outcome = await self._thread(clip.capture, request.start, request.end, path, cancel)
+        return outcome, clip.recording
 
     def _capture_crashed(self, job: Job, reason: str) -> bool:
         if self.recover_interrupted(job, reason):
@@ -373,7 +401,7 @@ class Pipeline:
             clock_offset_s=target.clock_offset_s if target is not None else None, agent_id=self._agent_id,
             software_version=__version__, objects=objects, clip=(capture.sha256, capture.size_bytes),
             thumbnail=file_digest(thumbnail) if job.thumbnail_key else None, complete=capture.complete,
-            created_at=self._clock(),
+            created_at=self._clock(), source=job.source, recording=capture.recording, gaps=capture.gaps,
         )  # fmt: skip
 
 
@@ -383,5 +411,5 @@ def _info(outcome: CaptureOutcome) -> CaptureInfo:
         wallclock_source=outcome.wallclock_source, wallclock_uncertainty_s=outcome.wallclock_uncertainty_s,
         size_bytes=outcome.size_bytes, sha256=outcome.sha256,
         codec=outcome.codec, width=outcome.width, height=outcome.height, complete=outcome.complete,
-        error=outcome.error,
+        error=outcome.error, gaps=list(outcome.gaps),
     )  # fmt: skip

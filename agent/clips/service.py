@@ -33,6 +33,7 @@ from agent.clips.pipeline import CameraTarget, CapturePool, Pipeline, Recover, R
 from agent.clips.retry import UploadRetry
 from agent.clips.s3 import make_client
 from agent.clips.settings import ClipBucketSettings, ClipSettings
+from agent.clips.sources import RecordedSource
 from agent.clips.spool import Job, Spool
 from agent.clips.upload import ObjectLock, Uploader, UploadScheduler
 from agent.command_policy import CommandPolicy, refusal
@@ -60,9 +61,12 @@ class ClipService:
         s3_client: Any = None,
         recover: Recover | None = None,
         signer: Signer | None = None,
+        recorded: RecordedSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`recorded`: the district's recorded storage (agent/clips/sources.py), closed by `stop`."""
         self.settings, self._s3, self._district, self._agent_id = settings, s3, district, agent_id
+        self._recorded = recorded
         self._pool, self._publish, self._lookup, self._policy = pool, publish, camera_lookup, policy
         self.metrics = ClipMetrics(metrics_registry)
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, settings.failed_retention_s)
@@ -96,7 +100,7 @@ class ClipService:
             lookup=self._lookup, signer=signer,
             recover=self._recover or _default_recover(), bucket=self._s3.bucket, lock=self._object_lock(),
             district=self._district, agent_id=self._agent_id, metrics=self.metrics, provisions=provisions,
-            workers=self.settings.max_concurrent_captures,
+            recorded=self._recorded, workers=self.settings.max_concurrent_captures,
         )  # fmt: skip
         retry = UploadRetry(
             self.settings, self._jobs, spool=self.spool, outbox=outbox, pipeline=pipeline,
@@ -106,6 +110,7 @@ class ClipService:
         admission = Admission(
             self.settings, policy=self._policy, spool=self.spool, pool=self._pool, lookup=self._lookup,
             outbox=outbox, reporter=reporter, metrics=self.metrics, enqueue=captures.enqueue,
+            recorded=self._recorded,
         )  # fmt: skip
         self._parts = parts = _Parts(reporter, pipeline, admission, captures, retry)
         self._resume_spool(parts)
@@ -131,6 +136,8 @@ class ClipService:
             self._outbox.close()
         if self._provisions is not None:
             self._provisions.close()
+        if self._recorded is not None:
+            await self._recorded.close()
 
     # commands
 
@@ -164,8 +171,8 @@ class ClipService:
         blocks the loop briefly, once."""
         now = datetime.now(UTC)
         for job in self.spool.jobs():
-            if job.state == "queued" and job.request.end > now:
-                parts.captures.enqueue(job)
+            if job.state == "queued" and (job.request.end > now or job.source == "recording"):
+                parts.captures.enqueue(job)  # a recorded window is still there after a restart
             elif job.state == "queued":
                 self._resume_failed(parts.reporter, job, "agent restarted before the capture began")
             elif job.state == "capturing" and not parts.pipeline.recover_interrupted(job):

@@ -31,6 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.clips.stream import TimeSource
+from contract.manifest import Recording
 from contract.messages import ClipRequest, ClipSource
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class CaptureInfo(BaseModel):
     height: int = 0
     complete: bool = False
     error: str | None = None
+    gaps: list[tuple[datetime, datetime]] = Field(default_factory=list)  # recorded clips: missing stretches
+    recording: Recording | None = None  # recorded clips: which recording, on which device
 
 
 class Job(BaseModel):

@@ -36,7 +36,8 @@ LOCAL_DELAY_S = 0.5
 
 _START_CODE = b"\x00\x00\x01"
 
-TimeSource = Literal["rtcp", "rtcp_corrected", "local"]
+# "recording": the recorded time a recorder stamped on each frame (agent/recorded/replay_capture.py).
+TimeSource = Literal["rtcp", "rtcp_corrected", "local", "recording"]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from agent.errors import CameraError
 from agent.firmware import Quirks
 from agent.ledger import LedgerCamera
 from agent.onvif_reader import CameraInfo, read_camera
-from agent.onvif_soap import MAX_ANSWER_BYTES, _Digest, enumerate_camera, new_session
+from agent.onvif_soap import MAX_ANSWER_BYTES, DigestChallenge, enumerate_camera, new_session
 from camsim.model import AuthMode, CameraSpec, Personality
 from camsim.onvif_server import OnvifServer
 from camsim.personalities import load_personalities
@@ -172,7 +172,7 @@ async def test_http_digest_camera(start_camera: Start, session: aiohttp.ClientSe
 def test_digest_answer_is_what_rfc_7616_servers_check() -> None:
     server = HttpDigest("Hikvision")
     now = time.time()
-    challenge = _Digest.parse(server.challenge(now))
+    challenge = DigestChallenge.parse(server.challenge(now))
     assert challenge is not None and challenge.qop_auth
     for _ in range(3):  # the same nonce with nc 1, 2, 3
         header = challenge.authorization("admin", PASSWORD, "POST", "/onvif/device_service")
@@ -182,7 +182,8 @@ def test_digest_answer_is_what_rfc_7616_servers_check() -> None:
     assert "nc=00000003" in header and not server.verify(
         header, method="POST", uri="/onvif/device_service", username="admin", password="other", now=now
     )
-    assert _Digest.parse('Basic realm="x"') is None and _Digest.parse('Digest realm="x"') is None
+    assert DigestChallenge.parse('Basic realm="x"') is None
+    assert DigestChallenge.parse('Digest realm="x"') is None
 
 
 @pytest.mark.parametrize("mode", ["ws-security", "http-digest"])

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from agent.clips.admission import NO_RECORDED_SOURCE
 from agent.clips.manifest import verify
 from agent.clips.s3 import clip_keys
 from agent.clips.service import ClipService
@@ -39,6 +40,12 @@ from tests.agent.clips.clip_harness import (
 )
 from tests.services import CephS3, Mosquitto
 from tests.signed_commands import command_policy, signed
+
+# A window in the past that no buffer holds, of a camera without recorded storage (agent/clips/sources.py).
+NO_SOURCE = (
+    "no source holds the window: pre-roll: start further in the past than any buffer holds; "
+    f"recording: {NO_RECORDED_SOURCE}"
+)
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +145,7 @@ async def test_each_invalid_request_gets_a_failed_result_with_its_reason(
             "unknown camera": clip_request("nvr-9"),
             "window_too_long": clip_request(length_s=61),
             "camera offline": clip_request("cam-off"),
-            "start further in the past than any buffer holds": clip_request(start_in_s=-30),
+            NO_SOURCE: clip_request(start_in_s=-30),
             "window_in_future": clip_request(start_in_s=301),  # max_future_s defaults to 300
             "spool full": clip_request(length_s=5, priority="routine"),  # 2.5 MB > 1 MiB
         }
