@@ -27,7 +27,12 @@ async def test_me_names_the_account_and_only_the_actions_its_role_may_take(h: Ha
     r = await h.client.get("/v1/me", headers=h.auth())
     assert r.status_code == 200, r.text
     me = r.json()
-    assert (me["sub"], me["agency"], me["role"], me["video"]) == ("officer-kim", "police-112", "operator", True)
+    assert (me["sub"], me["agency"], me["role"], me["video"]) == (
+        "officer-kim",
+        "police-112",
+        "operator",
+        True,
+    )
     assert {"incident.open", "clip.request", "clip.playback"} <= set(me["actions"])
     assert "audit.read" not in me["actions"] and "health.read" not in me["actions"]
     assert me["limits"]["max_window_s"] == 600 and me["limits"]["max_radius_m"]["112-video"] == 1000
@@ -82,7 +87,8 @@ async def test_an_auditor_searches_the_trail_by_account_incident_and_camera(h: H
     assert {(r["account"], r["action"]) for r in by_incident} >= {("officer-kim", "cameras.nearby")}
     by_camera = await search(camera="gn-office-2")
     assert by_camera and all(
-        any(s["camera_id"] == "gn-office-2" for s in r["subjects"]) for r in by_camera  # type: ignore[attr-defined]
+        any(s["camera_id"] == "gn-office-2" for s in r["subjects"])
+        for r in by_camera  # type: ignore[attr-defined]
     )
     assert {r["account"] for r in await search(agency="police-112", account="officer-kim")} == {"officer-kim"}
     assert await search(account="nobody-at-all") == []
