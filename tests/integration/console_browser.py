@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -89,7 +90,11 @@ class Console:
         return element
 
     def until(self, check: Any, what: str, timeout_s: float = WAIT_S) -> Any:
-        return WebDriverWait(self.driver, timeout_s, poll_frequency=0.1).until(check, f"waiting for {what}")
+        """`check(driver)`'s first true value; an element replaced meanwhile (a reload) is looked up again."""
+        wait = WebDriverWait(
+            self.driver, timeout_s, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+        )
+        return wait.until(check, f"waiting for {what}")
 
     def click(self, css: str) -> None:
         self.visible(css).click()
@@ -111,5 +116,7 @@ class Console:
         return path
 
     def problems(self) -> list[str]:
-        """Errors the page logged since the last call: script errors, Content-Security-Policy violations."""
-        return [e["message"] for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
+        """Script errors and Content-Security-Policy violations the page logged since the last call (refused
+        API calls, which the page shows as messages, are logged as network errors: not problems)."""
+        log = self.driver.get_log("browser")
+        return [e["message"] for e in log if e["level"] == "SEVERE" and e["source"] != "network"]

@@ -183,6 +183,10 @@ def _operator_requests_and_plays_clips(page: Console) -> list[str]:
         "map.fire('click', {latlng: at, containerPoint: map.latLngToContainerPoint(at)});"
     )
     page.until(lambda _d: "2" in page.text("#inc-summary").split("·")[2], "the sighting in the incident")
+    page.click("#lang")  # English on request, Korean by default
+    assert page.text("#inc-sighting") == "Add sighting" and "granted radius" in page.text("#inc-summary")
+    page.click("#lang")
+    assert page.problems() == []  # no script error, no Content-Security-Policy violation
     return [str(c.get_attribute("data-clip")) for c in page.all(".clip")]
 
 
@@ -257,6 +261,7 @@ def _auditor_finds_the_records(page: Console, bearer: str, incident: str, downlo
     page.click("#chain-check")
     page.until(lambda _d: page.find("#chain-status").get_attribute("data-ok") == "true", "the chain verified")
     page.shot("6-audit")
+    assert page.problems() == []
     page.click("#report-download")
     month = datetime.now(UTC).astimezone().strftime("%Y-%m")
     report = downloads / f"audit-report-{month}.zip"
