@@ -215,6 +215,16 @@ echo
 echo "== every step is on record (cctv-collector audit verify):"
 "$BIN/cctv-collector" audit verify --config "$DEMO/collector.toml"
 echo
+echo "== the operator's console: http://127.0.0.1:$HTTP_PORT/  (sign in with a token below, valid for an hour)"
+echo "  112 operator (officer-demo, police-112):"
+echo "    $TOKEN"
+for who in "platform-ops platform ops-demo" "audit-office auditor auditor-demo"; do
+    read -r agency role sub <<<"$who"
+    echo "  $role ($sub, $agency):"
+    echo "    $("$BIN/cctv-collector" token issue --key "$DEMO/idp.key" --sub "$sub" --agency "$agency" \
+        --role "$role" --iss dev-idp --aud cctv-platform --ttl 3600)"
+done
+echo
 echo "logs and configuration: $DEMO"
 if [ -t 1 ] && [ -z "${DEMO_EXIT:-}" ]; then
     echo "the stack keeps running; Ctrl-C stops it"

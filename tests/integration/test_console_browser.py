@@ -195,6 +195,10 @@ def _operator_is_told_the_incident_closed(page: Console) -> None:
     message = page.visible("#message")
     assert message.get_attribute("data-code") == "incident_closed"
     assert "종료" in message.text  # "the incident is closed already"
+    page.until(
+        lambda _d: page.find("#incident").get_attribute("data-state") == "closed", "the incident shown closed"
+    )
+    assert not page.find("#clip-form").is_displayed()
     page.shot("4-refused")
     page.sign_out()
 

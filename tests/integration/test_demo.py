@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def test_demo_shows_the_cameras_and_an_operators_clip(tmp_path: Path) -> None:
     assert "manifest verified: True" in incident
     assert "X-Amz-Signature=" in incident.split("play it until", 1)[1]  # the presigned URL
     assert "audit chain OK" in incident
+    # The console's address and a token for each kind of user, ready to paste.
+    assert re.search(r"operator's console: http://127\.0\.0\.1:\d+/ ", done.stdout)
+    assert done.stdout.count("\n    eyJ") == 3
     assert _nothing_left_running(tmp_path / "demo")
 
 

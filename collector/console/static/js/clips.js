@@ -4,7 +4,7 @@
 import { api, session } from "./api.js";
 import { $, badge, el, guarded, showError } from "./dom.js";
 import { kst, t } from "./i18n.js";
-import { chosenCameras, current, onIncident } from "./incident.js";
+import { chosenCameras, current, onIncident, onTheIncident } from "./incident.js";
 import { watermarked } from "./watermark.js";
 
 const POLL_MS = 1500;
@@ -15,7 +15,7 @@ export function initClips() {
   $("#clip-form").hidden = !session.may("clip.request");
   $("#clip-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    guarded($("#clip-ask"), requestClips);
+    guarded($("#clip-ask"), () => onTheIncident(requestClips));
   });
   onIncident((incident) => {
     $("#clip-form").hidden = !session.may("clip.request") || incident?.state !== "open";

@@ -5,6 +5,7 @@ import { kst, onLanguage, t } from "./i18n.js";
 import { districtName, markPlace, onMapClick, showIncident } from "./map.js";
 
 export const current = { incident: null, cameras: [], listeners: [] };
+const ENDED = new Set(["incident_closed", "incident_expired"]);
 let awaitingSighting = false;
 
 export function initIncident() {
@@ -19,7 +20,7 @@ export function initIncident() {
   onMapClick((lat, lon) => {
     if (awaitingSighting) {
       awaitingSighting = false;
-      guarded($("#inc-sighting"), () => addSighting(lat, lon));
+      guarded($("#inc-sighting"), () => onTheIncident(() => addSighting(lat, lon)));
     } else if (!current.incident && !form.hidden) {
       $("#inc-lat").value = lat.toFixed(6);
       $("#inc-lon").value = lon.toFixed(6);
@@ -30,7 +31,7 @@ export function initIncident() {
     awaitingSighting = true;
     showInfo(t("incident.sightingHint"));
   });
-  $("#inc-close").addEventListener("click", (e) => guarded(e.target, closeIncident));
+  $("#inc-close").addEventListener("click", (e) => guarded(e.target, () => onTheIncident(closeIncident)));
   $("#inc-new").addEventListener("click", () => setIncident(null, []));
   onLanguage(render);
 }
@@ -55,6 +56,18 @@ async function openIncident() {
   if (arm > 0) body.arm_nearest = arm; // the nearest cameras start keeping their pre-roll now
   const opened = await api("/incidents", { method: "POST", body });
   setIncident(opened.incident, opened.cameras);
+}
+
+// Run an action on the incident; when it was closed or expired meanwhile (elsewhere), show it as it is now.
+export async function onTheIncident(action) {
+  try {
+    return await action();
+  } catch (error) {
+    if (ENDED.has(error.code) && current.incident) {
+      await api(`/incidents/${current.incident.incident_id}`).then((now) => setIncident(now, current.cameras), () => {});
+    }
+    throw error;
+  }
 }
 
 async function refreshCameras() {
