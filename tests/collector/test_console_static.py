@@ -14,6 +14,7 @@ import pytest
 
 from collector.config import ConsoleSettings
 from collector.console.serve import STATIC, mount_console
+from collector.index.store import Store
 from collector.platform.api import create_app
 from collector.platform.context import Platform
 from collector.platform.stores import ThreadStores
@@ -23,13 +24,13 @@ TILES = "https://tiles.example.go.kr/{z}/{x}/{y}.png"
 JS_BUDGET_BYTES = 1_000_000
 
 
-def _no_store() -> object:
+def _no_store() -> Store:
     raise AssertionError("these requests need no store")
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Platform(stores=ThreadStores(_no_store), health=lambda: {"ok": True}))  # type: ignore[arg-type]
+    app = create_app(Platform(stores=ThreadStores(_no_store), health=lambda: {"ok": True}))
     mount_console(app, ConsoleSettings(tile_url=TILES, tile_attribution="© tiles"), S3)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console.test") as c:
         yield c

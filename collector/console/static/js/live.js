@@ -40,7 +40,12 @@ async function openTile(camera) {
     enableWorker: false, // a worker would need blob: scripts, which the console's CSP forbids
     liveSyncDurationCount: 2,
     // The playlist is the API's (it needs the token); its segments are presigned S3 URLs (they must not get it).
-    xhrSetup: (xhr, url) => { if (new URL(url, location.href).origin === location.origin) xhr.setRequestHeader("Authorization", authorization().Authorization); },
+    // hls.js calls this before opening the request: open it here to set the header (hls.js then sends it).
+    xhrSetup: (xhr, url) => {
+      if (new URL(url, location.href).origin !== location.origin) return;
+      xhr.open("GET", url, true);
+      xhr.setRequestHeader("Authorization", authorization().Authorization);
+    },
   });
   hls.loadSource(live.playlist_url);
   hls.attachMedia(video);

@@ -36,7 +36,7 @@ export async function createMap(container, config) {
   for (const f of boundaries.features) names[SLUGS[f.properties.SIG_KOR_NM]] = f.properties;
   districtsLayer = L.geoJSON(boundaries, {
     style: () => ({ color: "#50606e", weight: 1.2, fillColor: "#ffffff", fillOpacity: config.tile_url ? 0 : 0.55 }),
-    onEachFeature: (feature, layer) => layer.bindTooltip(() => districtName(SLUGS[feature.properties.SIG_KOR_NM]),
+    onEachFeature: (feature, layer) => layer.bindTooltip(() => document.createTextNode(districtName(SLUGS[feature.properties.SIG_KOR_NM])),
       { sticky: true, className: "district-label" }),
   }).addTo(map);
   let attribution = t("attribution.districts");
@@ -113,7 +113,8 @@ export function showIncident(incident, cameras) {
   for (const c of cameras) {
     if (c.lat === null || c.lon === null) continue;
     L.circleMarker([c.lat, c.lon], { radius: 7, color: "#10283f", weight: 2, fillColor: "#ffd54f", fillOpacity: 0.9 })
-      .bindTooltip(`${c.camera_id} · ${Math.round(c.distance_m)} m`).addTo(incidentLayer);
+      .bindTooltip(() => document.createTextNode(`${c.camera_id} · ${Math.round(c.distance_m)} m`)) // text, never HTML
+      .addTo(incidentLayer);
   }
   const bounds = incidentLayer.getLayers().filter((l) => l.getBounds).map((l) => l.getBounds());
   if (bounds.length) map.fitBounds(bounds.reduce((a, b) => a.extend(b), L.latLngBounds(bounds[0].getSouthWest(), bounds[0].getNorthEast())), { maxZoom: 17 });
