@@ -123,7 +123,7 @@ function render() {
 
 function cameraRow(c) {
   const choose = session.may("clip.request") ? el("input", { type: "checkbox", value: c.camera_id, class: "choose" }) : "";
-  const live = session.may("clip.playback") && current.liveAvailable
+  const live = current.liveAvailable
     ? el("button", { type: "button", class: "quiet live-open", text: t("cameras.live"), dataset: { camera: c.camera_id },
       onclick: (e) => current.openLive?.(c, e.target) })
     : "";

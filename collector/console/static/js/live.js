@@ -11,9 +11,9 @@ import { watermarked } from "./watermark.js";
 const SAVE_MINUTES = 2;
 const tiles = new Map(); // session id -> {hls, timers, node}
 
-export async function initLive() {
-  const spec = await api("/openapi.json").catch(() => ({ paths: {} }));
-  current.liveAvailable = "/v1/incidents/{incident_id}/live" in (spec.paths ?? {});
+// Live view is offered when the policy gives the role the `live` action (a collector with the live-view API).
+export function initLive() {
+  current.liveAvailable = session.may("live");
   current.openLive = (camera, button) => guarded(button, () => openTile(camera));
   $("#live-status").textContent = t(current.liveAvailable ? "live.none" : "live.unavailable");
   onIncident((incident) => {

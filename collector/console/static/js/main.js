@@ -13,7 +13,7 @@ import { createMap, loadPoints } from "./map.js";
 const SIGNED_OUT = "console.signedOut";
 const VIEWS = {
   map: (may) => may("cameras.list") || may("incident.open"),
-  live: (may) => may("clip.playback"),
+  live: (may) => may("live"),
   districts: (may) => may("districts.list"),
   audit: (may) => may("audit.read"),
 };
@@ -59,7 +59,7 @@ async function enter() {
   if (may("incident.open") || may("incident.read")) {
     initIncident();
     initClips();
-    await initLive();
+    initLive();
   }
   if (views.includes("districts")) initDistricts();
   if (views.includes("audit")) initAudit();
