@@ -38,7 +38,11 @@ async function openTile(camera) {
   $("#tiles").append(node);
   const hls = new Hls({
     enableWorker: false, // a worker would need blob: scripts, which the console's CSP forbids
-    liveSyncDurationCount: 2,
+    // Play 1.5 s behind the end of the newest listed segment. With 1 s segments (a 1 s GOP) that end is itself
+    // 1.3-2.3 s old when the playlist shows it (capture, upload, the next reload): 1.8-2.8 s glass to glass,
+    // where hls.js's default (3 segments) gives 4-5 s and 2 segments up to 3.3 s.
+    liveSyncDuration: 1.5,
+    maxLiveSyncPlaybackRate: 1.5, // after a stall, play a little faster back to that distance
     // The playlist is the API's (it needs the token); its segments are presigned S3 URLs (they must not get it).
     // hls.js calls this before opening the request: open it here to set the header (hls.js then sends it).
     xhrSetup: (xhr, url) => {
