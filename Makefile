@@ -13,7 +13,7 @@ TYPED  := contract common agent collector camsim
 .PHONY: help install deb venv lint types test test-fast demo bench contract-docs clean
 
 help:
-	@echo "make demo   install everything, start a local stack, show the cameras and a 112 operator's clip"
+	@echo "make demo   install everything, start a local stack of three districts, work an incident across them"
 	@echo "make test   install everything, then lint, types and the whole test suite"
 	@echo "make bench  run every benchmark and write BENCHMARKS.md"
 

@@ -27,6 +27,7 @@ from agent.commands import CommandAdmission
 from agent.config import AgentSettings
 from agent.credentials import CredentialStore
 from agent.firmware import FirmwareCatalog
+from agent.health_status import HealthFile
 from agent.inventory import assess_firmware, discover_and_reconcile, profiles_from_hints
 from agent.ledger import load_ledger
 from agent.liveness_loop import check_all
@@ -52,6 +53,7 @@ class Agent:
         self.credentials = CredentialStore.from_file(settings.secrets_file)
         self.command_policy = CommandPolicy.load(settings.commands, settings.district)
         self.registry = Registry(settings.district, settings.agent_id, cameras)
+        self.health_file = HealthFile(settings.status_file)
         onvif = settings.onvif
         self.retry_book = RetryBook(base_s=onvif.retry_base_s, cap_s=onvif.retry_max_s)
         self.firmware, firmware_problems = FirmwareCatalog.load()
@@ -149,6 +151,7 @@ class Agent:
         await self._sweep(self.registry, progress)
         assess_firmware(self.firmware, self.registry.records.values())
         self.publishing.changes(check_meta=True)
+        self.health_file.swept()
 
     async def _sweep(self, registry: Registry, progress: Progress | None = None) -> None:
         onvif = self.settings.onvif
@@ -209,6 +212,7 @@ class Agent:
         )
         await self._enumerate_newly_reachable()
         self.publishing.changes()
+        self.health_file.observed(self.link.status)
 
     async def _guarded(self, what: str, work: Coroutine[Any, Any, None]) -> None:
         """One round of a loop: an unexpected error is logged and counted, and the next round goes on."""

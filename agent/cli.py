@@ -1,6 +1,7 @@
-"""`cctv-agent`: run the district agent, sweep once, check a configuration file, export the provision ledger.
+"""`cctv-agent`: run the district agent, sweep once, check a configuration file, export the provision ledger,
+check a running agent's health.
 
-Exit codes: 0 success, 1 runtime failure, 2 configuration error.
+Exit codes: 0 success, 1 runtime failure (healthcheck: unhealthy), 2 configuration error.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import json
 import signal
 import sqlite3
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import PartialCredentialsError
 
-from agent.app import Agent
 from agent.command_policy import CommandPolicy
 from agent.config import AgentSettings
 from agent.credentials import CredentialStore
@@ -40,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     discover.add_argument("--config", type=Path, required=True, help="agent TOML configuration file")
     discover.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    health = sub.add_parser(
+        "healthcheck", help="exit 0 when the running agent is connected and observing its cameras"
+    )
+    health.add_argument("--config", type=Path, required=True, help="agent TOML configuration file")
+    health.add_argument(
+        "--max-age", type=float, help="seconds since the last liveness round (default: 4 intervals, >= 60)"
+    )
     validate = sub.add_parser("validate-config", help="check a configuration file; exit 2 if it is invalid")
     validate.add_argument("file", type=Path)
     key = sub.add_parser("public-key", help="print the PEM public key that verifies this agent's manifests")
@@ -76,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "ledger":
         return _export_ledger(settings, args.since, args.until, args.out)
+    if args.command == "healthcheck":
+        return _healthcheck(settings, args.max_age)
     problems = check_inputs(settings)
     if problems:
         for line in problems:
@@ -119,6 +129,8 @@ def check_inputs(settings: AgentSettings) -> list[str]:
 
 
 async def _run(settings: AgentSettings) -> int:
+    from agent.app import Agent  # not at the top: `healthcheck` runs every 30 s and needs none of it
+
     agent = Agent(settings)
     if settings.metrics_port:
         from prometheus_client import start_http_server
@@ -134,6 +146,8 @@ async def _run(settings: AgentSettings) -> int:
 
 async def _discover(settings: AgentSettings, as_json: bool) -> int:
     """One enumeration sweep (and WS-Discovery, when configured) printed as a table or JSON."""
+    from agent.app import Agent
+
     agent = Agent(settings)
     await agent.sweep(ProgressReporter("discover"))
     reconciliation = await agent.discover()
@@ -167,6 +181,19 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         cells = (row["camera_id"], row["state"], row["manufacturer"], row["model"])
         print("{:<20} {:<12} {:<16} {:<20} ".format(*cells) + ",".join(row["reasons"]))
+
+
+def _healthcheck(settings: AgentSettings, max_age_s: float | None) -> int:
+    from agent.health_status import problems
+
+    if max_age_s is None:
+        max_age_s = max(60.0, 4 * settings.health.liveness_interval_s)
+    found = problems(settings.status_file, max_age_s, time.time())
+    for problem in found:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+    if not found:
+        print("healthy")
+    return 1 if found else 0
 
 
 def _moment(text: str) -> datetime:

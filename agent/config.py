@@ -72,6 +72,9 @@ class HealthSettings(BaseModel):
     snapshot_interval_s: float = Field(default=60.0, gt=0)
     sweep_interval_s: float = Field(default=3600.0, gt=0)
     clock_skew_limit_s: float = Field(default=5.0, gt=0)
+    # The agent's own health for `cctv-agent healthcheck` (agent/health_status.py); default: health.json
+    # beside the spool directory, on the state volume.
+    status_file: Path | None = None
 
 
 class CommandSettings(BaseModel):
@@ -115,6 +118,10 @@ class AgentSettings(TomlThenEnv):
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     # Loopback by default; a container sets 0.0.0.0 so that Prometheus can scrape it (Dockerfile.agent).
     metrics_host: str = "127.0.0.1"
+
+    @property
+    def status_file(self) -> Path:
+        return self.health.status_file or self.clips.spool_dir.parent / "health.json"
 
     @field_validator("district")
     @classmethod

@@ -55,6 +55,9 @@ class MqttLink:
         self._on_command = on_command
         self._will = will
         self._session = 0
+        self.refusal: str | None = (
+            None  # why the broker refused the last connection attempt (bad password, ...)
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = asyncio.Event()
         self._client = new_client(settings, client_id)
@@ -68,6 +71,13 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def status(self) -> str | None:
+        """None while connected; else why not (the broker's refusal, if it gave one)."""
+        if self.connected:
+            return None
+        return f"refused by the broker: {self.refusal}" if self.refusal else "not connected to the broker"
 
     @property
     def session(self) -> int:
@@ -134,7 +144,9 @@ class MqttLink:
     def _handle_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
         if reason.is_failure:
             log.warning("broker refused connection: %s", reason)
+            self.refusal = str(reason)
             return
+        self.refusal = None
         log.info("connected to broker")
         self._metrics.mqtt_connected.set(1)
         if self._command_filter:

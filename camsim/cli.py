@@ -58,11 +58,32 @@ def _fleet_args(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="camera positions CSV (district,lat,lon,count,address); default: bundled Seoul data",
     )
+    p.add_argument(
+        "--near",
+        type=_place,
+        default=None,
+        metavar="LAT,LON",
+        help="place the cameras on the district's positions nearest this place, nearest first",
+    )
+    p.add_argument(
+        "--codec",
+        choices=["h264", "h265"],
+        default=None,
+        help="every camera's codec (H.265-only models stay H.265); default: about 10%% H.265",
+    )
     p.add_argument("--base-ip", default="127.20.0.1", help="first camera address; one address per camera")
     p.add_argument("--onvif-port", type=int, default=80)
     p.add_argument("--rtsp-port", type=int, default=554)
     p.add_argument("--seed", type=int, default=1, help="seed for passwords, vendors and codecs")
     p.add_argument("--secrets-out", type=Path, metavar="FILE", help="write credentials TOML (mode 0600)")
+
+
+def _place(text: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LAT,LON (e.g. 37.5595,126.9615)") from None
+    return lat, lon
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,8 +113,9 @@ def _specs(args: argparse.Namespace) -> list[CameraSpec]:
     if args.cameras < 1:
         raise FaultError("--cameras must be at least 1")
     opts = FleetOptions(
-        args.district, args.cameras, args.base_ip, args.onvif_port, args.rtsp_port, args.seed, args.ledger
-    )
+        args.district, args.cameras, args.base_ip, args.onvif_port, args.rtsp_port, args.seed, args.ledger,
+        args.near, args.codec,
+    )  # fmt: skip
     return build_specs(opts, personality_mix(load_personalities()))
 
 

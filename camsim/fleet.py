@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import math
 import random
 import resource
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from camsim.aio import settle
 from camsim.ledger import Position, read_positions
 from camsim.model import CameraSpec, Codec, Personality
 from camsim.wsdiscovery import WsDiscoveryResponder
@@ -44,6 +46,8 @@ class FleetOptions:
     rtsp_port: int = 554
     seed: int = 1
     positions_csv: Path | None = None
+    near: tuple[float, float] | None = None  # (lat, lon): the district's positions nearest it, nearest first
+    codec: Codec | None = None  # every camera's codec (H.265-only personalities stay H.265); None: the mix
 
 
 def host_addresses(base_ip: str, count: int) -> list[str]:
@@ -92,12 +96,21 @@ def place(positions: Sequence[Position], count: int, seed: int) -> list[Position
     return out
 
 
+def nearest_first(positions: Sequence[Position], lat: float, lon: float) -> list[Position]:
+    """The positions by distance from (lat, lon); equirectangular, plenty within a city."""
+    scale = math.cos(math.radians(lat))
+    return sorted(positions, key=lambda p: (p.lat - lat) ** 2 + ((p.lon - lon) * scale) ** 2)
+
+
 def build_specs(
     opts: FleetOptions, personalities: Sequence[tuple[Personality, float]] = ((Personality(), 1.0),)
 ) -> list[CameraSpec]:
     """The fleet's specs; `personalities` are (personality, weight) pairs chosen with a seeded random."""
     korean = korean_name(opts.district)
-    positions = place(read_positions(korean, opts.positions_csv), opts.cameras, opts.seed)
+    positions = read_positions(korean, opts.positions_csv)
+    if opts.near is not None:
+        positions = nearest_first(positions, *opts.near)
+    positions = place(positions, opts.cameras, opts.seed)
     hosts = host_addresses(opts.base_ip, opts.cameras)
     rng = random.Random(f"{opts.seed}:fleet")
     choices = [p for p, _ in personalities]
@@ -106,7 +119,8 @@ def build_specs(
     for n, (pos, host) in enumerate(zip(positions, hosts, strict=True), start=1):
         camera_id = f"{opts.district}-{n:05d}"
         personality = rng.choices(choices, weights)[0]
-        codec: Codec = "h265" if rng.random() < H265_SHARE else "h264"
+        drawn: Codec = "h265" if rng.random() < H265_SHARE else "h264"  # drawn always: the seed's picks stay
+        codec = opts.codec or drawn
         specs.append(
             CameraSpec(
                 camera_id=camera_id,
@@ -237,7 +251,7 @@ class Fleet:
         try:
             for i in range(0, total, self._chunk):
                 chunk = self._cameras[i : i + self._chunk]
-                await asyncio.gather(*(self._bring_up(c) for c in chunk if not c.spec.faults.unreachable()))
+                await settle(self._bring_up(c) for c in chunk if not c.spec.faults.unreachable())
                 if progress:
                     progress(min(i + self._chunk, total), total)
             await self.discovery.start()
@@ -249,16 +263,20 @@ class Fleet:
         log.info("fleet up: %s cameras in %.2f s", total, self.stats.started_s)
 
     async def stop(self) -> None:
+        """Close every listener. Every camera, not only those up: one caught half-way (a start that failed at
+        its second server, a transition cancelled with the supervisor) holds a port too; stopping a server
+        that does not listen does nothing."""
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
-        await self.discovery.stop()
-        up = [c for c in self._cameras if c.up]
-        for i in range(0, len(up), self._chunk):
-            batch = up[i : i + self._chunk]
-            await asyncio.gather(*(self._take_down(c) for c in batch), return_exceptions=True)
+        try:
+            await self.discovery.stop()
+        finally:
+            for i in range(0, len(self._cameras), self._chunk):
+                batch = self._cameras[i : i + self._chunk]
+                await asyncio.gather(*(self._take_down(c) for c in batch), return_exceptions=True)
 
     async def _bring_up(self, cam: _Camera) -> None:
         for server in cam.servers:
@@ -267,8 +285,7 @@ class Fleet:
 
     async def _take_down(self, cam: _Camera) -> None:
         cam.up = False
-        for server in reversed(cam.servers):
-            await server.stop()
+        await settle(server.stop() for server in reversed(cam.servers))
 
     async def _supervise(self) -> None:
         while True:

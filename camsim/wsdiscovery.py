@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from agent.safe_xml import DtdRefusedError, parse_untrusted
+from camsim.aio import settle
 from camsim.model import CameraSpec
 from camsim.onvif_server import DEVICE_PATH, WRONG_XADDR_HOST, WRONG_XADDR_PORT
 
@@ -227,7 +228,7 @@ class WsDiscoveryResponder:
     async def start(self, chunk: int = 500) -> None:
         loop = asyncio.get_running_loop()
         for i in range(0, len(self.specs), chunk):
-            await asyncio.gather(*(self._bind(loop, spec) for spec in self.specs[i : i + chunk]))
+            await settle(self._bind(loop, spec) for spec in self.specs[i : i + chunk])
         if self.multicast:
             self._mcast = await self._bind_multicast(loop)
 

@@ -58,6 +58,7 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
         loop.add_signal_handler(sig, stop.set)
     access = _access(settings)
     metrics = CollectorMetrics()
+    metrics.platform.expect_agencies(access.policy.agencies)
     url = settings.store.url
     migrated_store(url).close()
     metrics.registry.register(IndexGauges(lambda: open_store(url)))
@@ -83,6 +84,7 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
         notify_outbox=outbox.notify,
         objects=_clip_objects(settings),
         audit_verify=_audit_verifier(settings),
+        metrics=metrics.platform,
     )
     app = create_app(platform)
     if settings.console.enabled:

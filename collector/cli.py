@@ -11,6 +11,8 @@
     cctv-collector commands public-key                   # the PEM districts configure in their agents
     cctv-collector audit verify [--json]                 # exit 0 only when the audit trail holds
     cctv-collector audit report --month 2026-11 --out DIR
+    cctv-collector healthcheck [--timeout 3]             # exit 0 when the running collector is healthy
+    cctv-collector broker-acl --districts mapo,jung [--out acl] [--passwords-dir D --passwd-out passwd]
 
 Every command reads the TOML file given with --config (optional) and COLLECTOR__* environment variables.
 """
@@ -25,6 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from collector import broker_acl
 from collector.audit import cli as audit_cli
 from collector.config import CollectorSettings
 from collector.index.store import CameraView, Store, open_store
@@ -64,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
         "public-key", parents=[common], help="print the public key that signs commands (created if missing)"
     )
     audit_cli.add_parser(sub, common)
+    health = sub.add_parser(
+        "healthcheck", parents=[common], help="exit 0 when the running collector answers and ingest commits"
+    )
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the API (default 3)")
+    broker_acl.add_parser(sub)
     return p
 
 
@@ -82,7 +90,10 @@ def _token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    if args.command == "broker-acl":
+        return broker_acl.run(args, argv)
     if args.command == "validate-config":
         return _validate(args.file)
     if args.command == "token":
@@ -92,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         _print_config_errors(exc)
         return EXIT_CONFIG
+    if args.command == "healthcheck":
+        return _healthcheck(settings, args.timeout)
     jsonlog.setup(settings.log_level)
     if args.command == "run":
         from collector.app import run
@@ -133,6 +146,17 @@ def _public_key(settings: CollectorSettings) -> int:
     sys.stdout.write(signer.public_pem().decode())
     print(f"key id {signer.key_id} ({settings.command_key_file})", file=sys.stderr)
     return EXIT_OK
+
+
+def _healthcheck(settings: CollectorSettings, timeout_s: float) -> int:
+    from collector.healthcheck import check
+
+    problems = check(settings, timeout_s)
+    for problem in problems:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+    if not problems:
+        print("healthy")
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def _validate(path: Path) -> int:

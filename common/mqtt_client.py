@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -24,12 +25,20 @@ def new_client(
     if settings.username:
         password = settings.password.get_secret_value() if settings.password else None
         client.username_pw_set(settings.username, password)
-    if settings.tls:
+    if settings.use_tls:
+        # PROTOCOL_TLS_CLIENT verifies the broker's certificate and host name.
         client.tls_set(
-            ca_certs=str(settings.ca_file) if settings.ca_file else None, tls_version=ssl.PROTOCOL_TLS_CLIENT
+            ca_certs=_path(settings.ca_file),
+            certfile=_path(settings.cert_file),
+            keyfile=_path(settings.key_file),
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
         )
     client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(settings.reconnect_max_s)))
     return client
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def connect_persistent(

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationInfo, field_validator
+
+from common.settings import read_secret_file
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -24,6 +26,8 @@ class S3Settings(BaseModel):
     bucket: str = "cctv-evidence"
     # Both or neither (then boto3's own chain: AWS_* environment, instance profile).
     access_key: str = ""
+    # A file holding the secret key (e.g. /run/secrets/s3_secret_key); not together with secret_key.
+    secret_key_file: FilePath | None = None
     secret_key: SecretStr = Field(default=SecretStr(""), validate_default=True)
     verify_tls: bool = True
     ca_bundle: Path | None = None
@@ -35,6 +39,11 @@ class S3Settings(BaseModel):
     @field_validator("secret_key")
     @classmethod
     def _paired_with_access_key(cls, secret: SecretStr, info: ValidationInfo) -> SecretStr:
+        path = info.data.get("secret_key_file")
+        if path is not None:
+            if secret.get_secret_value():
+                raise ValueError("give secret_key or secret_key_file, not both")
+            secret = SecretStr(read_secret_file(path))
         access_key = info.data.get("access_key", "")
         if access_key and not secret.get_secret_value():
             raise ValueError("required when s3.access_key is set")

@@ -67,6 +67,19 @@ def load(settings_cls: type[S], path: Path | None) -> S:
         raise ConfigError(str(path or "environment"), error_lines(exc)) from None
 
 
+def read_secret_file(path: Path) -> str:
+    """A secret kept in a file of one line (a Docker or Kubernetes secret under /run/secrets); ValueError,
+    which names the file but never its content, if it is unreadable or not one non-empty line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    secret = text.rstrip("\r\n")
+    if not secret or "\n" in secret:
+        raise ValueError(f"{path}: expected one non-empty line")
+    return secret
+
+
 def error_lines(exc: ValidationError) -> list[str]:
     """Each validation error as `key.path: message` (secrets are never echoed back)."""
     lines = []

@@ -19,6 +19,8 @@ from contract.messages import (
     ClipRequest,
     ClipUpdate,
     HealthSnapshot,
+    LiveRequest,
+    LiveUpdate,
     Message,
 )
 
@@ -30,6 +32,7 @@ MAX_PAYLOAD_BYTES: dict[topics.TopicKind, int] = {
     "health": 4 * 1024 * 1024,
     "command": 16 * 1024,
     "clip": 16 * 1024,
+    "live": 16 * 1024,
 }
 _MISSING = object()
 
@@ -63,6 +66,10 @@ def encode(message: AnyMessage) -> Delivery:
             return Delivery(topics.command(d, "arm"), payload, retain=False, qos=1)
         case ClipUpdate():
             return Delivery(topics.clip(d, message.request_id), payload, retain=False, qos=1)
+        case LiveRequest():
+            return Delivery(topics.command(d, "live"), payload, retain=False, qos=1)
+        case LiveUpdate():
+            return Delivery(topics.live(d, message.session_id), payload, retain=False, qos=1)
     raise TypeError(f"not a contract message: {type(message).__name__}")
 
 
@@ -114,9 +121,18 @@ def _model_for(ref: topics.TopicRef) -> type[Message]:
         case "health":
             return HealthSnapshot
         case "command":
-            return ClipRequest if ref.command == "clip" else ArmRequest
+            return _COMMAND_MODELS[ref.command or "clip"]
         case "clip":
             return ClipUpdate
+        case "live":
+            return LiveUpdate
+
+
+_COMMAND_MODELS: dict[topics.CommandName, type[Message]] = {
+    "clip": ClipRequest,
+    "arm": ArmRequest,
+    "live": LiveRequest,
+}
 
 
 def _check_matches_topic(ref: topics.TopicRef, message: AnyMessage) -> None:
@@ -130,6 +146,10 @@ def _check_matches_topic(ref: topics.TopicRef, message: AnyMessage) -> None:
         request_id = getattr(message, "request_id", None)
         if request_id != ref.request_id:
             raise ContractError("topic_mismatch", f"request {request_id!r} on topic {ref.request_id!r}")
+    if ref.session_id is not None:
+        session_id = getattr(message, "session_id", None)
+        if session_id != ref.session_id:
+            raise ContractError("topic_mismatch", f"session {session_id!r} on topic {ref.session_id!r}")
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:

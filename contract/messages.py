@@ -231,4 +231,75 @@ class ClipUpdate(Message):
     sent_at: Timestamp
 
 
-AnyMessage = AgentState | CameraMeta | CameraStatus | HealthSnapshot | ClipRequest | ArmRequest | ClipUpdate
+LiveAction = Literal["start", "renew", "stop"]
+LiveStream = Literal["sub", "main"]
+
+
+class LiveRequest(Message):
+    """Collector -> agent: start, renew or stop a live session of one camera (QoS 1, signed like a clip).
+
+    A session ends on its own at `until` unless a renewal moves it; the agent never streams past it.
+    """
+
+    session_id: Ident
+    action: LiveAction
+    camera_id: Ident
+    stream: LiveStream = "sub"
+    until: Timestamp
+    purpose: Text
+    agency: Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_NUL)]
+    incident: Annotated[str, Field(max_length=64, pattern=_NO_NUL)] = ""
+    priority: Priority = "routine"
+    requested_by: Annotated[str, Field(max_length=128, pattern=_NO_NUL)] = ""
+    sent_at: Timestamp
+    service: Service | None = None
+    expires_at: Timestamp | None = None
+    signature: Signature | None = None
+
+
+class LiveSegmentInfo(BaseModel):
+    """One uploaded segment of a live session: one GOP, an immutable object, announced once it is complete."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    sequence: Annotated[int, Field(ge=0, le=INT32_MAX)]
+    object_key: Text
+    init_key: Text = Field(description="the init segment (HLS EXT-X-MAP) this segment needs")
+    started_at: Timestamp = Field(description="wall-clock capture time of the segment's first frame")
+    duration_s: float = Field(gt=0, le=60)
+    size_bytes: Annotated[int, Field(ge=0, le=INT64_MAX)]
+    discontinuity: bool = Field(default=False, description="first segment after a gap or a new init segment")
+
+
+LiveStatusName = Literal["started", "segment", "stopped", "failed", "refused"]
+
+
+class LiveUpdate(Message):
+    """Agent -> collector: a live session's state, and each segment as soon as it is uploaded (QoS 1)."""
+
+    session_id: Ident
+    camera_id: Ident
+    agent_id: Ident
+    status: LiveStatusName
+    reason: ErrorText | None = None
+    segment: LiveSegmentInfo | None = None
+    sent_at: Timestamp
+
+    @model_validator(mode="after")
+    def _segment_iff_status(self) -> LiveUpdate:
+        if (self.status == "segment") != (self.segment is not None):
+            raise ValueError("segment is present exactly when status is 'segment'")
+        return self
+
+
+AnyMessage = (
+    AgentState
+    | CameraMeta
+    | CameraStatus
+    | HealthSnapshot
+    | ClipRequest
+    | ArmRequest
+    | ClipUpdate
+    | LiveRequest
+    | LiveUpdate
+)

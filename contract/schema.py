@@ -20,6 +20,8 @@ from contract.messages import (
     ClipRequest,
     ClipUpdate,
     HealthSnapshot,
+    LiveRequest,
+    LiveUpdate,
 )
 
 SCHEMAS: dict[str, type[BaseModel]] = {
@@ -30,6 +32,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "clip_request": ClipRequest,
     "arm_request": ArmRequest,
     "clip_update": ClipUpdate,
+    "live_request": LiveRequest,
+    "live_update": LiveUpdate,
     "manifest": Manifest,  # not a message: the signed JSON object stored next to each clip in S3
 }
 

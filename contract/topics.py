@@ -6,8 +6,9 @@ Topic space (version 1):
     cctv/v1/{district}/camera/{camera_id}/meta     retained, published on change
     cctv/v1/{district}/camera/{camera_id}/status   retained, published on change
     cctv/v1/{district}/health                      periodic batched snapshot of every camera
-    cctv/v1/{district}/cmd/{command}               collector -> agent, QoS 1 (clip, arm)
+    cctv/v1/{district}/cmd/{command}               collector -> agent, QoS 1 (clip, arm, live)
     cctv/v1/{district}/clip/{request_id}           agent -> collector progress and result, QoS 1
+    cctv/v1/{district}/live/{session_id}           agent -> collector live session state and segments, QoS 1
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from contract.errors import ContractError
 
 ROOT = "cctv/v1"
 
-TopicKind = Literal["agent_state", "camera_meta", "camera_status", "health", "command", "clip"]
-CommandName = Literal["clip", "arm"]
-COMMANDS: tuple[CommandName, ...] = ("clip", "arm")
+TopicKind = Literal["agent_state", "camera_meta", "camera_status", "health", "command", "clip", "live"]
+CommandName = Literal["clip", "arm", "live"]
+COMMANDS: tuple[CommandName, ...] = ("clip", "arm", "live")
 
 # Slugs and ids are used as topic levels: no '/', '+', '#', no spaces, bounded length.
 DISTRICT_PATTERN = r"^[a-z][a-z0-9-]{1,31}$"
@@ -40,6 +41,7 @@ class TopicRef:
     camera_id: str | None = None
     request_id: str | None = None
     command: CommandName | None = None
+    session_id: str | None = None
 
 
 def _district(district: str) -> str:
@@ -80,6 +82,10 @@ def clip(district: str, request_id: str) -> str:
     return f"{ROOT}/{_district(district)}/clip/{_ident(request_id, 'request id')}"
 
 
+def live(district: str, session_id: str) -> str:
+    return f"{ROOT}/{_district(district)}/live/{_ident(session_id, 'session id')}"
+
+
 def commands_filter(district: str) -> str:
     """What an agent subscribes to: every command for its district."""
     return f"{ROOT}/{_district(district)}/cmd/+"
@@ -95,6 +101,12 @@ def telemetry_filters(district: str = "+") -> list[str]:
         f"{ROOT}/{d}/health",
         f"{ROOT}/{d}/clip/+",
     ]
+
+
+def live_filter(district: str = "+") -> str:
+    """Live session updates, followed apart from telemetry: they are latency-bound, not batched."""
+    d = district if district == "+" else _district(district)
+    return f"{ROOT}/{d}/live/+"
 
 
 def shared(group: str, topic_filter: str) -> str:
@@ -123,9 +135,13 @@ def _parse_rest(district: str, rest: list[str]) -> TopicRef | None:
     if len(rest) == 3 and rest[0] == "camera" and _ID_RE.fullmatch(rest[1]) and rest[2] in ("meta", "status"):
         kind: TopicKind = "camera_meta" if rest[2] == "meta" else "camera_status"
         return TopicRef(kind, district, camera_id=rest[1])
-    if len(rest) == 2 and rest[0] == "cmd" and rest[1] in COMMANDS:
-        name: CommandName = "clip" if rest[1] == "clip" else "arm"
-        return TopicRef("command", district, command=name)
+    if len(rest) == 2 and rest[0] == "cmd":
+        for name in COMMANDS:
+            if rest[1] == name:
+                return TopicRef("command", district, command=name)
+        return None
     if len(rest) == 2 and rest[0] == "clip" and _ID_RE.fullmatch(rest[1]):
         return TopicRef("clip", district, request_id=rest[1])
+    if len(rest) == 2 and rest[0] == "live" and _ID_RE.fullmatch(rest[1]):
+        return TopicRef("live", district, session_id=rest[1])
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from collector.access.settings import AccessSettings
 from common.signing import key_id, load_or_create_key
 
 MAX_TOKEN_BYTES = 8192
+MAX_VERIFIED = 10_000  # verified tokens remembered at once (an operator's token is one entry)
 _REQUIRED = ["iss", "aud", "exp", "sub"]
 
 
@@ -100,6 +102,32 @@ def read_jwks(path: Path) -> jwt.PyJWKSet:
         raise ValueError(f"cannot read JWKS {path}: {exc}") from None
 
 
+class _Verified:
+    """Tokens verified already, by their exact string, each until it expires (exp + leeway, when PyJWT would
+    refuse it) and at most `jwks_cache_s` (as long as keys fetched from a jwks_url are trusted unchanged): an
+    operator sends one token with every request, and checking its signature is most of a request's cost.
+    Only successes are kept; a refused token is judged afresh each time."""
+
+    def __init__(self, max_entries: int = MAX_VERIFIED) -> None:
+        self._until: dict[str, tuple[float, Principal]] = {}
+        self._max = max_entries
+        self._lock = threading.Lock()  # verify runs on the event loop or, with a jwks_url, in workers
+
+    def get(self, token: str, now: float) -> Principal | None:
+        found = self._until.get(token)
+        if found is None or now >= found[0]:
+            return None
+        return found[1]
+
+    def put(self, token: str, principal: Principal, until: float, now: float) -> None:
+        with self._lock:
+            if len(self._until) >= self._max:  # forget the expired, then the oldest
+                self._until = {t: e for t, e in self._until.items() if e[0] > now}
+                while len(self._until) >= self._max:
+                    del self._until[next(iter(self._until))]
+            self._until[token] = (until, principal)
+
+
 class TokenVerifier:
     """Verifies `Authorization: Bearer <jwt>` values (or bare tokens) into a Principal, or raises AuthError.
 
@@ -107,6 +135,7 @@ class TokenVerifier:
 
     def __init__(self, settings: AccessSettings) -> None:
         self._settings = settings
+        self._verified = _Verified()
         self._keys: _Keys
         if settings.jwks_file is not None:
             self._keys = _FileKeys(settings.jwks_file)
@@ -122,9 +151,17 @@ class TokenVerifier:
 
     def verify(self, value: str | None) -> Principal:
         token = _bearer(value)
+        now = time.time()
+        known = self._verified.get(token, now)
+        if known is not None:
+            return known
         key = self._key_for(token)
         claims = self._decode(token, key)
-        return _principal(claims)
+        principal = _principal(claims)
+        s = self._settings
+        until = min(float(claims["exp"]) + s.leeway_s, now + s.jwks_cache_s)
+        self._verified.put(token, principal, until, now)
+        return principal
 
     def _key_for(self, token: str) -> jwt.PyJWK:
         try:

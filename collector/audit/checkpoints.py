@@ -9,14 +9,21 @@ bucket still lets anyone put a new version over a key or a delete marker on it, 
 `Checkpointer` writes one at least every `checkpoint_interval_s` while the head moves (`cctv-collector run`
 runs it as a thread; `checkpoint_now()` for tests and shutdown). What a checkpoint does not cover yet, the
 records of the last interval, is the window in which a cut tail would go unnoticed.
+
+Before it signs a head, it checks the records since the last head it checked (all of them, the first time in
+a process): each one's hash, its link to its predecessor, no gap, and the head's hash. A broken chain is never
+anchored: the checkpointer reports it (`cctv_collector_audit_chain_ok` 0, failure reason `chain_broken`) and
+writes no checkpoint until a person has looked (`cctv-collector audit verify` names the first bad record).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,9 +34,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from collector.audit.chain import Head, head
+from collector.audit.chain import GENESIS, Head, entries, head
+from collector.audit.links import Problem, check_since
 from collector.config import AuditSettings, CollectorSettings
-from collector.index.store import StoreError, StoreUnavailableError, open_store
+from collector.index.store import Store, StoreError, StoreUnavailableError, open_store
 from common.s3 import make_client
 from common.signing import key_id, load_or_create_key, load_public_key, sign, signature_problem, signed_body
 from contract.signature import Signature
@@ -39,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAILURE_REASONS = ("store", "s3", "no_object_lock")
+FAILURE_REASONS = ("store", "s3", "no_object_lock", "chain_broken")
 READERS = 8
 
 
@@ -161,23 +169,29 @@ def trusted_keys(settings: AuditSettings) -> dict[str, Ed25519PublicKey]:
 class CheckpointMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.age = Gauge(
-            "collector_audit_checkpoint_age_seconds",
+            "cctv_collector_audit_checkpoint_age_seconds",
             "Seconds since a checkpoint last covered the audit head (written, or the head had not moved)",
             registry=registry,
         )
         self.seq = Gauge(
-            "collector_audit_checkpoint_seq",
+            "cctv_collector_audit_checkpoint_seq",
             "Sequence number of the last checkpoint written",
             registry=registry,
         )
         self.failures = Counter(
-            "collector_audit_checkpoint_failures_total",
-            "Checkpoint attempts that failed, by reason (store, s3, no_object_lock)",
+            "cctv_collector_audit_checkpoint_failures_total",
+            "Checkpoint attempts that failed, by reason (store, s3, no_object_lock, chain_broken)",
             ["reason"],
             registry=registry,
         )
         for reason in FAILURE_REASONS:
             self.failures.labels(reason=reason)
+        self.chain_ok = Gauge(
+            "cctv_collector_audit_chain_ok",
+            "1 when the records checked before the last checkpoint chained correctly, 0: the chain is broken",
+            registry=registry,
+        )
+        self.chain_ok.set(math.nan)  # unknown until the first check: a start is no broken chain
 
 
 class Checkpointer:
@@ -186,6 +200,7 @@ class Checkpointer:
     def __init__(
         self,
         read_head: Callable[[], Head],
+        check_chain: Callable[[Head, int], tuple[Head, Problem | None]],
         bucket: CheckpointBucket,
         key: Ed25519PrivateKey,
         *,
@@ -194,6 +209,8 @@ class Checkpointer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._read_head, self._bucket, self._key, self._interval_s = read_head, bucket, key, interval_s
+        self._check_chain = check_chain
+        self._checked = Head(0, GENESIS)  # the last head whose records were checked
         self._clock, self._lock, self._stop = clock, threading.Lock(), threading.Event()
         self._written: Head | None = None
         self._covered_at = clock()
@@ -210,18 +227,17 @@ class Checkpointer:
         url = settings.store.url
 
         def read_head() -> Head:
-            try:
-                store = open_store(url)
-            except Exception as exc:  # the driver's own connection error
-                raise StoreUnavailableError(str(exc)) from exc
-            try:
+            with _store(url) as store:
                 return head(store)
-            finally:
-                store.close()
+
+        def check_chain(prev: Head, until: int) -> tuple[Head, Problem | None]:
+            with _store(url) as store:
+                return check_since(prev, entries(store, after=prev.seq), until)
 
         key = load_or_create_key(settings.audit.key_path)
         interval = settings.audit.checkpoint_interval_s
-        return cls(read_head, open_bucket(settings), key, interval_s=interval, registry=registry)
+        bucket = open_bucket(settings)
+        return cls(read_head, check_chain, bucket, key, interval_s=interval, registry=registry)
 
     def start(self) -> None:
         self._stop.clear()
@@ -243,15 +259,34 @@ class Checkpointer:
             current = self._read_head()
             if current.seq == 0 or current == self._written:
                 self._covered_at = now
+                if current.seq == 0:
+                    self.metrics.chain_ok.set(1)  # an empty chain holds
                 return None
             if self._written is None:
                 self._bucket.check()
+            self._check(current)
             checkpoint = signed_checkpoint(current, now, self._key)
             key = self._bucket.write(checkpoint)
             self._written, self._covered_at = current, now
         self.metrics.seq.set(current.seq)
         log.debug("audit checkpoint seq %s written to %s", current.seq, key)
         return checkpoint
+
+    def _check(self, current: Head) -> None:
+        """Check the records up to `current` that were not checked yet; CheckpointError if they are broken."""
+        if current.seq <= self._checked.seq:
+            return
+        reached, problem = self._check_chain(self._checked, current.seq)
+        if problem is None and reached != current:
+            problem = Problem(current.seq, f"the head (seq {current.seq}) is not where the chain ends (seq "
+                              f"{reached.seq}, hash {reached.hash[:12]})")  # fmt: skip
+        if problem is not None:
+            self.metrics.chain_ok.set(0)
+            raise CheckpointError(
+                "chain_broken", f"audit chain broken at seq {problem.seq}: {problem.reason}"
+            )
+        self._checked = current
+        self.metrics.chain_ok.set(1)
 
     def _run(self) -> None:
         while True:
@@ -268,3 +303,16 @@ class Checkpointer:
         except CheckpointError as exc:
             self.metrics.failures.labels(reason=exc.reason).inc()
             log.error("audit checkpoint not written: %s", exc)
+
+
+@contextlib.contextmanager
+def _store(url: str) -> Iterator[Store]:
+    """A store of its own for one read (a connection belongs to one thread)."""
+    try:
+        store = open_store(url)
+    except Exception as exc:  # the driver's own connection error
+        raise StoreUnavailableError(str(exc)) from exc
+    try:
+        yield store
+    finally:
+        store.close()

@@ -20,17 +20,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from collector.audit.chain import GENESIS, Entry, Head, chain_hash, entries, head
+from collector.audit.chain import GENESIS, Entry, Head, entries, head
 from collector.audit.checkpoints import Checkpoint, CheckpointBucket, CheckpointError
+from collector.audit.links import Problem, entry_problem
 from collector.index.store import Store
 
 MAX_LISTED = 100
-
-
-@dataclass(frozen=True)
-class Problem:
-    seq: int | None  # the first record it concerns; None for a problem of the bucket
-    reason: str
 
 
 @dataclass
@@ -116,7 +111,7 @@ def _walk(
             if (entry.seq - 1, entry.prev_hash) in anchors:  # pruned up to a signed boundary
                 prev = Head(entry.seq - 1, entry.prev_hash)
                 hashes[prev.seq] = prev.hash
-        problem = _gap_problem(prev, entry) or _content_problem(entry) or _link_problem(prev, entry)
+        problem = entry_problem(prev, entry)
         if problem is not None:
             verdict.problems.append(problem)
         if entry.seq in wanted:
@@ -125,32 +120,6 @@ def _walk(
         prev = Head(entry.seq, entry.hash)
     verdict.last = prev
     return hashes
-
-
-def _gap_problem(prev: Head, entry: Entry) -> Problem | None:
-    if entry.seq == prev.seq + 1:
-        return None
-    gone = f"{prev.seq + 1}" if entry.seq == prev.seq + 2 else f"{prev.seq + 1} to {entry.seq - 1}"
-    return Problem(prev.seq + 1, f"record removed: seq {gone} missing before seq {entry.seq}")
-
-
-def _link_problem(prev: Head, entry: Entry) -> Problem | None:
-    """A consistent record chained to another hash than its predecessor's: the predecessor was rewritten
-    (changed with a recomputed hash), or the genesis was replaced."""
-    if entry.prev_hash == prev.hash:
-        return None
-    return Problem(
-        max(prev.seq, 1),
-        f"record rewritten: seq {entry.seq} was chained to another hash than seq {prev.seq}'s",
-    )
-
-
-def _content_problem(entry: Entry) -> Problem | None:
-    if entry.problem is not None:
-        return Problem(entry.seq, f"record changed: {entry.problem}")
-    if chain_hash(entry.prev_hash, entry.document) != entry.hash:
-        return Problem(entry.seq, "record changed: its hash does not match its content or position")
-    return None
 
 
 def _check_head(recorded: Head, hashes: dict[int, str], verdict: Verdict) -> None:

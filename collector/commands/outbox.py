@@ -97,22 +97,24 @@ class OutboxMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.pending = Gauge(
-            "collector_outbox_pending", "Commands waiting for their agent's answer", registry=registry
+            "cctv_collector_command_outbox_pending",
+            "Commands waiting for their agent's answer",
+            registry=registry,
         )
         self.published = Counter(
-            "collector_commands_published_total",
+            "cctv_collector_commands_published_total",
             "Command publications the broker acknowledged (PUBACK), repeats included, by kind",
             ["kind"],
             registry=registry,
         )
         self.republished = Counter(
-            "collector_commands_republished_total",
+            "cctv_collector_commands_republished_total",
             "Acknowledged publications that repeated an unanswered command, by kind",
             ["kind"],
             registry=registry,
         )
         self.expired = Counter(
-            "collector_commands_expired_total",
+            "cctv_collector_commands_expired_total",
             "Commands that expired before their agent answered, by kind",
             ["kind"],
             registry=registry,

@@ -23,7 +23,9 @@ class IndexGauges(Collector):
         self._open_store = open_store
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        readable = GaugeMetricFamily("collector_index_up", "1 when the index could be read for this scrape")
+        readable = GaugeMetricFamily(
+            "cctv_collector_index_up", "1 when the index could be read for this scrape"
+        )
         try:
             store = self._open_store()
             try:
@@ -38,7 +40,7 @@ class IndexGauges(Collector):
         readable.add_metric([], 1)
         yield readable
         cameras = GaugeMetricFamily(
-            "collector_cameras",
+            "cctv_collector_cameras",
             "Cameras in the index by district and current state (unknown while their agent is offline)",
             labels=["district", "state"],
         )
@@ -46,7 +48,7 @@ class IndexGauges(Collector):
             cameras.add_metric([district, state], n)
         yield cameras
         online = GaugeMetricFamily(
-            "collector_agent_online",
+            "cctv_collector_agent_online",
             "1 when the district's agent is online, 0 after its goodbye or its last will",
             labels=["district"],
         )

@@ -4,10 +4,10 @@ incident's change, its commands and its audit record commit together."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
-from collector.index.tx import Tx
+from collector.index.tx import Tx, params
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,7 @@ def incident_by_number(tx: Tx, agency: str, incident_no: str) -> str | None:
 
 
 def insert_incident(tx: Tx, row: IncidentRow) -> None:
-    values = astuple(row)[:-1]  # without positions
+    values = params(row)[:-1]  # without positions
     tx.execute(
         f"INSERT INTO incidents ({_INCIDENT_COLUMNS}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
         values,
@@ -159,7 +159,7 @@ def agency_incidents(tx: Tx, agency: str, limit: int, offset: int) -> list[Incid
 
 
 def insert_clip_requests(tx: Tx, rows: Sequence[ClipRequestRow]) -> None:
-    values = [astuple(row) for row in rows]
+    values = [params(row) for row in rows]
     marks = ", ".join("?" * len(fields(ClipRequestRow)))
     tx.executemany(f"INSERT INTO clip_requests ({_REQUEST_COLUMNS}) VALUES ({marks})", values)  # noqa: S608
 

@@ -12,7 +12,6 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import astuple
 from importlib import resources
 from typing import Any
 
@@ -29,7 +28,7 @@ from collector.index.store import (
     StoreUnavailableError,
     Transition,
 )
-from collector.index.tx import Tx
+from collector.index.tx import Tx, params
 
 log = logging.getLogger(__name__)
 
@@ -336,9 +335,9 @@ class SqlStore(ABC):
 
     def _write(self, batch: Batch) -> None:
         self._write_presence(batch.agents)
-        self._executemany(UPSERT_META, [astuple(m) for m in batch.metas])
+        self._executemany(UPSERT_META, [params(m) for m in batch.metas])
         self._write_statuses(batch)
-        self._executemany(UPSERT_HEALTH_COUNT, [astuple(h) for h in batch.health_counts])
+        self._executemany(UPSERT_HEALTH_COUNT, [params(h) for h in batch.health_counts])
         self._write_clips(batch.clips)
 
     def _write_presence(self, rows: list[AgentRow]) -> None:
@@ -543,12 +542,16 @@ def _clean(text: str) -> str:
 
 def camera_view(r: tuple[Any, ...]) -> CameraView:
     """The `CameraView` of a row of `CAMERA_COLUMNS` selected from `CAMERA_VIEW`."""
-    reasons = [x for x in (r[5] or "").split(",") if x]
+    reasons = [x for x in r[5].split(",") if x] if r[5] else []
     agent_online = None if r[9] is None else r[9] == "online"
-    last_seen, lat, lon = (None if v is None else float(v) for v in (r[8], r[10], r[11]))
     return CameraView(
-        r[0], r[1], r[2], r[3], r[4], reasons, r[6], r[7], last_seen, agent_online, lat, lon, r[12]
-    )
+        r[0], r[1], r[2], r[3], r[4], reasons, r[6], r[7], _float(r[8]), agent_online, _float(r[10]),
+        _float(r[11]), r[12],
+    )  # fmt: skip
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _clip_from_row(row: tuple[Any, ...]) -> ClipRow:
@@ -558,7 +561,7 @@ def _clip_from_row(row: tuple[Any, ...]) -> ClipRow:
 
 
 def _clip_params(c: ClipRow) -> tuple[Any, ...]:
-    return (*astuple(c), CLIP_STATUS_RANK.get(c.status, 0))
+    return (*params(c), CLIP_STATUS_RANK.get(c.status, 0))
 
 
 def _filters(values: dict[str, str | None]) -> tuple[str, tuple[Any, ...]]:

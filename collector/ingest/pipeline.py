@@ -276,6 +276,8 @@ class Ingest:
             self.committed += stats.written
         if stats.batch_seconds is not None:
             m.batch_seconds.observe(stats.batch_seconds)
+        for o in stats.clip_outcomes:
+            m.platform.clip_finished(o.agency, o.district, o.outcome, o.first_clip_s)
         self.health.note(stats)
         if stats.committed_through is not None:
             self.subscriber.committed(stats.committed_through)

@@ -23,17 +23,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as ProcessEvent
-from typing import Any
+from typing import Any, TypeVar
 
 from collector.config import CollectorSettings
 from collector.index.store import (
     Batch,
     DeadLetter,
     Store,
+    StoreError,
     StoreRejectedError,
     StoreUnavailableError,
     open_store,
 )
+from collector.ingest import outcomes
 from common import jsonlog
 from contract.codec import decode
 from contract.errors import ContractError
@@ -42,6 +44,7 @@ from contract.messages import AgentState, AnyMessage, CameraMeta, CameraStatus, 
 log = logging.getLogger(__name__)
 
 Event = threading.Event | ProcessEvent
+T = TypeVar("T")
 Chunk = tuple[int, list[tuple[str, bytes]]]  # (chunk number, messages)
 KIND: dict[type[Any], str] = {
     AgentState: "agent_state",
@@ -67,6 +70,7 @@ class WriterStats:
     store_error: str | None = None
     held: int = 0
     final: bool = False
+    clip_outcomes: list[outcomes.ClipOutcome] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +177,23 @@ class BatchWriter:
 
     def commit(self, pending: list[Received], stats: WriterStats) -> bool:
         """Commit `pending` (minus what the database refuses); False when a stop request ended an outage
-        before everything was committed."""
+        before everything was committed. The final clip answers' outcomes go into `stats` (outcomes.py)."""
+        finals = outcomes.final_ids(item.message for item in pending)
+        was = self._read(lambda: outcomes.before(self.store, finals)) if finals else None
         began = time.perf_counter()
         done = self._commit(pending, stats)
         stats.batch_seconds = time.perf_counter() - began
+        if done and was is not None:
+            stats.clip_outcomes = self._read(lambda: outcomes.after(self.store, was, time.time())) or []
         return done
+
+    def _read(self, read: Callable[[], T]) -> T | None:
+        """A read for the service-level metrics only: a store error skips it (ingest never waits for it)."""
+        try:
+            return read()
+        except StoreError as exc:
+            log.warning("clip outcomes not counted: %s", exc)
+            return None
 
     def _commit(self, items: list[Received], stats: WriterStats) -> bool:
         batch = Batch()

@@ -1,7 +1,8 @@
 """The platform's public HTTP API (FastAPI): everything under /v1, OpenAPI 3.1 at /v1/openapi.json.
 
 Routers are by resource; what they share (stores, access, audit, commands) is a `Platform` the composition
-root builds (collector/app.py). Prometheus metrics are served on their own port, not here.
+root builds (collector/app.py). Prometheus metrics are served on their own port, not here; every request is
+counted and timed by its route template (observe.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 
 from collector.platform import audit, cameras, clips, districts, errors, health, incidents, me
 from collector.platform.context import Platform
+from collector.platform.observe import RequestMetrics
 
 API_VERSION = "1.0.0"
 
@@ -24,6 +26,7 @@ def create_app(p: Platform) -> FastAPI:
         redoc_url=None,
     )
     app.state.platform = p
+    app.add_middleware(RequestMetrics, metrics=p.metrics)
     errors.install(app)
     routers = (
         health.router,

@@ -25,8 +25,9 @@ from collector.audit.checkpoints import CheckpointError
 from collector.audit.report import write_report
 from collector.platform.errors import ERROR_RESPONSES, ApiError
 from collector.platform.guard import CallerDep
+from collector.platform.routing import Route
 
-router = APIRouter(tags=["audit"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["audit"], responses=ERROR_RESPONSES, route_class=Route)
 Text = Annotated[str | None, Query(max_length=128)]
 
 

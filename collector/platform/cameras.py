@@ -12,10 +12,11 @@ from pydantic import BaseModel
 from collector.index import queries
 from collector.platform.errors import ERROR_RESPONSES, ApiError
 from collector.platform.guard import CallerDep
+from collector.platform.routing import Route
 from collector.platform.schemas import Camera, DistrictSlugQuery
 from contract.messages import CameraState
 
-router = APIRouter(tags=["cameras"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["cameras"], responses=ERROR_RESPONSES, route_class=Route)
 
 
 class CameraPage(BaseModel):

@@ -25,10 +25,11 @@ from collector.index.store import CameraView
 from collector.platform import grants
 from collector.platform.errors import ERROR_RESPONSES, ApiError, not_found
 from collector.platform.guard import Caller, CallerDep
+from collector.platform.routing import Route
 from collector.platform.schemas import utc
 from contract.messages import SERVICE_PRIORITY, ClipRequest
 
-router = APIRouter(tags=["clips"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["clips"], responses=ERROR_RESPONSES, route_class=Route)
 MAX_CAMERAS = 50
 CameraId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 
@@ -82,6 +83,41 @@ class ClipList(BaseModel):
 
 @router.post("/incidents/{incident_id}/clips", status_code=202, summary="Request clips from the cameras")
 def request_clips(c: CallerDep, incident_id: str, body: ClipsAsk) -> ClipList:
+    try:
+        row, cameras, start, end = _admit(c, incident_id, body)
+    except ApiError as exc:
+        if exc.status == 403:
+            c.p.metrics.clip_requests.labels(agency=_agency_label(c), outcome="refused").inc()
+        raise
+    if c.p.signer is None:
+        raise ApiError(503, "commands_unavailable", "this collector cannot sign commands")
+    requests = [_request(c, row, item, start, end) for item in cameras]
+    commands = [c.p.signer.sign(_command(c, row, req)) for req in requests]
+    window = {"start": start, "end": end}
+    records = [
+        c.record(
+            "clip.request",
+            row.incident_id,
+            [AuditSubject(camera_id=req.camera_id, district=req.district, **window)],
+            row.purpose,
+            detail={"request_id": req.request_id},
+        )
+        for req in requests
+    ]
+    with c.p.store().transaction() as tx:  # a statement per table, not per camera
+        db.insert_clip_requests(tx, requests)
+        enqueue_many(tx, commands, c.now)
+        append_many(tx, records)  # last: the chain's head stays locked until the commit
+    c.p.notify_outbox()
+    c.p.metrics.clip_requests.labels(agency=_agency_label(c), outcome="requested").inc(len(requests))
+    clips = [_clip(_requested(r)) for r in requests]
+    return ClipList(clips=clips, count=len(clips), next_offset=None)
+
+
+def _admit(
+    c: Caller, incident_id: str, body: ClipsAsk
+) -> tuple[db.IncidentRow, list[CameraView], float, float]:
+    """The incident, the cameras and the window of a request the policy allows (403 otherwise, audited)."""
     with c.p.store().reading() as tx:
         row = grants.load(tx, incident_id)
     incident = grants.view(row)
@@ -100,27 +136,12 @@ def request_clips(c: CallerDep, incident_id: str, body: ClipsAsk) -> ClipList:
             purpose=row.purpose,
             subjects=[AuditSubject(camera_id=item.camera_id, district=item.district, **window)],
         )
-    if c.p.signer is None:
-        raise ApiError(503, "commands_unavailable", "this collector cannot sign commands")
-    requests = [_request(c, row, item, start, end) for item in cameras]
-    commands = [c.p.signer.sign(_command(c, row, req)) for req in requests]
-    records = [
-        c.record(
-            "clip.request",
-            row.incident_id,
-            [AuditSubject(camera_id=req.camera_id, district=req.district, **window)],
-            row.purpose,
-            detail={"request_id": req.request_id},
-        )
-        for req in requests
-    ]
-    with c.p.store().transaction() as tx:  # a statement per table, not per camera
-        db.insert_clip_requests(tx, requests)
-        enqueue_many(tx, commands, c.now)
-        append_many(tx, records)  # last: the chain's head stays locked until the commit
-    c.p.notify_outbox()
-    clips = [_clip(_requested(r)) for r in requests]
-    return ClipList(clips=clips, count=len(clips), next_offset=None)
+    return row, cameras, start, end
+
+
+def _agency_label(c: Caller) -> str:
+    """The caller's agency as a metric label: one of the policy's, so a token cannot add series."""
+    return c.principal.agency if c.agency is not None else "unknown"
 
 
 @router.get("/clips/{clip_id}", summary="A clip's progress, manifest check and, once stored, playback URLs")

@@ -14,6 +14,7 @@ from collector.access.gate import Access
 from collector.access.settings import AccessSettings
 from collector.config import PlatformSettings
 from collector.index.store import Store
+from collector.metrics import PlatformMetrics
 from collector.platform.nearby import CameraIndex
 from collector.platform.stores import ThreadStores
 
@@ -40,12 +41,13 @@ class Platform:
     clock: Callable[[], float] = time.time
     # The audit chain checked against its checkpoints; None: no checkpoint bucket (verify answers 503).
     audit_verify: Callable[[Store], Verdict] | None = None
+    metrics: PlatformMetrics = field(default_factory=PlatformMetrics)  # default: a registry of its own
 
     def store(self) -> Store:
         return self.stores.get()
 
 
-def platform(request: Request) -> Platform:
-    """FastAPI dependency: the app's Platform."""
+async def platform(request: Request) -> Platform:
+    """FastAPI dependency: the app's Platform (async: no blocking work, so no hop to a worker thread)."""
     found: Platform = request.app.state.platform
     return found

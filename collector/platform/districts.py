@@ -10,10 +10,11 @@ from pydantic import BaseModel
 from collector.index import queries
 from collector.platform.errors import ERROR_RESPONSES
 from collector.platform.guard import CallerDep
+from collector.platform.routing import Route
 from collector.platform.schemas import utc
 from contract.districts import DISTRICTS
 
-router = APIRouter(tags=["districts"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["districts"], responses=ERROR_RESPONSES, route_class=Route)
 
 
 class District(BaseModel):

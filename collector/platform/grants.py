@@ -8,12 +8,12 @@ from collector.audit.chain import AuditSubject
 from collector.index import incidents as db
 from collector.index import queries
 from collector.index.geo import district_at
-from collector.index.spatial import haversine_m
+from collector.index.spatial import Neighbour, haversine_m
 from collector.index.store import CameraView
 from collector.index.tx import Tx
 from collector.platform.errors import ApiError, not_found
 from collector.platform.guard import Caller
-from collector.platform.nearby import Near, near
+from collector.platform.nearby import near
 from collector.platform.schemas import Grant, Incident, NearbyCamera, PositionOut, utc
 
 
@@ -93,7 +93,7 @@ def nearby(c: Caller, row: db.IncidentRow, limit: int) -> list[NearbyCamera]:
     ]
 
 
-def nearby_items(c: Caller, row: db.IncidentRow, limit: int) -> list[tuple[Near, CameraView]]:
+def nearby_items(c: Caller, row: db.IncidentRow, limit: int) -> list[tuple[Neighbour, CameraView]]:
     """`nearby` as found in the spatial index with each camera's row (one query for all of them)."""
     agency = c.p.access.policy.agencies.get(row.agency)
     if agency is None or c.p.cameras is None:

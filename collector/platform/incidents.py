@@ -20,6 +20,7 @@ from collector.index.tx import Tx
 from collector.platform import grants
 from collector.platform.errors import ERROR_RESPONSES, ApiError
 from collector.platform.guard import Caller, CallerDep
+from collector.platform.routing import Route
 from collector.platform.schemas import (
     Incident,
     IncidentList,
@@ -31,7 +32,7 @@ from collector.platform.schemas import (
 )
 from contract.messages import SERVICE_PRIORITY, ArmRequest
 
-router = APIRouter(prefix="/incidents", tags=["incidents"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/incidents", tags=["incidents"], responses=ERROR_RESPONSES, route_class=Route)
 MAX_POSITIONS = 200
 MAX_ARM_S = 3600.0
 

@@ -12,9 +12,10 @@ from collector.access.decision import allowed_actions
 from collector.access.policy import Action, AgencyPolicy
 from collector.platform.errors import ERROR_RESPONSES
 from collector.platform.guard import CallerDep
+from collector.platform.routing import Route
 from contract.messages import Service
 
-router = APIRouter(tags=["access"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["access"], responses=ERROR_RESPONSES, route_class=Route)
 
 
 class Limits(BaseModel):

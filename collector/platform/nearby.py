@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 
 from collector.index import queries
 from collector.index.spatial import CameraPoint, NearestIndex, Neighbour
@@ -74,27 +73,21 @@ class CameraIndex:
             store.close()
 
 
-@dataclass(frozen=True, slots=True)
-class Near:
-    camera_id: str
-    district: str
-    distance_m: float
-    bearing_deg: float
-
-
 def near(
     index: NearestIndex,
     positions: Sequence[tuple[float, float]],
     k: int,
     max_m: float | None,
     districts: Collection[str] | None = None,
-) -> list[Near]:
+) -> list[Neighbour]:
     """The `k` cameras nearest to any of `positions` (within `max_m`, of `districts`), nearest first."""
+    if len(positions) == 1:  # the usual case: the index ranks them already
+        lat, lon = positions[0]
+        return index.nearest(lat, lon, k, max_m=max_m, districts=districts)
     best: dict[str, Neighbour] = {}
     for lat, lon in positions:
         for n in index.nearest(lat, lon, k, max_m=max_m, districts=districts):
             known = best.get(n.camera_id)
             if known is None or n.distance_m < known.distance_m:
                 best[n.camera_id] = n
-    ranked = sorted(best.values(), key=lambda n: (n.distance_m, n.camera_id))[:k]
-    return [Near(n.camera_id, n.district, n.distance_m, n.bearing_deg) for n in ranked]
+    return sorted(best.values(), key=lambda n: (n.distance_m, n.camera_id))[:k]

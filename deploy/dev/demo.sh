@@ -1,17 +1,26 @@
 #!/bin/bash
-# `make demo`: a whole local stack on 127.0.0.0/8 — Mosquitto, the Ceph S3 gateway, a simulated district of
-# three cameras (one of them switched off), a district agent and the collector (the platform API with a
-# development identity provider and the example agency policy) — the cameras arriving in the collector's
-# index, then what the platform is for: a 112 operator opens an incident at a camera's place, sees the
-# cameras around it, asks for the nearest camera's clip and gets a presigned URL to play it.
-# Idempotent: a previous demo in the same directory is stopped first.
-# Keeps running on a terminal until Ctrl-C; elsewhere (or with DEMO_EXIT=1) it stops after the clip.
+# `make demo`: the whole platform on one machine (127.0.0.0/8 only), then an incident as a 112 centre works it.
+#
+# Starts Mosquitto, the Ceph S3 gateway, three districts of simulated cameras at their real positions around
+# Ahyeon hill on Sinchon-ro, where Mapo, Seodaemun and Jung meet (camsim --near), one district agent each, the
+# collector (the /v1 API with a development identity provider and the example agency policy) and a
+# Prometheus with the project's rules. Then deploy/dev/demo_walkthrough.py plays the 112 centre: an incident
+# at that place, the cameras around it across the three districts, a clip from each district, downloaded
+# through its presigned URL and decoded, the 119 centre refused, the audit records and Prometheus' view.
+#
+# Keeps running on a terminal until Ctrl-C; with DEMO_EXIT=1 (or without a terminal) it stops after the
+# walkthrough. Logs and configuration stay in $DEMO_DIR (default /tmp/cctv-demo); a previous demo there is
+# stopped first.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN="$ROOT/.venv/bin"
 DEMO=${DEMO_DIR:-/tmp/cctv-demo}
 DEV="$ROOT/deploy/dev"
+DISTRICTS=(mapo seodaemun jung)
+CAMERAS=2                         # per district, on its positions nearest the scene, all H.264
+SCENE_LAT=37.5595 SCENE_LON=126.9615
+SCENE="Sinchon-ro at Ahyeon hill (신촌로, 북아현동), where Mapo, Seodaemun and Jung meet"
 PIDS=()
 
 stop_all() {
@@ -33,12 +42,27 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 free_port() { "$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+answers() { curl -sf -o /dev/null "$1"; }
 
-stop_all
+if [ -d "$DEMO" ]; then  # a previous demo in this directory: stop what it left
+    for pidfile in "$DEMO"/*.pid; do [ -e "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true; done
+    "$DEV/mosquitto.sh" stop "$DEMO/mqtt" >/dev/null 2>&1 || true
+    "$DEV/ceph-s3.sh" stop "$DEMO/s3" >/dev/null 2>&1 || true
+fi
 rm -rf "$DEMO"
-mkdir -p "$DEMO"
+mkdir -p "$DEMO/agent-keys"
 trap stop_all EXIT
+trap 'echo; echo "demo: stopping (logs and configuration stay in $DEMO)"; exit 0' INT TERM
 
+start() {  # start NAME COMMAND...: in the background, stderr to NAME.log, pid in NAME.pid
+    local name=$1
+    shift
+    "$@" 2>"$DEMO/$name.log" &
+    PIDS+=($!)
+    echo $! >"$DEMO/$name.pid"
+}
+
+echo "== Seoul CCTV sharing, a local stack on 127.0.0.0/8 (logs and configuration: $DEMO)"
 echo "== starting Mosquitto and the Ceph S3 gateway"
 "$DEV/mosquitto.sh" start "$DEMO/mqtt" >/dev/null
 "$DEV/ceph-s3.sh" start "$DEMO/s3" >/dev/null
@@ -58,26 +82,29 @@ s3.create_bucket(Bucket="cctv-evidence")
 s3.create_bucket(Bucket="cctv-audit", ObjectLockEnabledForBucket=True)  # audit checkpoints, write-once
 PY
 
-echo "== starting a simulated district (gangnam, 3 cameras, one switched off)"
-cat > "$DEMO/scenario.toml" <<TOML
-[[fault]]
-cameras = "gangnam-00003"
-offline = true
-TOML
-"$BIN/cctv-camsim" run --district gangnam --cameras 3 --base-ip 127.77.0.1 --onvif-port 18081 \
-    --rtsp-port 18555 --wsd-port 13703 --no-multicast --control-port 0 --scenario "$DEMO/scenario.toml" \
-    --write-ledger "$DEMO/ledger.csv" --secrets-out "$DEMO/secrets.toml" \
-    >"$DEMO/camsim.jsonl" 2>"$DEMO/camsim.log" &
-PIDS+=($!)
-wait_for 60 "the simulator" grep -q '"ready"' "$DEMO/camsim.jsonl"
+echo "== three districts of simulated cameras at their real positions around $SCENE"
+ONVIF_PORT=$(free_port) RTSP_PORT=$(free_port) WSD_PORT=$(free_port)
+for i in "${!DISTRICTS[@]}"; do
+    d=${DISTRICTS[$i]}
+    mkdir -p "$DEMO/$d"
+    start "camsim-$d" "$BIN/cctv-camsim" run --district "$d" --cameras "$CAMERAS" --near "$SCENE_LAT,$SCENE_LON" --codec h264 \
+        --base-ip "127.77.$((i + 1)).1" --onvif-port "$ONVIF_PORT" --rtsp-port "$RTSP_PORT" --wsd-port "$WSD_PORT" \
+        --no-multicast --control-port 0 --write-ledger "$DEMO/$d/ledger.csv" --secrets-out "$DEMO/$d/secrets.toml" \
+        >"$DEMO/camsim-$d.jsonl"
+done
+for d in "${DISTRICTS[@]}"; do
+    wait_for 60 "the $d simulator" grep -q '"ready"' "$DEMO/camsim-$d.jsonl"
+    "$BIN/python" -c 'import csv, sys
+for r in csv.DictReader(open(sys.argv[1], encoding="utf-8")):
+    print("   %-16s %s, %s  %s" % (r["camera_id"], r["lat"], r["lon"], r["address_text"]))' "$DEMO/$d/ledger.csv"
+done
 
 # A development identity provider (a local key and its JWKS): production trusts the agencies' own.
 "$BIN/cctv-collector" token jwks --key "$DEMO/idp.key" >"$DEMO/jwks.json" 2>/dev/null
-HTTP_PORT=$(free_port)
-mkdir -p "$DEMO/agent-keys"
-cat > "$DEMO/collector.toml" <<TOML
+HTTP_PORT=$(free_port) METRICS_PORT=$(free_port) PROM_PORT=$(free_port)
+cat >"$DEMO/collector.toml" <<TOML
 collector_id = "demo-collector"
-metrics_port = 0
+metrics_port = $METRICS_PORT
 [mqtt]
 host = "$MQTT_HOST"
 port = $MQTT_PORT
@@ -108,22 +135,27 @@ checkpoint_interval_s = 5.0
 retention_days = 365
 TOML
 chmod 600 "$DEMO/collector.toml"
-# The district trusts the collector's command key; the collector trusts the agent's manifest key.
+# Each district trusts the collector's command key; the collector trusts each agent's manifest key.
 "$BIN/cctv-collector" commands public-key --config "$DEMO/collector.toml" >"$DEMO/collector-commands.pem" 2>/dev/null
-cat > "$DEMO/agent.toml" <<TOML
-district = "gangnam"
-agent_id = "gangnam-demo"
-ledger = "$DEMO/ledger.csv"
-secrets_file = "$DEMO/secrets.toml"
-metrics_port = 0
+AGENT_TARGETS=()
+for i in "${!DISTRICTS[@]}"; do
+    d=${DISTRICTS[$i]}
+    port=$(free_port)
+    AGENT_TARGETS+=("\"127.0.0.1:$port\"")
+    cat >"$DEMO/$d/agent.toml" <<TOML
+district = "$d"
+agent_id = "$d-demo"
+ledger = "$DEMO/$d/ledger.csv"
+secrets_file = "$DEMO/$d/secrets.toml"
+metrics_port = $port
 [mqtt]
 host = "$MQTT_HOST"
 port = $MQTT_PORT
 [onvif]
 timeout_s = 3.0
 [discovery]
-targets = ["127.77.0.1/30"]
-port = 13703
+targets = ["127.77.$((i + 1)).0/28"]
+port = $WSD_PORT
 window_s = 1.0
 [health]
 liveness_interval_s = 5.0
@@ -134,98 +166,83 @@ bucket = "cctv-evidence"
 access_key = "$S3_ACCESS_KEY"
 secret_key = "$S3_SECRET_KEY"
 [clips]
-spool_dir = "$DEMO/spool"
-key_file = "$DEMO/signing.key"
+spool_dir = "$DEMO/$d/spool"
+key_file = "$DEMO/$d/signing.key"
 [commands]
 collector_public_keys = ["$DEMO/collector-commands.pem"]
 TOML
-chmod 600 "$DEMO/agent.toml"
-"$BIN/cctv-agent" public-key --config "$DEMO/agent.toml" >"$DEMO/agent-keys/gangnam.pem"
+    chmod 600 "$DEMO/$d/agent.toml"
+    "$BIN/cctv-agent" public-key --config "$DEMO/$d/agent.toml" >"$DEMO/agent-keys/$d.pem" 2>/dev/null
+done
 
-echo "== starting the collector and the agent"
-"$BIN/cctv-collector" run --config "$DEMO/collector.toml" 2>"$DEMO/collector.log" &
-PIDS+=($!)
-"$BIN/cctv-agent" run --config "$DEMO/agent.toml" 2>"$DEMO/agent.log" &
-PIDS+=($!)
+mkdir -p "$DEMO/prometheus"
+cat >"$DEMO/prometheus/prometheus.yml" <<YAML
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+rule_files: ["$ROOT/deploy/prometheus/alerts.yml"]
+scrape_configs:
+  - {job_name: cctv-collector, static_configs: [{targets: ["127.0.0.1:$METRICS_PORT"]}]}
+  - {job_name: cctv-agent, static_configs: [{targets: [$(IFS=,; echo "${AGENT_TARGETS[*]}")]}]}
+YAML
+
+echo "== starting the collector, an agent per district and Prometheus"
+start collector "$BIN/cctv-collector" run --config "$DEMO/collector.toml"
+for d in "${DISTRICTS[@]}"; do start "agent-$d" "$BIN/cctv-agent" run --config "$DEMO/$d/agent.toml"; done
+start prometheus prometheus --config.file="$DEMO/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$DEMO/prometheus/data" --web.listen-address="127.0.0.1:$PROM_PORT"
 
 cameras_arrived() {
     "$BIN/cctv-collector" cameras --config "$DEMO/collector.toml" --json 2>/dev/null |
-        "$BIN/python" -c 'import json,sys; rows=json.load(sys.stdin); sys.exit(0 if len(rows) >= 3 and all(r.get("state") not in (None, "unknown") for r in rows) else 1)'
+        "$BIN/python" -c 'import json, sys
+rows = json.load(sys.stdin)
+sys.exit(0 if len(rows) >= int(sys.argv[1]) and all(r.get("state") not in (None, "unknown") for r in rows) else 1)' \
+            $((CAMERAS * ${#DISTRICTS[@]}))
 }
 wait_for 60 "the cameras in the collector" cameras_arrived
-
-echo "== the collector's index (cctv-collector cameras):"
+wait_for 30 "the collector's API" answers "http://127.0.0.1:$HTTP_PORT/v1/healthz"
+wait_for 30 "Prometheus" answers "http://127.0.0.1:$PROM_PORT/-/ready"
+echo "== cameras found across districts (cctv-collector cameras):"
 "$BIN/cctv-collector" cameras --config "$DEMO/collector.toml"
-echo
 
-# -- what the platform is for: a 112 operator, an incident, the cameras around it, a clip to play ----------
 # camsim encodes its picture on first use (once per machine, ~10 s; kept in ~/.cache/camsim): wait until the
-# camera's video plays, so that the clip below does not wait for it.
-stream_plays() {
-    ffprobe -v error -rtsp_transport tcp -show_entries stream=codec_name "$1" 2>/dev/null | grep -q codec_name
+# nearest camera of each district plays, so that the clips below do not wait for it.
+stream_plays() {  # stream_plays DISTRICT: its first camera (the nearest to the scene) answers RTSP
+    local url
+    url=$("$BIN/python" -c 'import csv, sys, tomllib
+row = next(csv.DictReader(open(sys.argv[1], encoding="utf-8")))
+password = tomllib.load(open(sys.argv[2], "rb"))["credentials"][row["credentials_ref"]]["password"]
+print("rtsp://admin:%s@%s:%s/stream1" % (password, row["host"], row["rtsp_port"]))' \
+        "$DEMO/$1/ledger.csv" "$DEMO/$1/secrets.toml")
+    ffprobe -v error -rtsp_transport tcp -show_entries stream=codec_name "$url" 2>/dev/null | grep -q codec_name
 }
-PASSWORD=$("$BIN/python" -c 'import sys, tomllib
-print(tomllib.load(open(sys.argv[1], "rb"))["credentials"]["cam/gangnam-00002"]["password"])' "$DEMO/secrets.toml")
-wait_for 120 "gangnam-00002's video" stream_plays "rtsp://admin:$PASSWORD@127.77.0.2:18555/stream1"
-API="http://127.0.0.1:$HTTP_PORT/v1"
-json() {  # json PYTHON-CODE < FILE: run the code with the file's JSON as `d`
-    "$BIN/python" -c "import json, sys
-d = json.load(sys.stdin)
-$1"
-}
-TOKEN=$("$BIN/cctv-collector" token issue --key "$DEMO/idp.key" --sub officer-demo --agency police-112 \
-    --role operator --iss dev-idp --aud cctv-platform --ttl 3600)
-AUTH="Authorization: Bearer $TOKEN"
-read -r LAT LON < <("$BIN/python" -c 'import csv, sys
-row = next(r for r in csv.DictReader(open(sys.argv[1], encoding="utf-8")) if r["camera_id"] == "gangnam-00002")
-print(row["lat"], row["lon"])' "$DEMO/ledger.csv")
-# The two cameras that answered are in the nearest-camera index (the switched-off one never told its place).
-wait_for 10 "the nearest-camera index" grep -q 'nearest-camera index rebuilt: 2 cameras' "$DEMO/collector.log"
+for d in "${DISTRICTS[@]}"; do wait_for 120 "the video of $d's nearest camera" stream_plays "$d"; done
+wait_for 10 "the nearest-camera index" grep -q "nearest-camera index rebuilt: $((CAMERAS * ${#DISTRICTS[@]})) cameras" \
+    "$DEMO/collector.log"
 
-echo "== a 112 operator (officer-demo, police-112) opens an incident at gangnam-00002's place ($LAT, $LON)"
-curl -sf -X POST "$API/incidents" -H "$AUTH" -H 'Content-Type: application/json' -d "{
-  \"incident_no\": \"112-demo-$(date +%s)\", \"service\": \"112-video\", \"type\": \"assault\",
-  \"lat\": $LAT, \"lon\": $LON, \"occurred_at\": \"$(date -u +%FT%TZ)\", \"radius_m\": 1000,
-  \"purpose\": \"identify the assailant\", \"arm_nearest\": 1}" >"$DEMO/incident.json"
-INCIDENT=$(json 'print(d["incident"]["incident_id"])' <"$DEMO/incident.json")
-echo "incident $INCIDENT; the cameras its grant covers, nearest first:"
-json 'for c in d["cameras"]:
-    print("  %(camera_id)s  %(distance_m)7.1f m  bearing %(bearing_deg)5.1f  %(district)s  %(state)s  agent online: %(agent_online)s" % c)' \
-    <"$DEMO/incident.json"
-
-# The incident armed the nearest camera: the agent keeps its stream (a pre-roll) from now on, so a window
-# that starts in a moment is cut from the keyframe before it.
-echo "== the nearest camera's clip: 3 seconds, starting in 2"
-START=$(date -u -d '+2 sec' +%FT%TZ)
-END=$(date -u -d '+5 sec' +%FT%TZ)
-curl -sf -X POST "$API/incidents/$INCIDENT/clips" -H "$AUTH" -H 'Content-Type: application/json' \
-    -d "{\"nearest\": 1, \"start\": \"$START\", \"end\": \"$END\"}" >"$DEMO/clips.json"
-CLIP=$(json 'print(d["clips"][0]["clip_id"])' <"$DEMO/clips.json")
-clip_done() {
-    curl -sf "$API/clips/$CLIP" -H "$AUTH" >"$DEMO/clip.json" &&
-        json 'sys.exit(0 if d["state"] in ("succeeded", "failed") else 1)' <"$DEMO/clip.json"
+token() {  # token AGENCY ROLE ACCOUNT: a development token for one hour
+    "$BIN/cctv-collector" token issue --key "$DEMO/idp.key" --sub "$3" --agency "$1" --role "$2" \
+        --iss dev-idp --aud cctv-platform --ttl 3600
 }
-wait_for 60 "clip $CLIP" clip_done
-json 'print("clip %(clip_id)s of %(camera_id)s: %(state)s%(why)s" % {**d, "why": " (%s)" % d["reason"] if d["reason"] else ""})
-if d["state"] == "succeeded":
-    print("  source %(source)s, %(size_bytes)s bytes, sha256 %(sha256)s, manifest verified: %(manifest_verified)s" % d)
-    print("  play it until %(expires_at)s: %(url)s" % d["playback"])
-sys.exit(0 if d["state"] == "succeeded" else 1)' <"$DEMO/clip.json"
+POLICE_TOKEN=$(token police-112 operator officer-demo)
+FIRE_TOKEN=$(token fire-119 operator firefighter-demo)
+AUDIT_TOKEN=$(token audit-office auditor auditor-demo)
+export POLICE_TOKEN FIRE_TOKEN AUDIT_TOKEN
+"$BIN/python" "$DEV/demo_walkthrough.py" --api "http://127.0.0.1:$HTTP_PORT" \
+    --prometheus "http://127.0.0.1:$PROM_PORT" --lat "$SCENE_LAT" --lon "$SCENE_LON" --place "$SCENE"
 echo
-echo "== every step is on record (cctv-collector audit verify):"
+echo "== the audit chain (cctv-collector audit verify):"
 "$BIN/cctv-collector" audit verify --config "$DEMO/collector.toml"
 echo
-echo "== the operator's console: http://127.0.0.1:$HTTP_PORT/  (sign in with a token below, valid for an hour)"
-echo "  112 operator (officer-demo, police-112):"
-echo "    $TOKEN"
-for who in "platform-ops platform ops-demo" "audit-office auditor auditor-demo"; do
-    read -r agency role sub <<<"$who"
-    echo "  $role ($sub, $agency):"
-    echo "    $("$BIN/cctv-collector" token issue --key "$DEMO/idp.key" --sub "$sub" --agency "$agency" \
-        --role "$role" --iss dev-idp --aud cctv-platform --ttl 3600)"
-done
-echo
-echo "logs and configuration: $DEMO"
+API="http://127.0.0.1:$HTTP_PORT"
+echo "== where to look"
+if answers "$API/"; then echo "   console       $API/"; fi
+echo "   API docs      $API/v1/docs  (OpenAPI document: $API/v1/openapi.json)"
+echo "   metrics       http://127.0.0.1:$METRICS_PORT/metrics (collector); the agents' on ${AGENT_TARGETS[*]//\"/}"
+echo "   Prometheus    http://127.0.0.1:$PROM_PORT/graph (rules and alerts: /rules, /alerts)"
+echo "   dashboards    $ROOT/deploy/dashboards/*.json (import into Grafana with this Prometheus)"
+echo "   a ready token (police-112 operator, 1 hour):"
+echo "      export TOKEN=$POLICE_TOKEN"
+echo "      curl -H \"Authorization: Bearer \$TOKEN\" $API/v1/incidents"
+echo "   logs and configuration: $DEMO"
 if [ -t 1 ] && [ -z "${DEMO_EXIT:-}" ]; then
     echo "the stack keeps running; Ctrl-C stops it"
     wait

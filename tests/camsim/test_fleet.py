@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import math
 import os
 import signal
 import stat
@@ -19,8 +20,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from camsim.cli import main
 from camsim.fleet import Fleet, FleetOptions, build_specs, host_addresses, personality_mix
-from camsim.ledger import BUNDLED_POSITIONS, LEDGER_COLUMNS, read_ledger, write_ledger, write_secrets
+from camsim.ledger import (
+    BUNDLED_POSITIONS,
+    LEDGER_COLUMNS,
+    read_ledger,
+    read_positions,
+    write_ledger,
+    write_secrets,
+)
 from camsim.media import MediaLibrary
 from camsim.model import CameraSpec, Personality
 from camsim.personalities import load_personalities
@@ -119,6 +128,26 @@ def test_more_cameras_than_positions_cycle_with_jitter(tmp_path: Path) -> None:
     assert [s.lat for s in build_specs(FleetOptions("mapo", 7, "127.40.1.1", positions_csv=positions))] == [
         s.lat for s in specs
     ]
+
+
+def test_near_places_cameras_on_the_districts_positions_nearest_a_place() -> None:
+    ahyeon = (37.5595, 126.9615)  # where Mapo, Seodaemun and Jung meet
+    districts = ("mapo", "seodaemun", "jung")
+    specs = {d: build_specs(FleetOptions(d, 3, "127.40.1.1", near=ahyeon)) for d in districts}
+
+    for district, cameras in specs.items():
+        rows = {(p.lat, p.lon) for p in read_positions(korean_name(district))}
+        assert {(s.lat, s.lon) for s in cameras} <= rows  # the district's real positions
+        distances = [math.dist((s.lat, s.lon), ahyeon) for s in cameras]
+        assert distances == sorted(distances) and max(distances) < 0.003  # all within ~300 m, nearest first
+    assert specs["mapo"][0].address_text == "서울특별시 마포구 보람어린이공원"
+    h264 = build_specs(FleetOptions("mapo", 3, "127.40.1.1", near=ahyeon, codec="h264"))
+    assert [s.codec for s in h264] == ["h264"] * 3 and "h265" in {s.codec for s in specs["mapo"]}
+    assert [s.personality for s in h264] == [s.personality for s in specs["mapo"]]  # the same fleet otherwise
+    ledger = ["write-ledger", "--district", "jung", "--cameras", "2", "--out", os.devnull]
+    assert main([*ledger, "--near", "37.5595,126.9615"]) == 0
+    with pytest.raises(SystemExit):
+        main([*ledger, "--near", "ahyeon"])
 
 
 def test_addresses_skip_network_and_broadcast_octets() -> None:

@@ -94,8 +94,10 @@ def test_gauges_count_a_dark_districts_cameras_as_unknown(tmp_path: Path) -> Non
     store.close()
     registry = CollectorRegistry()
     registry.register(IndexGauges(lambda: open_store(url)))
-    assert registry.get_sample_value("collector_agent_online", {"district": "gangnam"}) == 0
-    assert registry.get_sample_value("collector_cameras", {"district": "gangnam", "state": "unknown"}) == 2
+    assert registry.get_sample_value("cctv_collector_agent_online", {"district": "gangnam"}) == 0
+    assert (
+        registry.get_sample_value("cctv_collector_cameras", {"district": "gangnam", "state": "unknown"}) == 2
+    )
     assert 'state="online"' not in generate_latest(registry).decode()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from collector.cli import main
 from collector.config import CollectorSettings
 from collector.index.store import Store
 from common.settings import load
-from tests.collector.audit_helpers import config_file, fill, locked_bucket
+from tests.collector.audit_helpers import config_file, fill, locked_bucket, tamper
 from tests.collector.conftest import wait_until
 from tests.services import CephS3
 
@@ -60,9 +61,32 @@ def test_checkpoints_follow_the_head_within_the_interval(
     seqs = checkpointed_seqs(settings)  # seq 4 too when a tick fell between the two appends
     assert seqs[0] == 3 and seqs[-1] == 5 and seqs == sorted(set(seqs)), seqs
     assert verify(store, open_bucket(settings), trusted_keys(settings.audit)).ok
-    assert sample(registry, "collector_audit_checkpoint_seq") == 5
-    assert sample(registry, "collector_audit_checkpoint_age_seconds") < 5
-    assert sample(registry, "collector_audit_checkpoint_failures_total", reason="s3") == 0
+    assert sample(registry, "cctv_collector_audit_checkpoint_seq") == 5
+    assert sample(registry, "cctv_collector_audit_checkpoint_age_seconds") < 5
+    assert sample(registry, "cctv_collector_audit_checkpoint_failures_total", reason="s3") == 0
+    assert sample(registry, "cctv_collector_audit_chain_ok") == 1
+
+
+@pytest.mark.integration
+def test_a_changed_record_is_never_anchored_and_the_chain_shows_broken(
+    store: Store, store_url: str, ceph_s3: CephS3, tmp_path: Path
+) -> None:
+    _, bucket = locked_bucket(ceph_s3)
+    settings = load(CollectorSettings, config_file(ceph_s3, bucket, store_url, tmp_path))
+    registry = CollectorRegistry()
+    checkpointer = Checkpointer.from_settings(settings, registry)
+    assert math.isnan(sample(registry, "cctv_collector_audit_chain_ok"))  # not checked yet: no false alarm
+    fill(store, 3)
+    assert checkpointer.checkpoint_now() is not None
+    assert sample(registry, "cctv_collector_audit_chain_ok") == 1
+    fill(store, 2)
+    tamper(store, ("UPDATE audit_log SET purpose = ? WHERE seq = 4", ("routine check",)))
+
+    with pytest.raises(CheckpointError, match="seq 4: record changed"):
+        checkpointer.checkpoint_now()
+
+    assert checkpointed_seqs(settings) == [3]  # the tampered head was not signed
+    assert sample(registry, "cctv_collector_audit_chain_ok") == 0
 
 
 @pytest.mark.integration
@@ -98,7 +122,7 @@ def test_a_bucket_without_object_lock_gets_no_checkpoint_and_the_failure_is_coun
 
     checkpointer.start()
     try:
-        failures = ("collector_audit_checkpoint_failures_total", {"reason": "no_object_lock"})
+        failures = ("cctv_collector_audit_checkpoint_failures_total", {"reason": "no_object_lock"})
         wait_until(lambda: (registry.get_sample_value(*failures) or 0) >= 2, 5, "two counted failures")
     finally:
         checkpointer.stop()

@@ -140,10 +140,10 @@ def test_run_serves_api_and_metrics_and_drains_on_sigterm(tmp_path: Path, mosqui
         wait_until(lambda: (_get(url, headers) or {}).get("count") == 1, what="the camera in the API")
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
-        assert 'collector_received_messages_total{kind="camera_status"} 1.0' in text
-        assert 'collector_cameras{district="gangnam",state="offline"} 1.0' in text
-        assert 'collector_agent_online{district="gangnam"} 1.0' in text
-        assert "collector_outbox_pending 0.0" in text  # the command outbox is wired in
+        assert 'cctv_collector_received_messages_total{kind="camera_status"} 1.0' in text
+        assert 'cctv_collector_cameras{district="gangnam",state="offline"} 1.0' in text
+        assert 'cctv_collector_agent_online{district="gangnam"} 1.0' in text
+        assert "cctv_collector_command_outbox_pending 0.0" in text  # the command outbox is wired in
         assert (tmp_path / "commands.key").exists()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

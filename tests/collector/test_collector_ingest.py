@@ -105,8 +105,8 @@ def test_meta_status_health_and_clip_are_indexed(start_collector, publish, db: S
     assert db.clips()[0].object_key == "clips/req-1.mp4"
     wait_until(
         lambda: (
-            c.count("collector_received_messages_total", kind="camera_meta") == 2
-            and c.count("collector_received_messages_total", kind="health") == 1
+            c.count("cctv_collector_received_messages_total", kind="camera_meta") == 2
+            and c.count("cctv_collector_received_messages_total", kind="health") == 1
         ),
         what="the counters",
     )
@@ -143,7 +143,9 @@ def test_rejections_are_counted_by_reason_and_the_loop_survives(start_collector,
         "oversized": 1,
     }
     wait_until(
-        lambda: all(c.count("collector_rejected_messages_total", reason=r) == n for r, n in expected.items()),
+        lambda: all(
+            c.count("cctv_collector_rejected_messages_total", reason=r) == n for r, n in expected.items()
+        ),
         what=f"rejections {expected}",
     )
 
@@ -157,7 +159,8 @@ def test_a_restart_loses_nothing_published_meanwhile(start_collector, publish, d
     second = start_collector()  # same client id: the broker resumes the session and delivers the backlog
     wait_until(lambda: len(db.clips()) == 300, what="the 300 clips published while down")
     wait_until(
-        lambda: second.count("collector_received_messages_total", kind="clip") == 300, what="the clip counter"
+        lambda: second.count("cctv_collector_received_messages_total", kind="clip") == 300,
+        what="the clip counter",
     )
 
 
@@ -207,7 +210,7 @@ def _redelivered(broker: Mosquitto, client_id: str, publish: Callable[..., None]
 
 
 def _at_least(c: Running, n: int) -> bool:
-    return c.count("collector_received_messages_total", kind="camera_status") >= n
+    return c.count("cctv_collector_received_messages_total", kind="camera_status") >= n
 
 
 def test_shared_subscription_bootstraps_retained_state_and_splits_live_traffic(
@@ -225,7 +228,7 @@ def test_shared_subscription_bootstraps_retained_state_and_splits_live_traffic(
     wait_until(lambda: len(db.clips()) == 100, what="live clips")
 
     def received() -> list[float]:
-        return [c.count("collector_received_messages_total", kind="clip") for c in (a, b)]
+        return [c.count("cctv_collector_received_messages_total", kind="clip") for c in (a, b)]
 
     # The counters follow the commit through each writer's report, a moment after the rows are visible.
     wait_until(lambda: sum(received()) >= 100, what="every clip counted")

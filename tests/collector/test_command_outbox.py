@@ -194,8 +194,10 @@ def test_a_committed_command_goes_out_at_once_when_notified(
     assert received == sent
     trusted = {p.signer.key_id: load_public_key(p.signer.public_pem())}
     assert signature_problem(signed_body(received), received.signature, trusted) is None
-    wait_until(lambda: count(publisher, "collector_commands_published_total") == 1, 2, "the PUBACK counted")
-    assert count(publisher, "collector_outbox_pending", kind=None) == 1
+    wait_until(
+        lambda: count(publisher, "cctv_collector_commands_published_total") == 1, 2, "the PUBACK counted"
+    )
+    assert count(publisher, "cctv_collector_command_outbox_pending", kind=None) == 1
 
 
 def test_a_command_is_republished_until_its_clip_update_is_ingested(
@@ -206,7 +208,7 @@ def test_a_command_is_republished_until_its_clip_update_is_ingested(
     publisher = p.publisher()
     p.request("req-1", publisher)
     wait_until(lambda: district_agent.received("req-1") >= 3, 10, "the command republished twice")
-    republished = "collector_commands_republished_total"
+    republished = "cctv_collector_commands_republished_total"
     wait_until(lambda: count(publisher, republished) >= 2, 5, "the republications counted")
     district_agent.answer("req-1", "accepted")
     wait_until(lambda: p.answer_status("req-1") == "accepted", 10, "the answer recorded in the outbox")
@@ -247,7 +249,9 @@ def test_an_expired_command_is_marked_and_never_published(
     late = CommandSigner(p.settings.command_key_file, 600, clock=lambda: time.time() - 601)
     p.request("stale", publisher, signer=late)  # signed 601 s ago with a 600 s lifetime
     wait_until(lambda: p.answer_status("stale") == "expired", 5, "the command marked expired")
-    wait_until(lambda: count(publisher, "collector_commands_expired_total") == 1, 5, "the expiry counted")
+    wait_until(
+        lambda: count(publisher, "cctv_collector_commands_expired_total") == 1, 5, "the expiry counted"
+    )
     assert_no_more_republished(p, district_agent, publisher, ["stale"])
     assert district_agent.received("stale") == 0
 
@@ -267,6 +271,6 @@ def test_an_arm_command_is_done_once_the_broker_takes_it(
     publisher.notify()
     wait_until(lambda: p.answer_status("arm-1") == "published", 5, "the arm command acknowledged")
     assert district_agent.commands["arm-1"] == arm
-    assert count(publisher, "collector_commands_published_total", kind="arm") == 1
+    assert count(publisher, "cctv_collector_commands_published_total", kind="arm") == 1
     assert_no_more_republished(p, district_agent, publisher, ["arm-1"])
     assert district_agent.received("arm-1") == 1

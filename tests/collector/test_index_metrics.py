@@ -27,10 +27,10 @@ def test_gauges_show_cameras_by_state_and_agents(tmp_path: Path) -> None:
     store.apply(batch)
     store.close()
     text = _scrape(IndexGauges(lambda: open_store(url)))
-    assert "collector_index_up 1.0" in text
-    assert 'collector_cameras{district="gangnam",state="online"} 1.0' in text
-    assert 'collector_cameras{district="gangnam",state="offline"} 1.0' in text
-    assert 'collector_agent_online{district="gangnam"} 1.0' in text
+    assert "cctv_collector_index_up 1.0" in text
+    assert 'cctv_collector_cameras{district="gangnam",state="online"} 1.0' in text
+    assert 'cctv_collector_cameras{district="gangnam",state="offline"} 1.0' in text
+    assert 'cctv_collector_agent_online{district="gangnam"} 1.0' in text
 
 
 def test_an_unreadable_index_is_reported_not_raised() -> None:
@@ -38,5 +38,5 @@ def test_an_unreadable_index_is_reported_not_raised() -> None:
         raise OSError("database is away")
 
     text = _scrape(IndexGauges(broken))
-    assert "collector_index_up 0.0" in text
-    assert "collector_cameras{" not in text
+    assert "cctv_collector_index_up 0.0" in text
+    assert "cctv_collector_cameras{" not in text

@@ -25,6 +25,8 @@ def test_there_is_a_golden_example_per_message():
         "clip_request",
         "arm_request",
         "clip_update",
+        "live_request",
+        "live_update",
     }
 
 

@@ -110,7 +110,7 @@ def collector_rejected(metrics_port: int) -> Counter[str]:
     counts: Counter[str] = Counter()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "collector_rejected_messages_total":
+            if sample.name == "cctv_collector_rejected_messages_total":
                 counts[sample.labels["reason"]] = int(sample.value)
     return counts
 

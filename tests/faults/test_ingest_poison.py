@@ -158,11 +158,11 @@ def test_poison_of_every_kind_is_dead_lettered_and_ingest_goes_on(
         cams = c.cameras()
         assert set(cams) == {f"cam-{i}-{j}" for i in range(5) for j in range(20)} | {"cam-last"}
         wait_until(
-            lambda: c.metric("collector_dead_letters_total", reason="constraint") == len(poison),
+            lambda: c.metric("cctv_collector_dead_letters_total", reason="constraint") == len(poison),
             what="every poison message dead-lettered",
         )
-        assert c.metric("collector_rejected_messages_total", reason="invalid_payload") == 2
-        assert c.metric("collector_store_errors_total") == 0  # refused values are not outages
+        assert c.metric("cctv_collector_rejected_messages_total", reason="invalid_payload") == 2
+        assert c.metric("cctv_collector_store_errors_total") == 0  # refused values are not outages
         status_code, health_body = c.healthz() or (0, {})
         assert status_code == 200 and health_body["store_ok"], health_body
         store = open_store(url)
@@ -204,11 +204,11 @@ def test_a_district_publishing_as_another_is_refused_and_counted(
         expected = {"camera_of_other_district": 4, "unknown_agent": 1, "agent_of_other_district": 1}
         wait_until(
             lambda: all(
-                c.metric("collector_rejected_messages_total", reason=r) == n for r, n in expected.items()
+                c.metric("cctv_collector_rejected_messages_total", reason=r) == n for r, n in expected.items()
             ),
             what=f"rejections {expected}",
         )
-        assert c.metric("collector_agent_online", district="jongno") == 0
+        assert c.metric("cctv_collector_agent_online", district="jongno") == 0
     finally:
         stopped(c)
 
@@ -224,14 +224,16 @@ def test_sigterm_stops_the_collector_while_its_store_is_down(
         try:
             c.wait_healthy()
             publish(publisher, agent())
-            wait_until(lambda: c.metric("collector_written_messages_total") == 1, what="the agent committed")
+            wait_until(
+                lambda: c.metric("cctv_collector_written_messages_total") == 1, what="the agent committed"
+            )
             pg.stop()
             publish(publisher, meta("cam-1"), status("cam-1", "online", 1))
-            wait_until(lambda: c.metric("collector_store_errors_total") >= 2, what="retries counted")
+            wait_until(lambda: c.metric("cctv_collector_store_errors_total") >= 2, what="retries counted")
             code, body = c.healthz() or (0, {})
             assert code == 503 and not body["store_ok"] and body["store_error"], body
-            assert c.metric("collector_queue_depth") >= 2  # held by the writer, not lost from view
-            assert c.metric("collector_written_messages_total") == 1
+            assert c.metric("cctv_collector_queue_depth") >= 2  # held by the writer, not lost from view
+            assert c.metric("cctv_collector_written_messages_total") == 1
             began = time.monotonic()
             c.proc.send_signal(signal.SIGTERM)
             assert c.proc.wait(grace_s + 5) == 0
@@ -250,12 +252,12 @@ def test_a_locked_sqlite_index_is_waited_for_and_nothing_is_dead_lettered(
     try:
         c.wait_healthy()
         publish(publisher, agent())
-        wait_until(lambda: c.metric("collector_written_messages_total") == 1, what="the agent committed")
+        wait_until(lambda: c.metric("cctv_collector_written_messages_total") == 1, what="the agent committed")
         locker = sqlite3.connect(tmp_path / "run.db", isolation_level=None)
         locker.execute("BEGIN EXCLUSIVE")
         publish(publisher, *(status(f"cam-{i}", "online", 1) for i in range(20)))
         wait_until(
-            lambda: c.metric("collector_store_errors_total") >= 1, timeout_s=20, what="a failed commit"
+            lambda: c.metric("cctv_collector_store_errors_total") >= 1, timeout_s=20, what="a failed commit"
         )
         code, body = c.healthz() or (0, {})
         assert code == 503 and "locked" in body["store_error"], body
@@ -263,7 +265,7 @@ def test_a_locked_sqlite_index_is_waited_for_and_nothing_is_dead_lettered(
         locker.close()
         wait_until(lambda: len(c.cameras()) == 20, timeout_s=20, what="every status committed")
         c.wait_healthy()
-        assert c.metric("collector_written_messages_total") == 21
+        assert c.metric("cctv_collector_written_messages_total") == 21
         store = open_store(f"sqlite://{tmp_path / 'run.db'}")
         try:
             assert store.dead_letters() == []

@@ -3,7 +3,8 @@ process (a test identity provider with the example agency policy, its command ke
 audit bucket under Object Lock in the Ceph S3 gateway) and a district agent in this process that trusts the
 collector's public key (from `cctv-collector commands public-key`), on a real Mosquitto.
 
-Not a test module. The camera fleet is the caller's: `platform_stack` takes its ledger and secrets.
+Not a test module. The camera fleet is the caller's (`simulated_district` starts one): `platform_stack` takes
+its ledger and secrets.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ import httpx
 
 from agent.app import Agent
 from agent.config import AgentSettings
+from camsim.fleet import Fleet, FleetOptions, build_specs
+from camsim.ledger import write_ledger, write_secrets
+from camsim.media import MediaLibrary
+from camsim.model import CameraSpec
 from collector.access.tokens import issue_token, jwks_for
 from common.settings import load
 from common.signing import key_id, load_or_create_key, public_key_pem
@@ -155,6 +160,33 @@ async def district_agent(
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+@asynccontextmanager
+async def simulated_district(
+    directory: Path, district: str, cameras: int, base_ip: str, media_cache: Path
+) -> AsyncIterator[list[CameraSpec]]:
+    """H.264 cameras (960x540, a keyframe a second) at the district's first positions of the real camera data,
+    their ledger and secrets written to `directory`; `media_cache` keeps the encoded picture between tests."""
+    specs = build_specs(FleetOptions(district, cameras, base_ip, free_port(), free_port()))
+    for spec in specs:
+        spec.codec, spec.main_size, spec.gop = "h264", (960, 540), 25
+    write_ledger(specs, directory / "ledger.csv")
+    write_secrets(specs, directory / "secrets.toml")
+    fleet = Fleet(specs, media=MediaLibrary(media_cache, loop_s=4.0), wsd_port=free_port())
+    await fleet.start()
+    try:
+        yield specs
+    finally:
+        await fleet.stop()
+
+
+async def clip_finished(stack: Stack, auth: dict[str, str], clip_id: str) -> dict[str, Any] | None:
+    """The clip as `GET /v1/clips/{id}` shows it once it succeeded or failed; None before."""
+    r = await stack.api.get(f"/v1/clips/{clip_id}", headers=auth)
+    assert r.status_code == 200, r.text
+    clip: dict[str, Any] = r.json()
+    return clip if clip["state"] in ("succeeded", "failed") else None
 
 
 async def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.05) -> Any:

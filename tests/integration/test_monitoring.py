@@ -1,6 +1,7 @@
-"""The alert rules and the uptime dashboard against the real thing: promtool's checks and unit tests, then a
-real Prometheus scraping a running agent (on a simulated district) and a running collector, evaluating the
-rules and answering every query of every dashboard panel."""
+"""The alert rules and the dashboards against the real thing: promtool's checks and unit tests, the
+dashboards' shape, then a real Prometheus scraping a running agent (on a simulated district with cameras in
+every state) and a running collector, evaluating every rule and computing the district's availability. Every
+dashboard panel's query is answered in test_platform_monitoring.py, on a stack working an incident."""
 
 from __future__ import annotations
 
@@ -24,22 +25,16 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
-DASHBOARD = ROOT / "deploy" / "dashboards" / "cctv-uptime.json"
-# Panels that may rightly be empty in a short run: firing alerts, clip delivery without clips, rejections.
-MAY_BE_EMPTY = {
-    "Firing alerts",
-    "Clips: window end to object in S3 (p95)",
-    "Collector: rejected messages by reason",
-}
+DASHBOARDS = sorted((ROOT / "deploy" / "dashboards").glob("*.json"))
 AVAILABILITY = "cctv:district_camera_availability:ratio"
 DIAGNOSTICS = (
     "up",
     "cctv_agent_mqtt_connected",
     "cctv_agent_cameras",
-    "collector_mqtt_connected",
-    "collector_written_messages_total",
-    "collector_rejected_messages_total",
-    "collector_cameras",
+    "cctv_collector_mqtt_connected",
+    "cctv_collector_written_messages_total",
+    "cctv_collector_rejected_messages_total",
+    "cctv_collector_cameras",
 )
 
 
@@ -57,15 +52,19 @@ def test_rules_pass_promtool_checks_and_unit_tests() -> None:
         assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_dashboard_is_well_formed() -> None:
-    dashboard = json.loads(DASHBOARD.read_text())
-    ids = [p["id"] for p in dashboard["panels"]]
-    assert len(ids) == len(set(ids)), "panel ids must be unique"
-    assert all(p["targets"] and all(t["expr"].strip() for t in p["targets"]) for p in dashboard["panels"])
-    assert {p["title"] for p in dashboard["panels"]} >= MAY_BE_EMPTY
+def test_dashboards_are_well_formed() -> None:
+    dashboards = [json.loads(path.read_text()) for path in DASHBOARDS]
+    uids = [d["uid"] for d in dashboards]
+    assert len(uids) == len(set(uids)) and {"cctv-share-uptime", "cctv-share-platform"} <= set(uids)
+    for dashboard in dashboards:
+        ids = [p["id"] for p in dashboard["panels"]]
+        assert len(ids) == len(set(ids)), f"{dashboard['uid']}: panel ids must be unique"
+        assert all(p["targets"] and all(t["expr"].strip() for t in p["targets"]) for p in dashboard["panels"])
+        refs = [[t["refId"] for t in p["targets"]] for p in dashboard["panels"]]
+        assert all(len(r) == len(set(r)) for r in refs), f"{dashboard['uid']}: refIds repeat in a panel"
 
 
-async def test_prometheus_evaluates_the_rules_and_every_panel_on_live_metrics(
+async def test_prometheus_evaluates_every_rule_and_the_availability_on_live_metrics(
     district: tuple[Fleet, Path], mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     _needs("prometheus")
@@ -106,18 +105,6 @@ async def test_prometheus_evaluates_the_rules_and_every_panel_on_live_metrics(
                 [ratio] = prometheus.api("query", query=AVAILABILITY)["result"]
                 assert ratio["metric"]["district"] == "gangnam"
                 assert 0 < float(ratio["value"][1]) < 1  # the simulated district has cameras in every state
-                for panel in json.loads(DASHBOARD.read_text())["panels"]:
-                    for target in panel["targets"]:
-                        # Every query must be valid (api raises otherwise); rate() needs a few scrapes.
-                        query = target["expr"]
-                        if panel["title"] in MAY_BE_EMPTY:
-                            prometheus.api("query", query=query)
-                            continue
-
-                        def answered(q: str = query) -> bool:
-                            return bool(prometheus.api("query", query=q)["result"])
-
-                        await eventually(answered, 20, f"{panel['title']}: {query}")
     finally:
         agent_metrics.shutdown()
         collector.terminate()

@@ -11,26 +11,24 @@ import io
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
 
-from camsim.fleet import Fleet, FleetOptions, build_specs
-from camsim.ledger import write_ledger, write_secrets
-from camsim.media import MediaLibrary
 from camsim.model import CameraSpec
 from collector.index.spatial import bearing_deg, haversine_m
 from tests.integration.platform_stack import (
     Stack,
     cameras_ready,
+    clip_finished,
     decode,
     iso,
     platform_stack,
+    simulated_district,
     wait_for,
 )
-from tests.services import CephS3, Mosquitto, free_port
+from tests.services import CephS3, Mosquitto
 
 pytestmark = pytest.mark.integration
 
@@ -42,18 +40,10 @@ PREROLL_S, WINDOW_S = 3.0, 3.0  # the window starts 3 s before the request: only
 async def gangnam(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[list[CameraSpec]]:
-    """Three H.264 cameras (960x540, a keyframe a second) at the first three Gangnam positions of the real
-    camera data, 40 m and 900 m apart."""
-    specs = build_specs(FleetOptions("gangnam", 3, BASE_IP, free_port(), free_port()))
-    for spec in specs:
-        spec.codec, spec.main_size, spec.gop = "h264", (960, 540), 25
-    write_ledger(specs, tmp_path / "ledger.csv")
-    write_secrets(specs, tmp_path / "secrets.toml")
-    media = MediaLibrary(tmp_path_factory.getbasetemp() / "clip-cache", loop_s=4.0)
-    fleet = Fleet(specs, media=media, wsd_port=free_port())
-    await fleet.start()
-    yield specs
-    await fleet.stop()
+    """Three cameras at the first three Gangnam positions of the real camera data, 40 m and 900 m apart."""
+    cache = tmp_path_factory.getbasetemp() / "clip-cache"
+    async with simulated_district(tmp_path, "gangnam", 3, BASE_IP, cache) as specs:
+        yield specs
 
 
 @pytest.fixture
@@ -118,7 +108,7 @@ async def test_a_112_operator_gets_playable_verified_clips_of_the_nearest_camera
     async with httpx.AsyncClient(timeout=10) as viewer:  # no token: the presigned URL is the credential
         for clip_id in clip_ids:
             clip = await wait_for(
-                functools.partial(_finished, stack, police, clip_id), 20, clip_id, every_s=0.2
+                functools.partial(clip_finished, stack, police, clip_id), 20, clip_id, every_s=0.2
             )
             assert clip["state"] == "succeeded", clip
             assert clip["manifest_verified"] is True, clip
@@ -161,13 +151,6 @@ async def test_a_112_operator_gets_playable_verified_clips_of_the_nearest_camera
         assert (row["agency"], row["requested_by"], row["incident"], row["purpose"]) == (
             "police-112", "officer-kim", incident, "identify the assailant",
         )  # fmt: skip
-
-
-async def _finished(stack: Stack, auth: dict[str, str], clip_id: str) -> dict[str, Any] | None:
-    r = await stack.api.get(f"/v1/clips/{clip_id}", headers=auth)
-    assert r.status_code == 200, r.text
-    clip: dict[str, Any] = r.json()
-    return clip if clip["state"] in ("succeeded", "failed") else None
 
 
 def _tampered(url: str, other: str) -> list[str]:

@@ -180,6 +180,23 @@ def test_leeway_tolerates_a_little_clock_skew(verifier: TokenVerifier, key_path:
     assert verifier.verify(mint(key_path, aud=["other", AUD])).account == "kim"
 
 
+def test_a_verified_token_is_remembered_only_until_it_expires(
+    verifier: TokenVerifier, key_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signature is checked once per token; the remembered token still expires at exp + leeway (30 s)."""
+    exp = int(time.time()) - 28  # accepted within the leeway for one to two more seconds
+    token = mint(key_path, exp=exp, iat=exp - 60)
+    decoded: list[str] = []
+    decode = verifier._decode
+    monkeypatch.setattr(verifier, "_decode", lambda t, k: decoded.append(t) or decode(t, k))
+    for _ in range(3):
+        assert verifier.verify(f"Bearer {token}").account == "kim"
+    assert decoded == [token]
+    while time.time() < exp + 30:  # until the leeway has passed
+        time.sleep(0.05)
+    assert refused(verifier, token) == "token_expired"
+
+
 def test_no_keys_configured_refuses_every_token(key_path: Path) -> None:
     assert refused(TokenVerifier(AccessSettings()), mint(key_path)) == "token_invalid"
 
