@@ -6,7 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := .make
 DEB_PACKAGES := python3-venv mosquitto mosquitto-clients ceph-mon ceph-mgr ceph-osd radosgw ceph-common \
-                ffmpeg postgresql-15 postgresql-15-postgis-3 prometheus iproute2 procps curl uuid-runtime
+                ffmpeg postgresql-15 postgresql-15-postgis-3 prometheus iproute2 procps curl uuid-runtime \
+                chromium chromium-driver fonts-nanum
 TYPED  := contract common agent collector camsim
 
 .PHONY: help install deb venv lint types test test-fast demo bench contract-docs clean

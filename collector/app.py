@@ -16,15 +16,18 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import start_http_server
 
 from collector.access.gate import Access
-from collector.audit.checkpoints import Checkpointer
+from collector.audit.checkpoints import Checkpointer, open_bucket, trusted_keys
+from collector.audit.verify import Verdict, verify
 from collector.commands.outbox import OutboxPublisher
 from collector.commands.signing import CommandSigner
 from collector.config import CollectorSettings
+from collector.console.serve import mount_console
 from collector.index.gauges import IndexGauges
 from collector.index.store import Store, open_store
 from collector.ingest.pipeline import Ingest
@@ -80,9 +83,13 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
         signer=signer,
         notify_outbox=outbox.notify,
         objects=_clip_objects(settings),
+        audit_verify=_audit_verifier(settings),
         metrics=metrics.platform,
     )
-    api = ApiServer(create_app(platform), settings.http.host, settings.http.port, settings.http.api_threads)
+    app = create_app(platform)
+    if settings.console.enabled:
+        mount_console(app, settings.console, settings.s3.endpoint_url if settings.s3.bucket else None)
+    api = ApiServer(app, settings.http.host, settings.http.port, settings.http.api_threads)
     api.start()
     ingest.subscriber.start()
     log.info("collector %s running (store %s, command key %s)", settings.collector_id, url.split("://", 1)[0],
@@ -116,6 +123,14 @@ def _clip_objects(settings: CollectorSettings) -> ClipObjects | None:
         return None
     client = make_client(settings.s3)
     return ClipObjects(client, settings.s3.bucket, settings.platform.agent_keys_dir)
+
+
+def _audit_verifier(settings: CollectorSettings) -> Callable[[Store], Verdict] | None:
+    """`GET /v1/audit/verify`: the chain against the checkpoints in the audit bucket (None without one)."""
+    if not settings.audit.bucket:
+        return None
+    bucket = open_bucket(settings)
+    return lambda store: verify(store, bucket, trusted_keys(settings.audit))
 
 
 def _health(ingest: Ingest) -> dict[str, Any]:

@@ -111,6 +111,18 @@ class AuditSettings(BaseModel):
     retention_days: int = Field(default=730, ge=365, le=36500)
 
 
+class ConsoleSettings(BaseModel):
+    """The operator's web console at `/` (collector/console/): static files; the API is its only back end."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # A map tile server inside the network ({z}/{x}/{y} template, http or https); empty: the district
+    # boundaries alone. Its origin is allowed by the console's Content-Security-Policy.
+    tile_url: str = Field(default="", pattern=r"^(https?://[^\s\"';]+)?$")
+    tile_attribution: str = Field(default="", max_length=200)
+
+
 class CollectorSettings(TomlThenEnv):
     model_config = SettingsConfigDict(env_prefix="COLLECTOR__", env_nested_delimiter="__", extra="forbid")
 
@@ -128,6 +140,7 @@ class CollectorSettings(TomlThenEnv):
     # Who may use the API. The defaults fail closed: no keys, every request 401; no policy, every action 403.
     access: AccessSettings = AccessSettings()
     audit: AuditSettings = AuditSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @property
     def command_key_file(self) -> Path:

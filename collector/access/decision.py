@@ -10,11 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from collector.access.policy import VIDEO_ACTIONS, Action, AgencyPolicy, Policy
+from collector.access.policy import ACTIONS, VIDEO_ACTIONS, Action, AgencyPolicy, Policy
 from collector.access.tokens import Principal
 from contract.messages import Service
 
-__all__ = ["Action", "CameraPlace", "Decision", "IncidentView", "decide", "grant_radius_m", "in_grant"]
+__all__ = [
+    "Action",
+    "CameraPlace",
+    "Decision",
+    "IncidentView",
+    "allowed_actions",
+    "decide",
+    "grant_radius_m",
+    "in_grant",
+]
 
 # Actions on one incident that end with it; reading an incident or a clip's state stays allowed after.
 _LIVE_INCIDENT_ACTIONS: frozenset[Action] = frozenset(
@@ -93,6 +102,15 @@ def decide(
     if refused is None and action in _NEEDS_CAMERA:
         refused = _camera_problem(agency, incident, camera, now)
     return refused or OK
+
+
+def allowed_actions(policy: Policy, principal: Principal) -> list[Action]:
+    """The actions the principal's agency and role allow at all (before any incident, camera or district
+    is judged), sorted: what a client such as the console offers. `decide` still judges each request."""
+    agency = policy.agencies.get(principal.agency)
+    if agency is None:
+        return []
+    return sorted(a for a in ACTIONS if _role_problem(policy, agency, principal, a) is None)
 
 
 def _role_problem(

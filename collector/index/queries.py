@@ -113,3 +113,15 @@ def districts(tx: Tx, slugs: Iterable[str]) -> list[DistrictRow]:
         agent_id, state, seen = agents.get(slug, (None, None, None))
         out.append(DistrictRow(slug, agent_id, state, seen, counts.get(slug, {})))
     return out
+
+
+def camera_points(tx: Tx, district: str | None) -> list[tuple[str, str, float, float, str]]:
+    """(camera id, district, lat, lon, state) of every camera with a position, ordered by id: one row each,
+    for a map of the whole city (the state as `CAMERA_VIEW` judges it: unknown while its agent is offline)."""
+    where = " AND district = ?" if district is not None else ""
+    rows = tx.query(
+        f"SELECT camera_id, district, lat, lon, state FROM ({CAMERA_VIEW}) v "  # noqa: S608
+        f"WHERE lat IS NOT NULL AND lon IS NOT NULL{where} ORDER BY camera_id",
+        (district,) if district is not None else (),
+    )
+    return [(r[0], r[1], float(r[2]), float(r[3]), r[4]) for r in rows]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from collector.platform import audit, cameras, clips, districts, errors, health, incidents
+from collector.platform import audit, cameras, clips, districts, errors, health, incidents, me
 from collector.platform.context import Platform
 from collector.platform.observe import RequestMetrics
 
@@ -28,7 +28,15 @@ def create_app(p: Platform) -> FastAPI:
     app.state.platform = p
     app.add_middleware(RequestMetrics, metrics=p.metrics)
     errors.install(app)
-    routers = (health.router, cameras.router, districts.router, incidents.router, clips.router, audit.router)
+    routers = (
+        health.router,
+        me.router,
+        cameras.router,
+        districts.router,
+        incidents.router,
+        clips.router,
+        audit.router,
+    )
     for router in routers:
         app.include_router(router, prefix="/v1")
     return app

@@ -48,6 +48,39 @@ def list_cameras(
     )
 
 
+class CameraPoints(BaseModel):
+    """Every camera with a position as parallel arrays (a map of the whole city in one small response):
+    camera i is `camera_ids[i]` at (`lat[i]`, `lon[i]`), in `districts[district[i]]`, `states[state[i]]`."""
+
+    count: int
+    camera_ids: list[str]
+    lat: list[float]
+    lon: list[float]
+    district: list[int]
+    state: list[int]
+    districts: list[str]
+    states: list[str]
+
+
+@router.get("/cameras/points", summary="Every camera's position and state, as compact arrays for a map")
+def camera_points(c: CallerDep, *, district: DistrictSlugQuery = None) -> CameraPoints:
+    c.require("cameras.list", district=district)
+    with c.p.store().reading() as tx:
+        rows = queries.camera_points(tx, district)
+    districts: dict[str, int] = {}
+    states: dict[str, int] = {}
+    return CameraPoints(
+        count=len(rows),
+        camera_ids=[r[0] for r in rows],
+        lat=[round(r[2], 6) for r in rows],  # about 0.1 m
+        lon=[round(r[3], 6) for r in rows],
+        district=[districts.setdefault(r[1], len(districts)) for r in rows],
+        state=[states.setdefault(r[4], len(states)) for r in rows],
+        districts=list(districts),
+        states=list(states),
+    )
+
+
 def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
     if text is None:
         return None

@@ -48,6 +48,7 @@ class ClipsAsk(BaseModel):
 class Playback(BaseModel):
     url: str
     thumbnail_url: str | None
+    manifest_url: str | None = None  # the agent's signed manifest, to keep beside a downloaded clip
     expires_at: datetime
 
 
@@ -273,12 +274,14 @@ def _playback(c: Caller, row: db.IncidentRow, state: db.ClipState) -> Playback:
     expiry = c.p.settings.url_expiry_s
     url = c.p.objects.presign(state.object_key, expiry)
     thumb = None if state.thumbnail_key is None else c.p.objects.presign(state.thumbnail_key, expiry)
+    manifest = None if state.manifest_key is None else c.p.objects.presign(state.manifest_key, expiry)
     detail = {"request_id": state.request.request_id, "expires_s": expiry}
     issued = ["clip.playback"] if thumb is None else ["clip.playback", "clip.thumbnail"]
     records = [c.record(a, row.incident_id, [_subject(state)], row.purpose, detail=detail) for a in issued]
     with c.p.store().transaction() as tx:
         append_many(tx, records)
-    return Playback(url=url, thumbnail_url=thumb, expires_at=datetime.fromtimestamp(c.now + expiry, UTC))
+    expires_at = datetime.fromtimestamp(c.now + expiry, UTC)
+    return Playback(url=url, thumbnail_url=thumb, manifest_url=manifest, expires_at=expires_at)
 
 
 def _subject(state: db.ClipState) -> AuditSubject:

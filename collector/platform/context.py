@@ -19,6 +19,7 @@ from collector.platform.nearby import CameraIndex
 from collector.platform.stores import ThreadStores
 
 if TYPE_CHECKING:
+    from collector.audit.verify import Verdict
     from collector.commands.signing import CommandSigner
     from collector.platform.manifests import ClipObjects
 
@@ -38,6 +39,8 @@ class Platform:
     notify_outbox: Callable[[], None] = lambda: None
     objects: ClipObjects | None = None  # the clip bucket; None: no manifest checks or playback URLs
     clock: Callable[[], float] = time.time
+    # The audit chain checked against its checkpoints; None: no checkpoint bucket (verify answers 503).
+    audit_verify: Callable[[Store], Verdict] | None = None
     metrics: PlatformMetrics = field(default_factory=PlatformMetrics)  # default: a registry of its own
 
     def store(self) -> Store:

@@ -173,6 +173,8 @@ async def test_a_delivered_clip_is_verified_and_plays_through_an_audited_presign
         async with httpx.AsyncClient(timeout=10) as anyone:  # no token: the URL alone grants the download
             assert (await anyone.get(clip["playback"]["url"])).content == data
             assert (await anyone.get(clip["playback"]["thumbnail_url"])).content.startswith(b"\xff\xd8")
+            manifest = (await anyone.get(clip["playback"]["manifest_url"])).json()
+            assert (manifest["request_id"], manifest["clip"]["sha256"]) == (good["clip_id"], clip["sha256"])
         issued = [a["action"] for a in h.audit() if a["action"] in ("clip.playback", "clip.thumbnail")]
         assert issued == ["clip.playback", "clip.thumbnail"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,6 +134,32 @@ async def platform_stack(
                 proc.kill()
                 await proc.wait()
             log.close()
+
+
+@asynccontextmanager
+async def district_agent(
+    stack: Stack, broker: Mosquitto, ceph: CephS3, *, district: str, ledger: Path, secrets: Path
+) -> AsyncIterator[Agent]:
+    """Another district's agent beside the stack's own (its files in a folder of its own), trusted by the
+    collector like the first: its manifest key in the collector's agent-keys folder."""
+    directory = stack.directory / district
+    directory.mkdir()
+    shutil.copy(stack.directory / "collector-commands.pem", directory)
+    config = _agent_config(
+        directory, broker, ceph, stack.clip_bucket, district=district, ledger=ledger, secrets=secrets,
+        clips={}, health={},
+    )  # fmt: skip
+    settings = load(AgentSettings, config)
+    key = load_or_create_key(settings.clips.key_file)
+    (stack.directory / "agent-keys" / f"{district}.pem").write_bytes(public_key_pem(key))
+    agent = Agent(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        yield agent
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
 
 
 @asynccontextmanager
