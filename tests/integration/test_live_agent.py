@@ -40,7 +40,7 @@ from contract.codec import encode
 from contract.messages import ClipRequest, LiveRequest
 from tests.integration.conftest import clip_agent_settings, eventually, running
 from tests.services import CephS3, Mosquitto, free_port
-from tests.signed_commands import collector_key_file, signed
+from tests.signed_commands import OTHER_KEY, collector_key_file, signed
 
 pytestmark = pytest.mark.integration
 
@@ -263,3 +263,90 @@ async def test_a_live_view_plays_the_camera_and_a_clip_of_its_last_seconds_share
     # Announced within one segment + 0.5 s of the capture of its first frame (the listing budget).
     lags = [listing_lag(u) for u in watcher.updates(start.session_id) if u["status"] == "segment"][:-1]
     assert max(lags) < 0.5, lags
+
+
+async def test_bad_commands_are_refused_and_a_session_ends_at_until(
+    fleet: Fleet, watcher: LiveWatcher, make_agent: Callable[..., Agent], s3_bucket: tuple[Any, str]
+) -> None:
+    s3, bucket = s3_bucket
+    agent = make_agent()
+    forged = signed(live_request(CAMERA), OTHER_KEY)
+    expired = signed(live_request(CAMERA), ttl_s=-120)
+    too_long = signed(live_request(CAMERA, until_s=7200))
+    elsewhere = signed(live_request(CAMERA, district="jongno"))  # sent on gangnam's topic: not even answered
+    unknown = signed(live_request("gangnam-09999"))
+    short = signed(live_request(CAMERA, until_s=3))  # the sub stream, by default
+    async with running(agent, timeout_s=30):
+        await watcher.camera_online(CAMERA)
+        for command in (forged, expired, too_long, unknown):
+            watcher.send(command)
+        delivery = encode(elsewhere)
+        watcher.client.publish(topics.command("gangnam", "live"), delivery.payload, qos=1)
+        watcher.send(short)
+        await eventually(lambda: watcher.ended(short.session_id) is not None, 15, "the session's end")
+        connections = fleet.counters()["rtsp_sessions"]
+        rejected = agent.metrics.registry.get_sample_value(
+            "cctv_agent_commands_rejected_total", {"reason": "district_mismatch"}
+        )
+
+    refusals = {c.session_id: watcher.ended(c.session_id) for c in (forged, expired, too_long, unknown)}
+    assert {sid: (u or {}).get("status") for sid, u in refusals.items()} == dict.fromkeys(refusals, "refused")
+    assert [(refusals[c.session_id] or {})["reason"] for c in (forged, expired, too_long, unknown)] == [
+        "unknown_key", "command_expired", "until_too_far", "unknown_camera",
+    ]  # fmt: skip
+    assert watcher.updates(elsewhere.session_id) == [] and rejected == 1
+    ended = watcher.ended(short.session_id)
+    assert ended is not None and (ended["status"], ended["reason"]) == ("stopped", "expired")
+    segments = assert_announced_in_order(watcher, short.session_id)
+    assert 1 <= len(segments) <= 4
+    assert datetime.fromisoformat(ended["sent_at"]) >= short.until
+    # The sub stream and, for a later "save this range", the main stream's pre-roll: one connection each.
+    assert connections == 2
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="live/")
+    sessions = {obj["Key"].split("/")[2] for obj in listed.get("Contents", [])}
+    assert sessions == {short.session_id}  # nothing of a refused command
+    first = decode(fetch(s3, bucket, segments[0]["init_key"]) + fetch(s3, bucket, segments[0]["object_key"]))
+    assert (first[0].width, first[0].height) == (640, 360)  # the sub stream
+
+
+async def test_a_dropped_camera_resumes_with_a_new_init_and_one_without_keyframes_fails(
+    fleet: Fleet, watcher: LiveWatcher, make_agent: Callable[..., Agent], s3_bucket: tuple[Any, str]
+) -> None:
+    s3, bucket = s3_bucket
+    agent = make_agent(max_segment_s=2.0)
+    dropping, keyless = signed(live_request(CAMERA)), signed(live_request(SLOW_KEYFRAMES))
+    async with running(agent, timeout_s=30):
+        await watcher.camera_online(CAMERA, SLOW_KEYFRAMES)
+        watcher.send(dropping)
+        watcher.send(keyless)
+        await eventually(lambda: len(watcher.segments(dropping.session_id)) >= 2, 15, "two segments")
+        spec = fleet.get(CAMERA)
+        assert spec is not None
+        spec.faults.offline = True  # the camera goes away (its RTSP connections close) ...
+        fleet.kick()
+        await eventually(lambda: not fleet.is_up(CAMERA), 5, "camera down")
+        spec.faults.offline = False  # ... and comes back
+        fleet.kick()
+
+        def resumed() -> bool:
+            return any(s["init_key"].endswith("init-1.mp4") for s in watcher.segments(dropping.session_id))
+
+        await eventually(resumed, 20, "segments of the reopened stream")
+        await eventually(
+            lambda: watcher.ended(keyless.session_id) is not None, 10, "the keyless session's end"
+        )
+        watcher.send(signed(live_request(CAMERA, "stop", session_id=dropping.session_id)))
+        await eventually(lambda: watcher.ended(dropping.session_id) is not None, 10, "the session's end")
+
+    failed = watcher.ended(keyless.session_id)
+    assert failed is not None and (failed["status"], failed["reason"]) == ("failed", "no_keyframe")
+    segments = assert_announced_in_order(watcher, dropping.session_id)
+    after = next(i for i, s in enumerate(segments) if s["init_key"].endswith("init-1.mp4"))
+    assert segments[after]["discontinuity"] and not any(s["discontinuity"] for s in segments[:after])
+    assert all(s["init_key"].endswith("init-0.mp4") for s in segments[:after])
+    gap = datetime.fromisoformat(segments[after]["started_at"]) - datetime.fromisoformat(
+        segments[after - 1]["started_at"]
+    )
+    assert gap.total_seconds() > segments[after - 1]["duration_s"]  # the gap shows in the capture times
+    init = fetch(s3, bucket, segments[after]["init_key"])
+    assert len(decode(init + fetch(s3, bucket, segments[after]["object_key"]))) > 0
