@@ -38,7 +38,7 @@ from camsim.media import MediaLibrary
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest, LiveRequest
-from tests.integration.conftest import clip_agent_settings, eventually, running
+from tests.integration.conftest import assert_documented, clip_agent_settings, eventually, running
 from tests.services import CephS3, Mosquitto, free_port
 from tests.signed_commands import OTHER_KEY, collector_key_file, signed
 
@@ -191,6 +191,10 @@ def frames_apart(shown: int, capture_time: float) -> int:
     return min(diff, loop - diff)
 
 
+def sample(agent: Agent, name: str, **labels: str) -> float:
+    return agent.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
 def listing_lag(update: dict[str, Any]) -> float:
     """Seconds from a segment's end (its first frame's capture time + its duration) to its announcement."""
     segment = update["segment"]
@@ -233,8 +237,10 @@ async def test_a_live_view_plays_the_camera_and_a_clip_of_its_last_seconds_share
             return (watcher.latest.get(result_topic) or {}).get("status") in ("succeeded", "failed")
 
         await eventually(clip_done, 20, "the clip's result")
+        running_views = sample(agent, "cctv_agent_live_sessions")
         watcher.send(signed(live_request(CAMERA, "stop", session_id=start.session_id)))
         await eventually(lambda: watcher.ended(start.session_id) is not None, 10, "the session's end")
+        await eventually(lambda: sample(agent, "cctv_agent_live_sessions") == 0, 5, "the view forgotten")
 
     result = watcher.latest[result_topic]
     assert result["status"] == "succeeded", result
@@ -243,6 +249,11 @@ async def test_a_live_view_plays_the_camera_and_a_clip_of_its_last_seconds_share
     ended = watcher.ended(start.session_id)
     assert ended is not None and (ended["status"], ended["reason"]) == ("stopped", "stopped_by_request")
     segments = assert_announced_in_order(watcher, start.session_id)
+    announced = watcher.updates(start.session_id)[1]
+    assert_documented("live_update", {k: v for k, v in announced.items() if not k.startswith("_")})
+    assert running_views == 1
+    assert sample(agent, "cctv_agent_live_segments_total", outcome="uploaded") == len(segments)
+    assert sample(agent, "cctv_agent_live_segment_upload_seconds_count") == len(segments)
     assert {s["init_key"] for s in segments} == {f"live/gangnam/{start.session_id}/init-0.mp4"}
     assert not any(s["discontinuity"] for s in segments)
     assert all(
@@ -275,7 +286,7 @@ async def test_bad_commands_are_refused_and_a_session_ends_at_until(
     too_long = signed(live_request(CAMERA, until_s=7200))
     elsewhere = signed(live_request(CAMERA, district="jongno"))  # sent on gangnam's topic: not even answered
     unknown = signed(live_request("gangnam-09999"))
-    short = signed(live_request(CAMERA, until_s=3))  # the sub stream, by default
+    short = signed(live_request(CAMERA, until_s=2))  # the sub stream, by default
     async with running(agent, timeout_s=30):
         await watcher.camera_online(CAMERA)
         for command in (forged, expired, too_long, unknown):
@@ -283,8 +294,12 @@ async def test_bad_commands_are_refused_and_a_session_ends_at_until(
         delivery = encode(elsewhere)
         watcher.client.publish(topics.command("gangnam", "live"), delivery.payload, qos=1)
         watcher.send(short)
-        await eventually(lambda: watcher.ended(short.session_id) is not None, 15, "the session's end")
+        await eventually(lambda: len(watcher.updates(short.session_id)) > 0, 5, "started")
+        renewal = signed(live_request(CAMERA, "renew", session_id=short.session_id, until_s=4))
+        watcher.send(renewal)
+        await eventually(lambda: len(watcher.segments(short.session_id)) > 0, 5, "a segment")
         connections = fleet.counters()["rtsp_sessions"]
+        await eventually(lambda: watcher.ended(short.session_id) is not None, 15, "the session's end")
         rejected = agent.metrics.registry.get_sample_value(
             "cctv_agent_commands_rejected_total", {"reason": "district_mismatch"}
         )
@@ -298,8 +313,8 @@ async def test_bad_commands_are_refused_and_a_session_ends_at_until(
     ended = watcher.ended(short.session_id)
     assert ended is not None and (ended["status"], ended["reason"]) == ("stopped", "expired")
     segments = assert_announced_in_order(watcher, short.session_id)
-    assert 1 <= len(segments) <= 4
-    assert datetime.fromisoformat(ended["sent_at"]) >= short.until
+    assert 2 <= len(segments) <= 6
+    assert datetime.fromisoformat(ended["sent_at"]) >= renewal.until  # the renewal moved its end
     # The sub stream and, for a later "save this range", the main stream's pre-roll: one connection each.
     assert connections == 2
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="live/")
@@ -309,7 +324,7 @@ async def test_bad_commands_are_refused_and_a_session_ends_at_until(
     assert (first[0].width, first[0].height) == (640, 360)  # the sub stream
 
 
-async def test_a_dropped_camera_resumes_with_a_new_init_and_one_without_keyframes_fails(
+async def test_a_dropped_camera_resumes_with_a_new_init_one_without_keyframes_fails_and_shutdown_ends_views(
     fleet: Fleet, watcher: LiveWatcher, make_agent: Callable[..., Agent], s3_bucket: tuple[Any, str]
 ) -> None:
     s3, bucket = s3_bucket
@@ -335,11 +350,13 @@ async def test_a_dropped_camera_resumes_with_a_new_init_and_one_without_keyframe
         await eventually(
             lambda: watcher.ended(keyless.session_id) is not None, 10, "the keyless session's end"
         )
-        watcher.send(signed(live_request(CAMERA, "stop", session_id=dropping.session_id)))
-        await eventually(lambda: watcher.ended(dropping.session_id) is not None, 10, "the session's end")
+    # The agent stopped (SIGTERM) with the view still running: it says so.
+    await eventually(lambda: watcher.ended(dropping.session_id) is not None, 5, "the session's end")
 
     failed = watcher.ended(keyless.session_id)
     assert failed is not None and (failed["status"], failed["reason"]) == ("failed", "no_keyframe")
+    stopped = watcher.ended(dropping.session_id)
+    assert stopped is not None and (stopped["status"], stopped["reason"]) == ("stopped", "shutdown")
     segments = assert_announced_in_order(watcher, dropping.session_id)
     after = next(i for i, s in enumerate(segments) if s["init_key"].endswith("init-1.mp4"))
     assert segments[after]["discontinuity"] and not any(s["discontinuity"] for s in segments[:after])
