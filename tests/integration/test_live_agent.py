@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import subprocess
 import threading
 import time
 import uuid
@@ -175,6 +176,15 @@ def decode(data: bytes) -> list[av.VideoFrame]:
         return list(container.decode(video=0))
 
 
+def ffprobe_frames(path: Path) -> int:
+    done = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+        capture_output=True, check=True, text=True,
+    )  # fmt: skip
+    return int(done.stdout.strip())
+
+
 def loop_index(frame: av.VideoFrame) -> int:
     """The camsim loop frame a picture shows, read from its burned-in clock ``SS.ff``."""
     gray = np.asarray(frame.to_ndarray(format="gray"), dtype=np.uint8)
@@ -212,8 +222,9 @@ def assert_announced_in_order(watcher: LiveWatcher, session_id: str) -> list[dic
 
 
 async def test_a_live_view_plays_the_camera_and_a_clip_of_its_last_seconds_shares_its_connection(
-    fleet: Fleet, watcher: LiveWatcher, make_agent: Callable[..., Agent], s3_bucket: tuple[Any, str]
-) -> None:
+    fleet: Fleet, watcher: LiveWatcher, make_agent: Callable[..., Agent], s3_bucket: tuple[Any, str],
+    tmp_path: Path,
+) -> None:  # fmt: skip
     s3, bucket = s3_bucket
     agent = make_agent()
     start = live_request(CAMERA, stream="main")
@@ -266,6 +277,8 @@ async def test_a_live_view_plays_the_camera_and_a_clip_of_its_last_seconds_share
     assert all(f"camsim:{CAMERA}".encode() in body for body in bodies[:-1])  # the camera's id, each keyframe
     frames = decode(init + b"".join(bodies))
     assert len(frames) == pytest.approx(sum(s["duration_s"] for s in segments) * FPS, abs=1)
+    (tmp_path / "live.mp4").write_bytes(init + b"".join(bodies))
+    assert ffprobe_frames(tmp_path / "live.mp4") == len(frames)  # a player we did not write agrees
     assert (frames[0].width, frames[0].height) == (MAIN_W, MAIN_H)
     for segment, body in zip(segments, bodies, strict=True):
         first = decode(init + body)[0]  # every segment plays on its own after the init segment
