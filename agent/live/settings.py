@@ -28,7 +28,7 @@ class LiveSettings(BaseModel):
     arm_preroll: bool = True
     save_grace_s: float = Field(default=60.0, ge=0, le=3600)
     # Live segment uploads in flight at once (their own lane: never behind a clip's part).
-    max_parallel_uploads: int = Field(default=4, ge=1, le=64)
+    max_parallel_uploads: int = Field(default=8, ge=1, le=64)
 
     @model_validator(mode="after")
     def _segment_order(self) -> LiveSettings:
