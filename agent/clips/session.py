@@ -131,7 +131,6 @@ class Session:
                 error = self._stream_once()
                 if not self._keep_going(error):
                     break
-                self._end_subscribers(error, gap=True)
                 log.info("camera %s: stream lost (%s), reopening in %.0f s", self.camera_id, error, delay)
                 if self.pool.closed.wait(delay):
                     break
@@ -265,18 +264,22 @@ class Session:
                 log.warning("camera %s: pre-roll of %.1f s discarded (%s)", self.camera_id, span_s, error)
             self.gops.clear()  # timestamps restart on a new input: old GOPs cannot be joined to new ones
             self.buffer_bytes = 0
+            self._tell_end(error, gap=True)  # under the same lock: whoever joins next waits for the reopen
             return True
 
-    def _end_subscribers(self, error: str, *, gap: bool = False) -> None:
-        """Captures end; followers get a Gap if the input is reopened (`gap`), else the end too."""
+    def _end_subscribers(self, error: str) -> None:
         with self.lock:
-            for subscriber in self.subscribers:
-                subscriber.items.put(EndOfStream(error))
-            self.subscribers.clear()
-            for follower in self.followers:
-                follower.items.put(Gap(error) if gap else EndOfStream(error))
-            if not gap:
-                self.followers.clear()
+            self._tell_end(error, gap=False)
+
+    def _tell_end(self, error: str, *, gap: bool) -> None:
+        """Lock held. Captures end; followers get a Gap if the input is reopened (`gap`), else the end."""
+        for subscriber in self.subscribers:
+            subscriber.items.put(EndOfStream(error))
+        self.subscribers.clear()
+        for follower in self.followers:
+            follower.items.put(Gap(error) if gap else EndOfStream(error))
+        if not gap:
+            self.followers.clear()
 
 
 class SessionPool:
