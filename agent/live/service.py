@@ -7,10 +7,11 @@ is published as a LiveUpdate "refused" with its reason, and nothing is captured.
 
 `start` begins a session (feed.py reads the camera's shared RTSP session and cuts segments, delivery.py
 uploads and announces them) and answers "started"; a `renew` (or a start delivered again) moves its `until`; a
-renew of a session the agent does not run (it restarted) starts it; `stop` ends it. A session also ends on its
-own at `until` (`expired`), when its camera is lost (`camera_lost`) or sends no keyframe (`no_keyframe`), and
-on shutdown (`shutdown`). Its last message, after its last segment, is "stopped" (stopped_by_request, expired,
-shutdown) or "failed" (any other reason).
+renew of a session the agent does not run (it restarted) starts it; `stop` ends it. A session also ends on
+its own at `until` (`expired`), when its camera is lost (`camera_lost`) or sends no keyframe (`no_keyframe`),
+and on shutdown (`shutdown`). Its last message, after its last segment, is "stopped" (stopped_by_request,
+expired, shutdown) or "failed" (any other reason). A command for a session that ended (the latest
+REMEMBER_ENDED are remembered, in memory) is answered with that end again and revives nothing.
 
 Updates are published at QoS 1 straight to the broker (not through the clip outbox): a live update that waits
 out an outage is stale anyway, and the collector learns a session's end from `until` too.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +42,7 @@ from contract.messages import LiveRequest, LiveSegmentInfo, LiveStatusName, Live
 log = logging.getLogger(__name__)
 
 STOPPED_REASONS = frozenset({"stopped_by_request", "expired", "shutdown"})
+REMEMBER_ENDED = 4096  # ended sessions remembered (in memory) so that a late command does not revive one
 Lookup = Callable[[str, LiveStream], CameraTarget | None]
 
 
@@ -72,6 +75,7 @@ class LiveService:
         self._uploader, self._bucket, self._publish = uploader, bucket, publish
         self.metrics = LiveMetrics(metrics_registry)
         self._runs: dict[str, _Run] = {}
+        self._over: OrderedDict[str, str] = OrderedDict()  # session id -> why it ended (the latest ones)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -92,7 +96,7 @@ class LiveService:
         except Exception:  # a bug in one command must not stop the command loop
             log.exception("live command for session %s failed", request.session_id)
 
-    def refuse(self, request: LiveRequest, reason: str) -> None:
+    def _refuse(self, request: LiveRequest, reason: str) -> None:
         self.metrics.requests.labels(reason).inc()
         log.warning("live %s of camera %s (%s) refused: %s", request.action, request.camera_id,
                     request.agency, reason)  # fmt: skip
@@ -101,14 +105,19 @@ class LiveService:
     def _handle(self, request: LiveRequest) -> None:
         refused = refusal(request, self._policy, datetime.now(UTC))
         if refused is not None:
-            self.refuse(request, refused)
+            self._refuse(request, refused)
             return
         run = self._runs.get(request.session_id)
+        ended = self._over.get(request.session_id)
+        if run is None and ended is not None:  # over: a late renew or a redelivered start does not revive it
+            self.metrics.requests.labels("already_ended").inc()
+            self._send(request, _status(ended), ended)
+            return
         if request.action == "stop":
             self.metrics.requests.labels("stopped").inc()
             if run is not None:
                 self._end(run, "stopped_by_request")
-            else:  # already over (or never ran here): say so again
+            else:  # never ran here: say so
                 self._send(request, "stopped", "stopped_by_request")
             return
         if run is not None:
@@ -123,7 +132,7 @@ class LiveService:
         target, main = self._lookup(request.camera_id, request.stream), self._lookup(request.camera_id, MAIN)
         problem = self._cannot_start(target, main)
         if problem is not None:
-            self.refuse(request, problem)
+            self._refuse(request, problem)
             return
         assert target is not None and main is not None
         # One camera stream with one URL is one RTSP session, whatever it is called.
@@ -183,15 +192,19 @@ class LiveService:
         request = run.request
         self.metrics.ended.labels(reason).inc()
         log.info("live %s of camera %s ended: %s", request.session_id, request.camera_id, reason)
-        self._send(request, "stopped" if reason in STOPPED_REASONS else "failed", reason)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._forget, run)
+        if self._loop is not None:  # first: a command sent after the end is seen is handled after this
+            self._loop.call_soon_threadsafe(self._forget, run, reason)
+        self._send(request, _status(reason), reason)
 
-    def _forget(self, run: _Run) -> None:
+    def _forget(self, run: _Run, reason: str) -> None:
         if run.timer is not None:
             run.timer.cancel()
-        if self._runs.get(run.request.session_id) is run:
-            del self._runs[run.request.session_id]
+        session_id = run.request.session_id
+        if self._runs.get(session_id) is run:
+            del self._runs[session_id]
+        self._over[session_id] = reason
+        while len(self._over) > REMEMBER_ENDED:
+            self._over.popitem(last=False)
         self.metrics.sessions.set(len(self._runs))
 
     def _put(self, request: LiveRequest, rank: int, key: str, body: bytes, content_type: str) -> None:
@@ -211,3 +224,7 @@ class LiveService:
             agent_id=self._agent_id, status=status, segment=segment, sent_at=datetime.now(UTC), **fields,
         )  # fmt: skip
         self._publish(update)
+
+
+def _status(reason: str) -> LiveStatusName:
+    return "stopped" if reason in STOPPED_REASONS else "failed"

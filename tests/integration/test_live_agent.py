@@ -313,6 +313,14 @@ async def test_bad_commands_are_refused_and_a_session_ends_at_until(
         await eventually(lambda: len(watcher.segments(short.session_id)) > 0, 5, "a segment")
         connections = fleet.counters()["rtsp_sessions"]
         await eventually(lambda: watcher.ended(short.session_id) is not None, 15, "the session's end")
+        count = len(watcher.updates(short.session_id))
+        watcher.send(
+            signed(live_request(CAMERA, "renew", session_id=short.session_id, until_s=30))
+        )  # too late
+        await eventually(
+            lambda: len(watcher.updates(short.session_id)) > count, 5, "the late renewal's answer"
+        )
+        late = watcher.updates(short.session_id)[count]
         rejected = agent.metrics.registry.get_sample_value(
             "cctv_agent_commands_rejected_total", {"reason": "district_mismatch"}
         )
@@ -325,6 +333,7 @@ async def test_bad_commands_are_refused_and_a_session_ends_at_until(
     assert watcher.updates(elsewhere.session_id) == [] and rejected == 1
     ended = watcher.ended(short.session_id)
     assert ended is not None and (ended["status"], ended["reason"]) == ("stopped", "expired")
+    assert (late["status"], late["reason"]) == ("stopped", "expired")  # it revived nothing
     segments = assert_announced_in_order(watcher, short.session_id)
     assert 2 <= len(segments) <= 6
     assert datetime.fromisoformat(ended["sent_at"]) >= renewal.until  # the renewal moved its end
