@@ -75,26 +75,19 @@ class Session:
         self.thread = threading.Thread(target=self._run, name=f"rtsp-{key[0]}-{key[1]}", daemon=True)
 
     # -- used by the pool and by captures --------------------------------------------------------------
-    def subscribe(self, subscriber: Subscriber) -> list[Frame] | None:
-        """Join; returns the buffered frames (live ones follow in the queue), or None if the session ends."""
+    def subscribe(self, subscriber: Subscriber, *, follow: bool = False) -> list[Frame] | None:
+        """Join (as a follower if `follow`: see the module docstring); returns the buffered frames (live ones
+        follow in the queue), or None if the session ends."""
         with self.lock:
             if self.stopping:
                 return None
-            self.subscribers.add(subscriber)
+            (self.followers if follow else self.subscribers).add(subscriber)
             return [frame for gop in self.gops for frame in gop]
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         with self.lock:
             self.subscribers.discard(subscriber)
             self.followers.discard(subscriber)
-
-    def follow(self, subscriber: Subscriber) -> list[Frame] | None:
-        """Join as a follower (see the module docstring); the buffered frames, or None if the session ends."""
-        with self.lock:
-            if self.stopping:
-                return None
-            self.followers.add(subscriber)
-            return [frame for gop in self.gops for frame in gop]
 
     def arm(self, duration_s: float) -> bool:
         with self.lock:
@@ -376,7 +369,7 @@ class SessionPool:
             session = self._session((camera_id, stream), url, clock_offset_s)
             if session is None:
                 return None
-            backlog = session.follow(subscriber)
+            backlog = session.subscribe(subscriber, follow=True)
             if backlog is not None:
                 return session, backlog
         return None
