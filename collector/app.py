@@ -1,11 +1,12 @@
 """Composition root of `cctv-collector run`: metrics, store, writer, command outbox, audit checkpoints,
-nearest-camera index, HTTP API, subscriber.
+nearest-camera index, live reaper, HTTP API, live follower, subscriber.
 
 Start order is sinks first, sources last: metrics and store, the writer (answers to commands are recorded by
-it), the command outbox publisher, the audit checkpointer, the nearest-camera index, the HTTP API (uvicorn on
-this event loop), then the MQTT subscriber. SIGTERM or SIGINT stops the outbox, then the subscriber, lets the
-writer drain and commit what is queued (unless the store is unavailable: then it gives up at once), stops the
-API (uvicorn finishes the requests in flight), then the index refresher, and writes a last audit checkpoint.
+it), the command outbox publisher, the audit checkpointer, the nearest-camera index, the live reaper, the HTTP
+API (uvicorn on this event loop), then the live follower and the MQTT subscriber. SIGTERM or SIGINT stops the
+outbox, then the live follower and the reaper, then the subscriber, lets the writer drain and commit what is
+queued (unless the store is unavailable: then it gives up at once), stops the API (uvicorn finishes the
+requests in flight), then the index refresher, and writes a last audit checkpoint.
 The MQTT session is persistent, so what agents publish meanwhile waits at the broker; unanswered commands wait
 in the outbox.
 """
@@ -28,6 +29,9 @@ from collector.config import CollectorSettings
 from collector.index.gauges import IndexGauges
 from collector.index.store import Store, open_store
 from collector.ingest.pipeline import Ingest
+from collector.live.follower import LiveFollower
+from collector.live.metrics import LiveMetrics
+from collector.live.reaper import Reaper
 from collector.metrics import CollectorMetrics
 from collector.platform.api import create_app
 from collector.platform.context import Platform
@@ -69,6 +73,19 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
         checkpointer.start()
     cameras = CameraIndex(lambda: open_store(url), settings.platform.nearest_refresh_s)
     await asyncio.to_thread(cameras.start)
+    objects = _clip_objects(settings)
+    live_metrics = LiveMetrics(metrics.registry)
+    reaper = Reaper(
+        settings.live,
+        policy=lambda: access.policy,
+        signer=signer,
+        notify_outbox=outbox.notify,
+        objects=objects,
+        metrics=live_metrics,
+        open_store=lambda: open_store(url),
+        clock=time.time,
+    )
+    reaper.start()
     stores = ThreadStores(lambda: open_store(url))
     platform = Platform(
         stores,
@@ -78,10 +95,13 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
         cameras=cameras,
         signer=signer,
         notify_outbox=outbox.notify,
-        objects=_clip_objects(settings),
+        objects=objects,
+        live=settings.live,
     )
     api = ApiServer(create_app(platform), settings.http.host, settings.http.port, settings.http.api_threads)
     api.start()
+    follower = LiveFollower(settings, metrics, live_metrics, lambda: open_store(url), time.time)
+    follower.start()
     ingest.subscriber.start()
     log.info("collector %s running (store %s, command key %s)", settings.collector_id, url.split("://", 1)[0],
              signer.key_id)  # fmt: skip
@@ -89,6 +109,8 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
         await stop.wait()
     finally:
         await asyncio.to_thread(outbox.stop)
+        await asyncio.to_thread(follower.stop)
+        await asyncio.to_thread(reaper.stop)
         log.info("stopping: unsubscribing, draining %s queued messages", ingest.queue_depth())
         await asyncio.to_thread(ingest.stop)
         await api.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-MESSAGE_KINDS = ("agent_state", "camera_meta", "camera_status", "health", "clip")
+MESSAGE_KINDS = ("agent_state", "camera_meta", "camera_status", "health", "clip", "live")
 
 
 class CollectorMetrics:

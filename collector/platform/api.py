@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from collector.platform import audit, cameras, clips, districts, errors, health, incidents
+from collector.platform import audit, cameras, clips, districts, errors, health, incidents, live
 from collector.platform.context import Platform
 
 API_VERSION = "1.0.0"
@@ -18,14 +18,14 @@ def create_app(p: Platform) -> FastAPI:
     app = FastAPI(
         title="Seoul CCTV sharing platform",
         version=API_VERSION,
-        summary="Incidents, nearest cameras across districts, clip requests and audited playback",
+        summary="Incidents, nearest cameras across districts, clip requests, live view and audited playback",
         openapi_url="/v1/openapi.json",
         docs_url="/v1/docs",
         redoc_url=None,
     )
     app.state.platform = p
     errors.install(app)
-    routers = (health.router, cameras.router, districts.router, incidents.router, clips.router, audit.router)
-    for router in routers:
-        app.include_router(router, prefix="/v1")
+    routers = (health, cameras, districts, incidents, clips, live, audit)
+    for module in routers:
+        app.include_router(module.router, prefix="/v1")
     return app

@@ -16,7 +16,6 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from collector.access.decision import decide
-from collector.access.policy import AgencyPolicy
 from collector.audit.chain import AuditSubject, append_many
 from collector.commands.outbox import enqueue_many
 from collector.index import incidents as db
@@ -86,30 +85,44 @@ def request_clips(c: CallerDep, incident_id: str, body: ClipsAsk) -> ClipList:
     incident = grants.view(row)
     # The incident first (the caller's own; `nearest` lists its cameras), then each camera against the grant.
     c.require("cameras.nearby" if body.nearest else "incident.read", incident=incident, purpose=row.purpose)
-    agency = c.agency
-    assert agency is not None  # the decision refuses unknown agencies
-    start, end = _window(c, agency, body)
+    start, end = window(c, body.start, body.end)
     cameras = _cameras(c, row, body)
-    window = {"start": start, "end": end}
     for item in cameras:
         c.require(
             "clip.request",
             incident=incident,
             camera=grants.place(row, item),
             purpose=row.purpose,
-            subjects=[AuditSubject(camera_id=item.camera_id, district=item.district, **window)],
+            subjects=[AuditSubject(camera_id=item.camera_id, district=item.district, start=start, end=end)],
         )
+    clips = submit(c, row, cameras, start, end)
+    return ClipList(clips=clips, count=len(clips), next_offset=None)
+
+
+def submit(
+    c: Caller,
+    row: db.IncidentRow,
+    cameras: list[CameraView],
+    start: float,
+    end: float,
+    *,
+    action: str = "clip.request",
+    detail: dict[str, str] | None = None,
+) -> list[Clip]:
+    """Request [start, end) of each camera (the caller checked the grant): the requests, their signed commands
+    and one audit record each (`action`, with `detail`) in one transaction; then wake the outbox."""
     if c.p.signer is None:
         raise ApiError(503, "commands_unavailable", "this collector cannot sign commands")
     requests = [_request(c, row, item, start, end) for item in cameras]
     commands = [c.p.signer.sign(_command(c, row, req)) for req in requests]
+    window = {"start": start, "end": end}
     records = [
         c.record(
-            "clip.request",
+            action,
             row.incident_id,
             [AuditSubject(camera_id=req.camera_id, district=req.district, **window)],
             row.purpose,
-            detail={"request_id": req.request_id},
+            detail={"request_id": req.request_id, **(detail or {})},
         )
         for req in requests
     ]
@@ -118,8 +131,7 @@ def request_clips(c: CallerDep, incident_id: str, body: ClipsAsk) -> ClipList:
         enqueue_many(tx, commands, c.now)
         append_many(tx, records)  # last: the chain's head stays locked until the commit
     c.p.notify_outbox()
-    clips = [_clip(_requested(r)) for r in requests]
-    return ClipList(clips=clips, count=len(clips), next_offset=None)
+    return [_clip(_requested(r)) for r in requests]
 
 
 @router.get("/clips/{clip_id}", summary="A clip's progress, manifest check and, once stored, playback URLs")
@@ -178,9 +190,11 @@ def list_clips(
     )
 
 
-def _window(c: Caller, agency: AgencyPolicy, body: ClipsAsk) -> tuple[float, float]:
-    """The window as epoch seconds, within the agency's limits; 422 naming the field otherwise."""
-    start, end = body.start.timestamp(), body.end.timestamp()
+def window(c: Caller, start_at: datetime, end_at: datetime) -> tuple[float, float]:
+    """The window as epoch seconds, within the caller's agency's limits; 422 naming the field otherwise."""
+    agency = c.agency
+    assert agency is not None  # the decision refuses unknown agencies
+    start, end = start_at.timestamp(), end_at.timestamp()
     if end <= start:
         raise ApiError(422, "invalid_window", "end must be after start", "end")
     if end - start > agency.max_window_s:

@@ -12,7 +12,7 @@ from fastapi import Request
 
 from collector.access.gate import Access
 from collector.access.settings import AccessSettings
-from collector.config import PlatformSettings
+from collector.config import LiveSettings, PlatformSettings
 from collector.index.store import Store
 from collector.platform.nearby import CameraIndex
 from collector.platform.stores import ThreadStores
@@ -37,6 +37,7 @@ class Platform:
     notify_outbox: Callable[[], None] = lambda: None
     objects: ClipObjects | None = None  # the clip bucket; None: no manifest checks or playback URLs
     clock: Callable[[], float] = time.time
+    live: LiveSettings = field(default_factory=LiveSettings)
 
     def store(self) -> Store:
         return self.stores.get()
