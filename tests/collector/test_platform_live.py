@@ -42,9 +42,10 @@ async def start(h: Harness, incident_id: str, camera_id: str = "gn-office", **kw
     return await h.client.post(f"/v1/incidents/{incident_id}/live", json=body, headers=h.auth())
 
 
-async def started(h: Harness, camera_id: str = "gn-office") -> dict[str, Any]:
-    inc = (await open_incident(h))["incident"]
-    r = await start(h, inc["incident_id"], camera_id)
+async def started(h: Harness, camera_id: str = "gn-office", incident_id: str | None = None) -> dict[str, Any]:
+    """A session of `camera_id` under `incident_id` (default: a new incident at the Gangnam office)."""
+    incident_id = incident_id or (await open_incident(h))["incident"]["incident_id"]
+    r = await start(h, incident_id, camera_id)
     assert r.status_code == 201, r.text
     body: dict[str, Any] = r.json()
     return body
