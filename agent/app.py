@@ -21,7 +21,8 @@ import aiohttp
 from agent.backoff import RetryBook
 from agent.clips.pipeline import CameraTarget
 from agent.clips.service import ClipService
-from agent.clips.session import SessionPool
+from agent.clips.session import MAIN, SessionPool
+from agent.clips.upload import UploadScheduler
 from agent.command_policy import CommandPolicy
 from agent.commands import CommandAdmission
 from agent.config import AgentSettings
@@ -29,6 +30,7 @@ from agent.credentials import CredentialStore
 from agent.firmware import FirmwareCatalog
 from agent.inventory import assess_firmware, discover_and_reconcile, profiles_from_hints
 from agent.ledger import load_ledger
+from agent.live.service import LiveService
 from agent.liveness_loop import check_all
 from agent.metrics import AgentMetrics
 from agent.mqtt_link import MqttLink
@@ -40,6 +42,7 @@ from agent.stream_health import rtsp_url_for, run_cycle
 from agent.sweep import Progress, sweep
 from contract import topics
 from contract.codec import encode
+from contract.messages import ArmRequest, ClipRequest, LiveRequest, LiveStream
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +78,18 @@ class Agent:
             read_timeout_s=clips.read_timeout_s,
             preroll_max_s=clips.preroll_max_s,
             preroll_max_bytes=clips.preroll_max_bytes,
+            max_sessions=clips.max_rtsp_sessions,
         )
+        # One order and one bandwidth cap for every upload: clip parts and live segments.
+        self.uploads = UploadScheduler(
+            clips.max_concurrent_parts, clips.upload_bandwidth_bps,
+            live_parallel=settings.live.max_parallel_uploads,
+        )  # fmt: skip
         self.commands = CommandAdmission(
             district=settings.district,
             agent_id=settings.agent_id,
             metrics=self.metrics,
-            handle=lambda command: self.clips.handle(command),  # noqa: PLW0108 (clips are built on first use)
+            handle=self._handle_command,
             publish=lambda delivery, kind: self.link.publish(delivery, kind),  # noqa: PLW0108 (link is built next)
         )
         self.link = MqttLink(
@@ -106,7 +115,30 @@ class Agent:
             policy=self.command_policy,
             camera_lookup=self.camera_target,
             metrics_registry=self.metrics.registry,
+            scheduler=self.uploads,
         )
+
+    @functools.cached_property
+    def live(self) -> LiveService:
+        """Built on first use (by `run`), beside the clip service whose uploader it shares."""
+        return LiveService(
+            self.settings.live,
+            district=self.settings.district,
+            agent_id=self.settings.agent_id,
+            policy=self.command_policy,
+            pool=self.clip_pool,
+            lookup=self.camera_stream,
+            uploader=self.clips.uploader,
+            bucket=self.settings.s3.bucket,
+            publish=lambda update: self.link.publish(encode(update), "live"),
+            metrics_registry=self.metrics.registry,
+        )
+
+    def _handle_command(self, command: ClipRequest | ArmRequest | LiveRequest) -> None:
+        if isinstance(command, LiveRequest):
+            self.live.handle(command)
+        else:
+            self.clips.handle(command)
 
     async def run(self, stop: asyncio.Event, progress: Progress | None = None) -> None:
         """Start the parts, observe the cameras until `stop` is set, then stop the parts in reverse order."""
@@ -120,6 +152,7 @@ class Agent:
         # Clips start before commands can arrive; the outbox holds results until the broker has them.
         self.command_policy.announce()
         await self.clips.start()
+        self.live.start()
         self.commands.start()
         self.link.start()
         if not await self.link.wait_connected(10):
@@ -136,6 +169,7 @@ class Agent:
     async def _shutdown(self) -> None:
         # New commands stop first (refused with a result), then in-flight clips get a grace period.
         self.commands.stop_accepting()
+        await self.live.stop()
         await self.clips.stop(grace_s=self.settings.clips.shutdown_grace_s)
         self.clip_pool.close()
         self.streams.close()
@@ -235,6 +269,10 @@ class Agent:
 
     def camera_target(self, camera_id: str) -> CameraTarget | None:
         """What the clip service needs of a camera: its main stream with credentials (stays in the agent)."""
+        return self.camera_stream(camera_id, MAIN)
+
+    def camera_stream(self, camera_id: str, stream: LiveStream) -> CameraTarget | None:
+        """A camera's main (largest) or sub (smallest) stream with credentials (they stay in the agent)."""
         record = self.registry.records.get(camera_id)
         if record is None:
             return None
@@ -242,9 +280,10 @@ class Agent:
         online = record.state in ("online", "degraded")
         if info is None or not info.streams:
             return CameraTarget(camera_id, "", online=False)
-        main = max(info.streams, key=lambda s: s.width * s.height)
+        pick = max if stream == MAIN else min
+        chosen = pick(info.streams, key=lambda s: s.width * s.height)
         try:
-            url = rtsp_url_for(record, main, self.credentials)
+            url = rtsp_url_for(record, chosen, self.credentials)
         except ValueError:
             return CameraTarget(camera_id, "", online=False)
         meta = {"manufacturer": info.manufacturer, "model": info.model, "firmware": info.firmware}

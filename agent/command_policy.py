@@ -1,8 +1,9 @@
 """The district keeps control: whether this agent serves a command from the collector.
 
-Every ClipRequest and ArmRequest is checked here before anything is captured or armed: signed (over
-`common.signing.signed_body`) by a trusted collector key, not expired, for this district, from an agency and
-for a safety service the district serves, and (clips) a window within the district's limits. `refusal()` is
+Every ClipRequest, ArmRequest and LiveRequest is checked here before anything is captured or armed: signed
+(over `common.signing.signed_body`) by a trusted collector key, not expired, for this district, from an agency
+and for a safety service the district serves, (clips) a window within the district's limits, and (live start
+and renew) an end within `max_live_s` from now. `refusal()` is
 pure: the clock is passed in. Its answer is a stable slug that the clip service reports as the `failed`
 reason and counts in `cctv_agent_commands_refused_total{reason}`:
 
@@ -13,6 +14,7 @@ reason and counts in `cctv_agent_commands_refused_total{reason}`:
   expiry_missing, command_expired, expiry_too_far      `expires_at` absent, passed, or beyond max_expiry_s
   agency_not_served, service_missing, service_not_served
   window_too_long, window_too_old, window_in_future    max_window_s, max_past_s, max_future_s
+  until_passed, until_too_far                          a live session's `until`: past, or beyond max_live_s
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.config import CommandSettings
 from common.settings import ConfigError
 from common.signing import key_id, load_public_key, signature_problem, signed_body
-from contract.messages import ArmRequest, ClipRequest
+from contract.messages import ArmRequest, ClipRequest, LiveRequest
 
 log = logging.getLogger(__name__)
 
-Command = ClipRequest | ArmRequest
+Command = ClipRequest | ArmRequest | LiveRequest
 # Refusals of commands nobody vouched for: their request id is not remembered, so a forgery cannot take the id
 # of a real request that arrives after it.
 UNAUTHENTICATED = frozenset({"signature_missing", "unknown_key", "signature_invalid"})
@@ -49,6 +51,7 @@ class CommandPolicy:
     max_expiry_s: float
     leeway_s: float
     allow_unsigned: bool = False
+    max_live_s: float = 900.0
 
     @classmethod
     def load(cls, settings: CommandSettings, district: str) -> CommandPolicy:
@@ -74,6 +77,7 @@ class CommandPolicy:
             max_expiry_s=settings.max_expiry_s,
             leeway_s=settings.clock_leeway_s,
             allow_unsigned=settings.allow_unsigned,
+            max_live_s=settings.max_live_s,
         )
 
     def announce(self) -> None:
@@ -99,6 +103,7 @@ def refusal(command: Command, policy: CommandPolicy, now: datetime) -> str | Non
         or _expiry(command, policy, now, required=not unsigned_ok)
         or _served(command, policy)
         or (_window(command, policy, now) if isinstance(command, ClipRequest) else None)
+        or (_until(command, policy, now) if isinstance(command, LiveRequest) else None)
     )
 
 
@@ -145,4 +150,14 @@ def _window(request: ClipRequest, policy: CommandPolicy, now: datetime) -> str |
         return "window_too_old"
     if request.start > now + timedelta(seconds=policy.max_future_s):
         return "window_in_future"
+    return None
+
+
+def _until(request: LiveRequest, policy: CommandPolicy, now: datetime) -> str | None:
+    if request.action == "stop":
+        return None
+    if request.until <= now:
+        return "until_passed"
+    if request.until > now + timedelta(seconds=policy.max_live_s + policy.leeway_s):
+        return "until_too_far"
     return None

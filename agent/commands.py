@@ -7,7 +7,8 @@ every one would queue results nobody asked for ahead of the answers to real requ
 commands costs a failed decode each and delays nothing else. A command that validates is handed to the event
 loop, where the clip service answers it (accepted, or failed with its reason: unknown camera, spool full ...)
 and serves captures by priority, 112 first. After `stop_accepting()` (the first step of a shutdown) a valid
-clip request gets `failed` at once instead: never silence for a request that was understood.
+clip request gets `failed` at once instead, and a live command `refused` with `shutting_down`: never silence
+for a request that was understood.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from agent.metrics import AgentMetrics
 from common.jsonlog import RejectLog
 from contract.codec import Delivery, decode, encode
 from contract.errors import ContractError
-from contract.messages import ArmRequest, ClipRequest, ClipUpdate
+from contract.messages import ArmRequest, ClipRequest, ClipUpdate, LiveRequest, LiveUpdate
 
 log = logging.getLogger(__name__)
 
-Command = ClipRequest | ArmRequest
+Command = ClipRequest | ArmRequest | LiveRequest
 # One log line per rejection reason per minute at most; the metric counts every one.
 REJECT_LOG_INTERVAL_S = 60.0
 
@@ -76,6 +77,8 @@ class CommandAdmission:
             self._handle(command)
         elif isinstance(command, ClipRequest):
             self._refuse(command)
+        elif isinstance(command, LiveRequest):
+            self._refuse_live(command)
         else:
             log.info("arm of camera %s ignored during shutdown", command.camera_id)
 
@@ -90,3 +93,10 @@ class CommandAdmission:
             sent_at=datetime.now(UTC),
         )
         self._publish(encode(update), "clip")
+
+    def _refuse_live(self, request: LiveRequest) -> None:
+        update = LiveUpdate(
+            district=self._district, session_id=request.session_id, camera_id=request.camera_id,
+            agent_id=self._agent_id, status="refused", reason="shutting_down", sent_at=datetime.now(UTC),
+        )  # fmt: skip
+        self._publish(encode(update), "live")

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import SettingsConfigDict
 
 from agent.clips.settings import ClipBucketSettings, ClipSettings
+from agent.live.settings import LiveSettings
 from common.mqtt_settings import MqttSettings
 from common.settings import TomlThenEnv
 from contract.districts import DISTRICTS
@@ -93,6 +94,8 @@ class CommandSettings(BaseModel):
     max_expiry_s: float = Field(default=86_400.0, gt=0, le=7 * 86_400)
     # Tolerated difference between the collector's clock and the agent's, for `expires_at`.
     clock_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    # Longest a live view may run before the collector must renew it (LiveRequest `until`).
+    max_live_s: float = Field(default=900.0, gt=0, le=24 * 3600)
     # Local development only: unsigned commands are served (signed ones are still verified). Logged loudly.
     allow_unsigned: bool = False
 
@@ -111,6 +114,7 @@ class AgentSettings(TomlThenEnv):
     health: HealthSettings = HealthSettings()
     s3: ClipBucketSettings = ClipBucketSettings()
     clips: ClipSettings = ClipSettings()
+    live: LiveSettings = LiveSettings()
     commands: CommandSettings = CommandSettings()
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     # Loopback by default; a container sets 0.0.0.0 so that Prometheus can scrape it (Dockerfile.agent).

@@ -31,10 +31,10 @@ from agent.clips.outbox import Outbox
 from agent.clips.s3 import UploadError, clip_keys
 from agent.clips.spool import CaptureInfo, Job, Spool
 from agent.clips.stream import TimeSource
-from agent.clips.upload import ObjectLock, Uploader, UploadJob, UploadResult
+from agent.clips.upload import ObjectLock, Uploader, UploadJob, UploadResult, upload_rank
 from agent.provisions import ProvisionLedger
 from contract.manifest import Manifest
-from contract.messages import PRIORITY_RANK, ClipStatusName, ClipUpdate
+from contract.messages import ClipStatusName, ClipUpdate
 
 log = logging.getLogger(__name__)
 
@@ -347,12 +347,12 @@ class Pipeline:
                     "district": self._district, "priority": request.priority}  # fmt: skip
         return UploadJob(
             self._bucket, self._keys(job).clip, self._spool.clip_path(job.request_id),
-            PRIORITY_RANK[request.priority], metadata, "video/mp4", self._lock,
+            upload_rank(request.priority), metadata, "video/mp4", self._lock,
         )  # fmt: skip
 
     def _side_upload(self, job: Job, key: str, content_type: str) -> UploadJob:
         path = self._spool.clip_path(job.request_id)
-        rank = PRIORITY_RANK[job.request.priority]
+        rank = upload_rank(job.request.priority)
         metadata = {"request-id": job.request_id}
         return UploadJob(self._bucket, key, path, rank, metadata, content_type, self._lock)
 

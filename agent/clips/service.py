@@ -58,6 +58,7 @@ class ClipService:
         camera_lookup: Callable[[str], CameraTarget | None],
         metrics_registry: CollectorRegistry | None = None,
         s3_client: Any = None,
+        scheduler: UploadScheduler | None = None,
         recover: Recover | None = None,
         signer: Signer | None = None,
         clock: Callable[[], float] = time.time,
@@ -67,7 +68,8 @@ class ClipService:
         self.metrics = ClipMetrics(metrics_registry)
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, settings.failed_retention_s)
         self._clock = clock  # wall clock (epoch seconds) of retention; injectable for tests
-        scheduler = UploadScheduler(settings.max_concurrent_parts, settings.upload_bandwidth_bps)
+        if scheduler is None:
+            scheduler = UploadScheduler(settings.max_concurrent_parts, settings.upload_bandwidth_bps)
         self._uploader = Uploader(
             s3_client or make_client(s3), scheduler, settings.part_size_bytes,
             on_bytes=self.metrics.uploaded_bytes.inc,
@@ -79,6 +81,11 @@ class ClipService:
         self._outbox: Outbox | None = None
         self._provisions: ProvisionLedger | None = None
         self._parts: _Parts | None = None
+
+    @property
+    def uploader(self) -> Uploader:
+        """The agent's uploader (its S3 client and the shared scheduler), for live segments too."""
+        return self._uploader
 
     # lifecycle
 

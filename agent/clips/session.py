@@ -7,7 +7,12 @@ back to ``preroll_max_s`` / ``preroll_max_bytes``, so a window that began before
 A request admitted for a window in the buffer holds it (``hold``) until its capture has taken it: the
 capture may wait in the queue behind others, past the arm's end and past ``preroll_max_s``; only
 ``preroll_max_bytes`` still bounds what is kept for it.
-A session ends when no capture or hold needs it and its arm has expired (closing the input sends TEARDOWN).
+A session ends when no capture, hold or follower needs it and its arm has expired (closing the input sends
+TEARDOWN). A follower (a live view, agent/live/) stays subscribed across a lost input: it gets a Gap and the
+frames of the reopened input, and the session keeps reopening while it is followed.
+
+Sessions are keyed by camera and stream ("main" for clips and pre-roll; a live view may follow "sub"): one
+RTSP connection per stream of a camera, whoever uses it.
 
 Frames' wall clock: agent/clips/stream.py; one capture: agent/clips/capture.py.
 """
@@ -22,7 +27,7 @@ from collections import deque
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import av
 
@@ -30,6 +35,7 @@ from agent.clips.capture import Capture, CaptureResult
 from agent.clips.stream import (
     STREAM_ERRORS,
     EndOfStream,
+    Gap,
     InputStream,
     Subscriber,
     WallClock,
@@ -44,25 +50,29 @@ from agent.stream_check import rtsp_open_options
 log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 10.0
+MAIN: Literal["main"] = "main"
+SessionKey = tuple[str, str]  # (camera id, stream)
 
 
 class Session:
     """One camera's RTSP input and its reader thread (see the module docstring)."""
 
-    def __init__(self, pool: SessionPool, camera_id: str, url: str, clock_offset_s: float | None) -> None:
-        self.pool, self.camera_id, self.url = pool, camera_id, url
+    def __init__(self, pool: SessionPool, key: SessionKey, url: str, clock_offset_s: float | None) -> None:
+        self.pool, self.key, self.url = pool, key, url
+        self.camera_id = key[0]
         self.clock_offset_s = clock_offset_s
         self.lock = threading.Lock()
         self.info: InputStream | None = None
         self.clock: WallClock | None = None
         self.error = ""
         self.subscribers: set[Subscriber] = set()
+        self.followers: set[Subscriber] = set()
         self.armed_until = 0.0  # time.monotonic()
         self.holds: dict[str, float] = {}  # request id -> wall clock its window starts at
         self.gops: deque[list[Frame]] = deque()
         self.buffer_bytes = 0
         self.stopping = False
-        self.thread = threading.Thread(target=self._run, name=f"rtsp-{camera_id}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"rtsp-{key[0]}-{key[1]}", daemon=True)
 
     # -- used by the pool and by captures --------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> list[Frame] | None:
@@ -76,6 +86,15 @@ class Session:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         with self.lock:
             self.subscribers.discard(subscriber)
+            self.followers.discard(subscriber)
+
+    def follow(self, subscriber: Subscriber) -> list[Frame] | None:
+        """Join as a follower (see the module docstring); the buffered frames, or None if the session ends."""
+        with self.lock:
+            if self.stopping:
+                return None
+            self.followers.add(subscriber)
+            return [frame for gop in self.gops for frame in gop]
 
     def arm(self, duration_s: float) -> bool:
         with self.lock:
@@ -110,9 +129,9 @@ class Session:
         try:
             while not self.pool.closed.is_set():
                 error = self._stream_once()
-                self._end_subscribers(error)
                 if not self._keep_going(error):
                     break
+                self._end_subscribers(error, gap=True)
                 log.info("camera %s: stream lost (%s), reopening in %.0f s", self.camera_id, error, delay)
                 if self.pool.closed.wait(delay):
                     break
@@ -196,9 +215,9 @@ class Session:
             assert self.clock is not None
             self.clock.observe(frame, realtime_us)
             self._buffer(frame)
-            for subscriber in self.subscribers:
+            for subscriber in (*self.subscribers, *self.followers):
                 subscriber.items.put(frame)
-            if self.subscribers or self._needed() or self.pool.closed.is_set():
+            if self.subscribers or self.followers or self._needed() or self.pool.closed.is_set():
                 return not self.pool.closed.is_set()
             self.stopping = True
             return False
@@ -235,9 +254,10 @@ class Session:
         return float((pts_of(self.gops[-1][-1]) - pts_of(self.gops[0][0])) * self.clock.time_base)
 
     def _keep_going(self, error: str) -> bool:
-        """After a failure: reopen while armed or held (captures in progress were told and have ended)."""
+        """After a failure: reopen while armed, held or followed (captures in progress are told and end)."""
         with self.lock:
-            if self.pool.closed.is_set() or not self._needed() or self.info is None:
+            needed = self._needed() or bool(self.followers)
+            if self.pool.closed.is_set() or not needed or self.info is None:
                 self.stopping = True
                 return False
             if len(self.gops) > 1:  # more than the live GOP: a pre-roll is lost
@@ -247,11 +267,16 @@ class Session:
             self.buffer_bytes = 0
             return True
 
-    def _end_subscribers(self, error: str) -> None:
+    def _end_subscribers(self, error: str, *, gap: bool = False) -> None:
+        """Captures end; followers get a Gap if the input is reopened (`gap`), else the end too."""
         with self.lock:
             for subscriber in self.subscribers:
                 subscriber.items.put(EndOfStream(error))
             self.subscribers.clear()
+            for follower in self.followers:
+                follower.items.put(Gap(error) if gap else EndOfStream(error))
+            if not gap:
+                self.followers.clear()
 
 
 class SessionPool:
@@ -271,14 +296,14 @@ class SessionPool:
         self.preroll_max_s, self.preroll_max_bytes = preroll_max_s, preroll_max_bytes
         self.closed = threading.Event()
         self._lock = threading.Lock()
-        self._sessions: dict[str, Session] = {}
+        self._sessions: dict[SessionKey, Session] = {}
 
     def arm(self, camera_id: str, url: str, duration_s: float, clock_offset_s: float | None = None) -> None:
         """Keep a pre-roll buffer of ``camera_id`` for ``duration_s`` from now (extends an earlier arm).
 
-        Sessions are per camera id: a live session keeps the URL it was opened with."""
+        Sessions are per camera and stream: a running session keeps the URL it was opened with."""
         for _ in range(0 if self.closed.is_set() else 3):
-            session = self._session(camera_id, url, clock_offset_s)
+            session = self._session((camera_id, MAIN), url, clock_offset_s)
             if session is None or session.arm(duration_s):
                 return
 
@@ -317,7 +342,7 @@ class SessionPool:
             return CaptureResult.failed("session pool closed")
         subscriber = Subscriber()
         for _ in range(3):
-            session = self._session(camera_id, url, clock_offset_s)
+            session = self._session((camera_id, MAIN), url, clock_offset_s)
             if session is None:
                 return CaptureResult.failed(f"too many RTSP sessions (max {self.max_sessions})")
             backlog = session.subscribe(subscriber)
@@ -334,6 +359,25 @@ class SessionPool:
         finally:
             session.unsubscribe(subscriber)
 
+    def follow(
+        self,
+        camera_id: str,
+        stream: str,
+        url: str,
+        subscriber: Subscriber,
+        clock_offset_s: float | None = None,
+    ) -> tuple[Session, list[Frame]] | None:
+        """Follow ``stream`` of ``camera_id`` (a live view): the session and its buffered frames; None if no
+        session can be had (pool closed or full). ``unfollow`` when done."""
+        for _ in range(0 if self.closed.is_set() else 3):
+            session = self._session((camera_id, stream), url, clock_offset_s)
+            if session is None:
+                return None
+            backlog = session.follow(subscriber)
+            if backlog is not None:
+                return session, backlog
+        return None
+
     def close(self) -> None:
         """End every session (captures in progress end with an error) and wait for the readers."""
         self.closed.set()
@@ -347,9 +391,9 @@ class SessionPool:
         """How long a capture waits for the next packet before giving up on the reader (belt and braces)."""
         return self.open_timeout_s + 2 * self.read_timeout_s + 2
 
-    def _session(self, camera_id: str, url: str, clock_offset_s: float | None) -> Session | None:
+    def _session(self, key: SessionKey, url: str, clock_offset_s: float | None) -> Session | None:
         with self._lock:
-            session = self._sessions.get(camera_id)
+            session = self._sessions.get(key)
             if session is not None and not session.stopping:
                 if clock_offset_s is not None:
                     session.clock_offset_s = clock_offset_s
@@ -357,21 +401,21 @@ class SessionPool:
                         session.clock.clock_offset_s = clock_offset_s
                 return session
             if len(self._sessions) >= self.max_sessions and session is None:
-                log.warning("camera %s: no RTSP session, %d already open", camera_id, len(self._sessions))
+                log.warning("camera %s: no RTSP session, %d already open", key[0], len(self._sessions))
                 return None
-            session = Session(self, camera_id, url, clock_offset_s)
-            self._sessions[camera_id] = session
+            session = Session(self, key, url, clock_offset_s)
+            self._sessions[key] = session
         session.thread.start()
         return session
 
     def _live(self, camera_id: str) -> Session | None:
         with self._lock:
-            return self._sessions.get(camera_id)
+            return self._sessions.get((camera_id, MAIN))
 
     def forget(self, session: Session) -> None:
         with self._lock:
-            if self._sessions.get(session.camera_id) is session:
-                del self._sessions[session.camera_id]
+            if self._sessions.get(session.key) is session:
+                del self._sessions[session.key]
 
     def sessions(self) -> int:
         with self._lock:

@@ -44,6 +44,8 @@ class ClipSettings(BaseModel):
     key_file: Path = Path("/var/lib/cctv-agent/manifest-signing.key")
     open_timeout_s: float = Field(default=5.0, gt=0, le=120)
     read_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    # RTSP sessions open at once, one per camera stream (captures, pre-roll arms and live views share them).
+    max_rtsp_sessions: int = Field(default=128, ge=1, le=4096)
     preroll_max_s: float = Field(default=120.0, ge=0, le=3600)
     preroll_max_bytes: int = Field(default=256 * MIB, ge=0)
     # Backoff of uploads while S3 is unreachable: full jitter, doubling from base up to max.

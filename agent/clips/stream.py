@@ -57,6 +57,12 @@ class EndOfStream:
     error: str
 
 
+@dataclass(frozen=True)
+class Gap(EndOfStream):
+    """To a follower (a live view): the input was lost and is being reopened; frames after it come from a new
+    input (new timestamps, new clock: ask the session for ``stream()`` again)."""
+
+
 Item = Frame | EndOfStream
 
 
@@ -127,7 +133,8 @@ def pts_of(frame: Frame) -> int:
 
 
 class Subscriber:
-    """A capture's view of a session: frames in arrival order, then one EndOfStream."""
+    """A capture's view of a session: frames in arrival order, then one EndOfStream. A follower's view (see
+    SessionPool.follow) also has a Gap wherever the input was lost and reopened."""
 
     def __init__(self) -> None:
         self.items: queue.SimpleQueue[Item] = queue.SimpleQueue()

@@ -17,7 +17,9 @@ an abort could not reach (S3 down, agent killed) is found and aborted by `abort_
 Every S3 call goes through `s3_call` (s3.py), which says what an error means: retry, or a person must act.
 
 All uploads of the agent share one `UploadScheduler`: at most `max_parallel` parts in flight, the waiting part
-with the best priority (112 first, FIFO within a priority) goes next, and a token bucket caps the bit rate.
+with the best rank goes next (`upload_rank`: 112 first; within a priority a live segment before a clip part;
+FIFO within a rank), and a token bucket caps the bit rate. Live segments (agent/live/) have their own lane of
+slots, so a live segment never waits for a clip part to finish: only for its turn at the bucket.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from agent.backoff import full_jitter
 from agent.clips.s3 import UploadError, UploadVanishedError, s3_call
+from contract.messages import PRIORITY_RANK, Priority
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -53,6 +56,12 @@ class _TruncatedError(Exception):
 
 
 RESTART = (_TruncatedError, UploadVanishedError)  # start the object again
+Lane = Literal["clip", "live"]
+
+
+def upload_rank(priority: Priority, *, live: bool = False) -> int:
+    """Upload order (lower first): by priority; within one, live segments (small, latency-bound) first."""
+    return 2 * PRIORITY_RANK[priority] + (0 if live else 1)
 
 
 @dataclass(frozen=True)
@@ -86,39 +95,42 @@ class UploadResult:
 
 
 class UploadScheduler:
-    """Shared by every upload: bounded parts in flight, best priority first, a token-bucket bit-rate cap.
-    The bucket may go into debt by one part (a part is sent at line speed); the long-run rate is the cap."""
+    """Shared by every upload: bounded requests in flight per lane, best rank first, a token-bucket bit-rate
+    cap. The bucket may go into debt by one part (a part is sent at line speed); the long-run rate is the cap.
+    A waiting request goes when its lane has a free slot and no better one that could go is waiting."""
 
-    def __init__(self, max_parallel: int, bandwidth_bps: int = 0) -> None:
-        self._max = max_parallel
+    def __init__(self, max_parallel: int, bandwidth_bps: int = 0, *, live_parallel: int = 4) -> None:
+        self._max: dict[Lane, int] = {"clip": max_parallel, "live": live_parallel}
         self._rate = bandwidth_bps / 8  # bytes per second; 0 = unlimited
         self._tokens = 0.0
         self._stamp = time.monotonic()
-        self._active = 0
-        self._waiting: list[tuple[int, int]] = []
+        self._active: dict[Lane, int] = {"clip": 0, "live": 0}
+        self._waiting: list[tuple[int, int, Lane]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
 
     @contextlib.contextmanager
-    def slot(self, rank: int, nbytes: int) -> Iterator[None]:
-        ticket = (rank, next(self._seq))
+    def slot(self, rank: int, nbytes: int, lane: Lane = "clip") -> Iterator[None]:
+        ticket = (rank, next(self._seq), lane)
         with self._cond:
             heapq.heappush(self._waiting, ticket)
             while not self._may_go(ticket):
                 self._cond.wait(self._token_wait())
-            heapq.heappop(self._waiting)
-            self._active += 1
+            self._waiting.remove(ticket)
+            heapq.heapify(self._waiting)
+            self._active[lane] += 1
             self._tokens -= nbytes if self._rate else 0
             self._cond.notify_all()
         try:
             yield
         finally:
             with self._cond:
-                self._active -= 1
+                self._active[lane] -= 1
                 self._cond.notify_all()
 
-    def _may_go(self, ticket: tuple[int, int]) -> bool:
-        if self._waiting[0] != ticket or self._active >= self._max:
+    def _may_go(self, ticket: tuple[int, int, Lane]) -> bool:
+        free = [t for t in self._waiting if self._active[t[2]] < self._max[t[2]]]
+        if not free or min(free) != ticket:
             return False
         if self._rate:
             now = time.monotonic()
@@ -169,21 +181,28 @@ class Uploader:
     def put_bytes(self, job: UploadJob, body: bytes) -> None:
         """A small object (thumbnail, manifest) in one request, with the same lock and a whole-part retry."""
         extra: dict[str, Any] = job.lock.params() if job.lock else {}
+        self.put_object(
+            job.bucket, job.key, body, rank=job.rank, content_type=job.content_type, metadata=job.metadata,
+            **extra,
+        )  # fmt: skip
+
+    def put_object(
+        self, bucket: str, key: str, body: bytes, *, rank: int, content_type: str,
+        metadata: dict[str, str], lane: Lane = "clip", **extra: Any,
+    ) -> None:  # fmt: skip
+        """One object in one PUT (Content-MD5 checked by S3) in `lane`, with a whole-request retry. Raises
+        UploadError."""
         md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
         self._with_part_retries(
-            job.key,
+            key,
             lambda: self.client.put_object(
-                Bucket=job.bucket,
-                Key=job.key,
-                Body=body,
-                ContentType=job.content_type,
-                Metadata=job.metadata,
-                ContentMD5=md5,
-                **extra,
+                Bucket=bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata,
+                ContentMD5=md5, **extra,
             ),
-            job.rank,
+            rank,
             len(body),
-        )
+            lane,
+        )  # fmt: skip
 
     def _upload_once(
         self, job: UploadJob, finished: threading.Event, cancel: threading.Event | None
@@ -296,10 +315,12 @@ class Uploader:
             self._on_bytes(len(body))
         return {"ETag": response["ETag"], "PartNumber": number}
 
-    def _with_part_retries(self, key: str, call: Callable[[], Any], rank: int, nbytes: int) -> Any:
+    def _with_part_retries(
+        self, key: str, call: Callable[[], Any], rank: int, nbytes: int, lane: Lane = "clip"
+    ) -> Any:
         for attempt in range(self._part_retries + 1):
             try:
-                with self._scheduler.slot(rank, nbytes):
+                with self._scheduler.slot(rank, nbytes, lane):
                     return s3_call(key, call)
             except UploadError as exc:
                 if not exc.transient or attempt == self._part_retries:

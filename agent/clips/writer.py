@@ -67,33 +67,47 @@ def box_spans(data: bytes | bytearray | memoryview, offset: int = 0) -> list[tup
     return spans
 
 
-class _HashingSink:
-    """Non-seekable file object for PyAV: buffers muxer output and commits whole boxes, hashing them."""
+class BoxBuffer:
+    """Non-seekable file object for PyAV: holds muxer output until it forms whole top-level boxes."""
 
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("wb", buffering=0)
+    def __init__(self) -> None:
         self._pending = bytearray()
-        self.sha256 = hashlib.sha256()
-        self.size = 0
 
     def write(self, data: bytes) -> int:
         self._pending += data
         return len(data)
 
-    def commit(self) -> bool:
-        """Write the whole boxes held (a moof waits for its mdat); True if an mdat was written."""
+    def take(self) -> list[tuple[bytes, bytes]]:
+        """The whole boxes held, as (type, box), and forget them; a moof waits for the mdat after it."""
         spans = box_spans(self._pending)
         while spans and spans[-1][0] == b"moof":
             spans.pop()
         if not spans:
+            return []
+        boxes = [(kind, bytes(self._pending[start:end])) for kind, start, end in spans]
+        del self._pending[: spans[-1][2]]
+        return boxes
+
+
+class _HashingSink(BoxBuffer):
+    """Commits whole boxes to a file, hashing them."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._file = path.open("wb", buffering=0)
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def commit(self) -> bool:
+        """Write the whole boxes held (a moof waits for its mdat); True if an mdat was written."""
+        boxes = self.take()
+        if not boxes:
             return False
-        end = spans[-1][2]
-        chunk = bytes(self._pending[:end])
-        del self._pending[:end]
+        chunk = b"".join(box for _, box in boxes)
         self._file.write(chunk)
         self.sha256.update(chunk)
-        self.size += end
-        return any(kind == b"mdat" for kind, _, _ in spans)
+        self.size += len(chunk)
+        return any(kind == b"mdat" for kind, _ in boxes)
 
     def close(self) -> None:
         if self._pending:  # should not happen: the muxer's trailer ends on whole boxes
@@ -105,12 +119,60 @@ class _HashingSink:
         self._file.close()
 
 
-class FragmentedMp4Writer:
-    """Stream-copies ``Frame``s of one video stream into ``out_path``; call ``close`` once at the end.
+class StreamCopyMuxer:
+    """PyAV's MP4 muxer, one fragment (moof + mdat) per GOP, for stream-copied ``Frame``s, into ``sink`` (a
+    file object with ``write``: the init segment, ftyp + moov, comes with the first frame).
 
     Timestamp repair: frames before the first keyframe are dropped, a missing pts/dts is filled from the
     other, everything is rebased on the first keyframe's dts, and dts is kept strictly increasing.
     """
+
+    def __init__(self, sink: Any, template: Any, *, time_base: Fraction, codec: str) -> None:
+        """``template``: a PyAV stream with the input's codec parameters; ``codec``: "h264" or "hevc"."""
+        self.time_base = time_base
+        self._container: Any = av.open(sink, "w", format="mp4", options=MP4_OPTIONS)
+        self._stream: Any = self._container.add_stream_from_template(template)
+        self._stream.time_base = time_base
+        if codec == "hevc":
+            self._stream.codec_tag = "hvc1"  # browsers and QuickTime want hvc1, FFmpeg defaults to hev1
+        self._offset: int | None = None
+        self._last_dts = -1
+        self._last_step = 0
+
+    @property
+    def started(self) -> bool:
+        return self._offset is not None
+
+    def mux(self, frame: Frame) -> bool:
+        """Mux one frame; False if it was dropped (before the first keyframe)."""
+        if self._offset is None:
+            if not frame.keyframe:
+                return False
+            self._offset = _first_not_none(frame.dts, frame.pts)
+        dts = _first_not_none(frame.dts, frame.pts) - self._offset
+        pts = _first_not_none(frame.pts, frame.dts) - self._offset
+        if dts <= self._last_dts:
+            dts = self._last_dts + 1
+        pts = max(pts, dts)
+        if self._last_dts >= 0:
+            self._last_step = dts - self._last_dts
+        self._last_dts = dts
+        packet = av.Packet(frame.data)
+        packet.pts, packet.dts, packet.time_base = pts, dts, self.time_base
+        packet.duration = frame.duration or self._last_step
+        packet.is_keyframe = frame.keyframe
+        packet.stream = self._stream
+        self._container.mux(packet)
+        return True
+
+    def close(self) -> None:
+        """Write the last fragment and the trailer."""
+        self._container.close()
+
+
+class FragmentedMp4Writer:
+    """Stream-copies ``Frame``s of one video stream into ``out_path`` (StreamCopyMuxer); call ``close`` once
+    at the end."""
 
     def __init__(
         self,
@@ -126,14 +188,7 @@ class FragmentedMp4Writer:
         self.wallclock_source = wallclock_source
         self.time_base = time_base
         self._sink = _HashingSink(out_path)
-        self._container: Any = av.open(self._sink, "w", format="mp4", options=MP4_OPTIONS)
-        self._stream: Any = self._container.add_stream_from_template(template)
-        self._stream.time_base = time_base
-        if codec == "hevc":
-            self._stream.codec_tag = "hvc1"  # browsers and QuickTime want hvc1, FFmpeg defaults to hev1
-        self._offset: int | None = None
-        self._last_dts = -1
-        self._last_step = 0
+        self._muxer = StreamCopyMuxer(self._sink, template, time_base=time_base, codec=codec)
         self.frames = 0
         self.covered_start: float | None = None
         self.covered_end: float | None = None
@@ -149,38 +204,20 @@ class FragmentedMp4Writer:
 
     @property
     def started(self) -> bool:
-        return self._offset is not None
+        return self._muxer.started
 
     def write(self, frame: Frame, wall_start: float, wall_end: float) -> None:
         """Mux one frame whose wall-clock span is [wall_start, wall_end) (our clock, epoch seconds)."""
-        if self._offset is None:
-            if not frame.keyframe:
-                return
-            self._offset = _first_not_none(frame.dts, frame.pts)
-            self.covered_start = wall_start
+        first = not self._muxer.started
         before = self.covered_end if self.covered_end is not None else wall_start
-        self._mux(frame)
+        if not self._muxer.mux(frame):
+            return
+        if first:
+            self.covered_start = wall_start
         self.frames += 1
         if self._sink.commit() or self.frames == 1:
             self._write_progress(before if self.frames > 1 else wall_start)
         self.covered_end = wall_end
-
-    def _mux(self, frame: Frame) -> None:
-        assert self._offset is not None
-        dts = _first_not_none(frame.dts, frame.pts) - self._offset
-        pts = _first_not_none(frame.pts, frame.dts) - self._offset
-        if dts <= self._last_dts:
-            dts = self._last_dts + 1
-        pts = max(pts, dts)
-        if self._last_dts >= 0:
-            self._last_step = dts - self._last_dts
-        self._last_dts = dts
-        packet = av.Packet(frame.data)
-        packet.pts, packet.dts, packet.time_base = pts, dts, self.time_base
-        packet.duration = frame.duration or self._last_step
-        packet.is_keyframe = frame.keyframe
-        packet.stream = self._stream
-        self._container.mux(packet)
 
     def close(self) -> None:
         """Write the last fragment and the trailer; the progress file then says ``final``."""
@@ -188,7 +225,7 @@ class FragmentedMp4Writer:
             return
         self._closed = True
         try:
-            self._container.close()
+            self._muxer.close()
             self._sink.commit()
         finally:
             self._sink.close()
