@@ -85,6 +85,9 @@ class LiveSettings(BaseModel):
     playlist_segments: int = Field(default=6, ge=3, le=100)
     # Lifetime of the presigned init and segment URLs in a playlist (a player fetches them within seconds).
     url_expiry_s: int = Field(default=60, ge=10, le=3600)
+    # Playlist fetches per session and minute (instead of the account's rate: a player reloads every
+    # segment, and twice as often while it waits for one).
+    playlist_per_min: int = Field(default=240, ge=1, le=100_000)
     # A session nobody fetched the playlist of for this long is stopped.
     idle_stop_s: float = Field(default=60.0, gt=0, le=3600)
     # How often the reaper looks for sessions to stop (idle, past `until`, incident closed, grant ended).

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 
 from collector.access.gate import Access
+from collector.access.ratelimit import RateLimiter
 from collector.access.settings import AccessSettings
 from collector.config import LiveSettings, PlatformSettings
 from collector.index.store import Store
@@ -38,6 +39,10 @@ class Platform:
     objects: ClipObjects | None = None  # the clip bucket; None: no manifest checks or playback URLs
     clock: Callable[[], float] = time.time
     live: LiveSettings = field(default_factory=LiveSettings)
+    playlist_limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.playlist_limiter = RateLimiter(self.live.playlist_per_min)
 
     def store(self) -> Store:
         return self.stores.get()

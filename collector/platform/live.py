@@ -27,7 +27,7 @@ from collector.index.store import CameraView
 from collector.live import playlist, sessions
 from collector.platform import clips, grants
 from collector.platform.errors import ERROR_RESPONSES, ApiError, not_found
-from collector.platform.guard import Caller, CallerDep
+from collector.platform.guard import Caller, CallerDep, ViewerDep
 
 router = APIRouter(tags=["live"], responses=ERROR_RESPONSES)
 TOUCH_EVERY_S = 5.0  # a fetch is written at most this often per session (players reload every second)
@@ -108,7 +108,7 @@ def get_live(c: CallerDep, session_id: str) -> LiveSession:
     response_class=Response,
     responses={200: {"content": {playlist.MIME: {}}}},
 )
-def get_playlist(c: CallerDep, session_id: str) -> Response:
+def get_playlist(c: ViewerDep, session_id: str) -> Response:
     row = _own(c, session_id)
     _require_live(c, *_place(c, row), row.purpose, sessions.subject(row))
     if c.p.objects is None:
@@ -116,7 +116,7 @@ def get_playlist(c: CallerDep, session_id: str) -> Response:
     count = c.p.live.playlist_segments
     with c.p.store().transaction() as tx:
         if row.state != "stopped":
-            db.touch(tx, session_id, c.now, TOUCH_EVERY_S)
+            db.touch(tx, session_id, c.now, min(TOUCH_EVERY_S, c.p.live.idle_stop_s / 4))
         current = db.session(tx, session_id) or row
         segments = db.window(tx, session_id, count)
     objects, expiry = c.p.objects, c.p.live.url_expiry_s

@@ -257,3 +257,24 @@ def _range(start_s: float, end_s: float) -> dict[str, str]:
         "start": (now + timedelta(seconds=start_s)).isoformat(),
         "end": (now + timedelta(seconds=end_s)).isoformat(),
     }
+
+
+async def test_players_outside_a_browser_send_the_token_as_a_cookie_for_the_playlist_only(
+    tmp_path: Path, store_url: str, s3_bucket: tuple[S3Client, str]
+) -> None:
+    """ffmpeg sends its extra headers to the presigned segment URLs too (S3 refuses a second credential): the
+    playlist takes the token from the `cctv_token` cookie, and counts fetches per session, not per account."""
+    s3, bucket = s3_bucket
+    objects = ClipObjects(s3, bucket, None)
+    async with harness(tmp_path, store_url, objects=objects, live=LiveSettings(playlist_per_min=3)) as h:
+        session = await started(h)
+        cookie = {"Cookie": f"cctv_token={h.token()}"}
+        for _ in range(3):
+            assert (await playlist(h, session, **cookie)).status_code == 200
+        throttled = await playlist(h, session, **cookie)
+        assert (throttled.status_code, throttled.json()["error"]["code"]) == (429, "rate_limited")
+        assert int(throttled.headers["Retry-After"]) >= 1
+        shown = await h.client.get(f"/v1/live/{session['session_id']}", headers=h.auth())
+        assert shown.status_code == 200  # the account's own rate is untouched
+        elsewhere = await h.client.get(f"/v1/live/{session['session_id']}", headers=cookie)
+        assert (elsewhere.status_code, elsewhere.json()["error"]["code"]) == (401, "token_missing")

@@ -79,9 +79,13 @@ async def platform_stack(
     clips: dict[str, object] | None = None,
     health: dict[str, object] | None = None,
     policy: Path = POLICY,
+    live: dict[str, object] | None = None,
+    agent_live: dict[str, object] | None = None,
+    agent_s3_endpoint: str | None = None,
 ) -> AsyncIterator[Stack]:
     """Collector and agent up (the API answering, the agent running); both stopped on the way out, the
-    collector with SIGTERM (it writes a last audit checkpoint then)."""
+    collector with SIGTERM (it writes a last audit checkpoint then). `live` and `agent_live`: the collector's
+    and the agent's `[live]` sections; `agent_s3_endpoint`: the agent's way to the gateway (a proxy)."""
     s3 = ceph.client()
     clip_bucket, audit_bucket = f"clips-{uuid.uuid4().hex[:12]}", f"audit-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=clip_bucket)
@@ -89,7 +93,7 @@ async def platform_stack(
     http_port = free_port()
     collector_config = _collector_config(
         directory, broker, ceph, clip_bucket=clip_bucket, audit_bucket=audit_bucket, http_port=http_port,
-        policy=policy,
+        policy=policy, live=live or {},
     )  # fmt: skip
     key = await run_cli("collector", "commands", "public-key", "--config", str(collector_config))
     if key.returncode != 0:
@@ -97,7 +101,7 @@ async def platform_stack(
     (directory / "collector-commands.pem").write_text(key.stdout)
     agent_config = _agent_config(
         directory, broker, ceph, clip_bucket, district=district, ledger=ledger, secrets=secrets,
-        clips=clips or {}, health=health or {},
+        clips=clips or {}, health=health or {}, live=agent_live or {}, s3_endpoint=agent_s3_endpoint,
     )  # fmt: skip
     settings = load(AgentSettings, agent_config)
     # The collector checks each delivered clip's manifest against the district agent's public key.
@@ -175,6 +179,7 @@ def _collector_config(
     audit_bucket: str,
     http_port: int,
     policy: Path,
+    live: dict[str, object],
 ) -> Path:
     idp = load_or_create_key(directory / "idp.key")
     jwks = directory / "jwks.json"
@@ -208,6 +213,8 @@ bucket = "{audit_bucket}"
 key_path = "{directory / "audit-key.pem"}"
 checkpoint_interval_s = 1.0
 retention_days = 365
+[live]
+{_toml_lines(live)}
 """
     )
     return path
@@ -224,6 +231,8 @@ def _agent_config(
     secrets: Path,
     clips: dict[str, object],
     health: dict[str, object],
+    live: dict[str, object],
+    s3_endpoint: str | None,
 ) -> Path:
     path = directory / "agent.toml"
     path.write_text(
@@ -242,18 +251,20 @@ timeout_s = 3.0
 {_toml_lines({"liveness_interval_s": 1.0, "snapshot_interval_s": 5.0, "stream_interval_s": 60.0, **health})}
 [commands]
 collector_public_keys = ["{directory / "collector-commands.pem"}"]
-{_s3(ceph, clip_bucket)}
+{_s3(ceph, clip_bucket, s3_endpoint)}
 [clips]
 {_toml_lines({"spool_dir": str(directory / "spool"), "key_file": str(directory / "agent.key"), **clips})}
+[live]
+{_toml_lines(live)}
 """
     )
     path.chmod(0o600)
     return path
 
 
-def _s3(ceph: CephS3, bucket: str) -> str:
+def _s3(ceph: CephS3, bucket: str, endpoint: str | None = None) -> str:
     return (
-        f'[s3]\nendpoint_url = "{ceph.endpoint}"\nregion = "{ceph.region}"\nbucket = "{bucket}"\n'
+        f'[s3]\nendpoint_url = "{endpoint or ceph.endpoint}"\nregion = "{ceph.region}"\nbucket = "{bucket}"\n'
         f'access_key = "{ceph.access_key}"\nsecret_key = "{ceph.secret_key}"'
     )
 
