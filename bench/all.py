@@ -18,6 +18,7 @@ from bench.common import RESULTS_DIR, machine
 
 BENCHMARKS = [
     "camsim", "discovery", "health", "ingest", "clips", "upload", "nearest", "platform", "golden_time",
+    "live",
 ]  # fmt: skip
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -46,6 +46,8 @@ class Stack:
     s3: Any  # S3Client of the gateway
     clip_bucket: str
     audit_bucket: str
+    collector_pid: int = 0
+    agent_pid: int | None = None  # the agent's own process (agent_process=True): `agent` is then not running
 
     def auth(self, agency: str, role: str, sub: str) -> dict[str, str]:
         """An Authorization header minted by the test identity provider the collector trusts."""
@@ -82,10 +84,12 @@ async def platform_stack(
     live: dict[str, object] | None = None,
     agent_live: dict[str, object] | None = None,
     agent_s3_endpoint: str | None = None,
+    agent_process: bool = False,
 ) -> AsyncIterator[Stack]:
     """Collector and agent up (the API answering, the agent running); both stopped on the way out, the
     collector with SIGTERM (it writes a last audit checkpoint then). `live` and `agent_live`: the collector's
-    and the agent's `[live]` sections; `agent_s3_endpoint`: the agent's way to the gateway (a proxy)."""
+    and the agent's `[live]` sections; `agent_s3_endpoint`: the agent's way to the gateway (a proxy);
+    `agent_process`: the agent runs as `cctv-agent run` in a process of its own (its CPU measurable)."""
     s3 = ceph.client()
     clip_bucket, audit_bucket = f"clips-{uuid.uuid4().hex[:12]}", f"audit-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=clip_bucket)
@@ -115,14 +119,25 @@ async def platform_stack(
     agent = Agent(settings)
     stop = asyncio.Event()
     task: asyncio.Task[None] | None = None
+    child: asyncio.subprocess.Process | None = None
     try:
         await _wait(lambda: _healthy(api), 30, "the collector's API", proc)
-        task = asyncio.create_task(agent.run(stop))
-        yield Stack(directory, collector_config, agent_config, api, agent, s3, clip_bucket, audit_bucket)
+        if agent_process:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", CLI.format("agent"), "run", "--config", str(agent_config),
+                stderr=(directory / "agent.log").open("wb"),
+            )  # fmt: skip
+        else:
+            task = asyncio.create_task(agent.run(stop))
+        yield Stack(directory, collector_config, agent_config, api, agent, s3, clip_bucket, audit_bucket,
+                    proc.pid, child.pid if child is not None else None)  # fmt: skip
     finally:
         stop.set()
         if task is not None:
             await asyncio.wait_for(task, 60)
+        if child is not None:
+            child.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(child.wait(), 60)
         await api.aclose()
         proc.send_signal(signal.SIGTERM)
         try:
