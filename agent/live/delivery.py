@@ -6,7 +6,7 @@ next sequence number when its upload begins (sequences stay contiguous whatever 
 unreachable the head piece is retried with backoff and the rest wait behind it, up to `queue_max_bytes`;
 beyond that the oldest waiting segments are dropped (counted as failed) and the first segment after a drop
 says `discontinuity`. Nothing is re-dated: `started_at` is always the capture time, so a segment uploaded late
-is seen to be late. When the session ends, what waits gets END_DRAIN_S to reach S3, then the end is announced.
+is seen to be late. When the session ends, what waits gets `drain_s` to reach S3, then the end is announced.
 
 Keys (design.md): live/{district}/{session}/init-{n}.mp4, live/{district}/{session}/{sequence:08d}.m4s.
 """
@@ -73,10 +73,11 @@ class Delivery:
         on_end: Callable[[str], None],
         queue_max_bytes: int,
         metrics: LiveMetrics,
+        drain_s: float = END_DRAIN_S,
     ) -> None:
         """`announce` publishes a segment; `on_end(reason)` follows the last piece (on this thread)."""
         self._keys, self._put, self._announce, self._on_end = keys, put, announce, on_end
-        self._max_bytes, self._metrics = queue_max_bytes, metrics
+        self._max_bytes, self._metrics, self._drain_s = queue_max_bytes, metrics, drain_s
         self._cond = threading.Condition()
         self._waiting: deque[Item] = deque()
         self._waiting_bytes = 0
@@ -99,7 +100,7 @@ class Delivery:
         with self._cond:
             if self._reason is None:
                 self._reason = reason
-                self._drain_until = time.monotonic() + END_DRAIN_S
+                self._drain_until = time.monotonic() + self._drain_s
             self._cond.notify_all()
 
     def _drop_oldest(self) -> bool:

@@ -131,7 +131,8 @@ class LiveService:
         pool = self._pool
 
         def arm(duration_s: float) -> None:
-            pool.arm(main.camera_id, main.rtsp_url, duration_s, main.clock_offset_s)
+            if self._settings.arm_preroll:
+                pool.arm(main.camera_id, main.rtsp_url, duration_s, main.clock_offset_s)
 
         feed_target = FeedTarget(request.camera_id, stream, target.rtsp_url, target.clock_offset_s, arm)
         rank = upload_rank(request.priority, live=True)

@@ -24,6 +24,8 @@ class LiveSettings(BaseModel):
     camera_lost_s: float = Field(default=30.0, gt=0, le=600)
     # The camera's main-stream pre-roll is kept armed while a session runs and this long after it ends, so
     # that a "save this range" clip request is served from it (clips.preroll_max_s bounds how far back).
+    # It costs a main-stream connection per sub-stream view and up to clips.preroll_max_bytes of memory each.
+    arm_preroll: bool = True
     save_grace_s: float = Field(default=60.0, ge=0, le=3600)
     # Live segment uploads in flight at once (their own lane: never behind a clip's part).
     max_parallel_uploads: int = Field(default=4, ge=1, le=64)

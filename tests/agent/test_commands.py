@@ -15,7 +15,7 @@ from agent.commands import Command, CommandAdmission
 from agent.metrics import AgentMetrics
 from contract.codec import Delivery, decode, encode
 from contract.errors import ContractError
-from contract.messages import ArmRequest, ClipRequest
+from contract.messages import ArmRequest, ClipRequest, LiveRequest
 from contract.schema import SCHEMAS
 from tests.hostile_json import Hostile, variants
 
@@ -49,7 +49,7 @@ class Rig:
 
 def hostile_commands() -> list[Hostile]:
     cases = []
-    for name in ("clip_request", "arm_request"):
+    for name in ("clip_request", "arm_request", "live_request"):
         example = json.loads((GOLDEN / f"{name}.json").read_text(encoding="utf-8"))
         cases += variants(example["topic"], example["payload"], list(SCHEMAS[name].model_fields))
     return cases
@@ -105,3 +105,19 @@ async def test_a_valid_request_during_shutdown_is_refused_and_a_malformed_one_st
     refusal = json.loads(rig.published[0].payload)
     assert refusal["status"] == "failed" and "shutting down" in refusal["reason"]
     assert rig.rejected("invalid_payload") == 1
+
+
+async def test_a_live_command_during_shutdown_is_refused() -> None:
+    rig = Rig()
+    rig.admission.start()
+    rig.admission.stop_accepting()
+    now = datetime.now(UTC)
+    live = encode(LiveRequest(
+        district="gangnam", session_id="live-1", action="start", camera_id="gangnam-00001",
+        until=now + timedelta(minutes=10), purpose="test", agency="police-112", sent_at=now,
+    ))  # fmt: skip
+    await rig.receive([(live.topic, live.payload)])
+    assert rig.handled == []
+    assert [d.topic for d in rig.published] == ["cctv/v1/gangnam/live/live-1"]
+    refusal = json.loads(rig.published[0].payload)
+    assert (refusal["status"], refusal["reason"]) == ("refused", "shutting_down")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import subprocess
 import threading
 import time
 import uuid
@@ -38,9 +39,9 @@ from camsim.media import MediaLibrary
 from contract import topics
 from contract.codec import encode
 from contract.messages import ClipRequest, LiveRequest
-from tests.integration.conftest import clip_agent_settings, eventually, running
+from tests.integration.conftest import assert_documented, clip_agent_settings, eventually, running
 from tests.services import CephS3, Mosquitto, free_port
-from tests.signed_commands import collector_key_file, signed
+from tests.signed_commands import OTHER_KEY, collector_key_file, signed
 
 pytestmark = pytest.mark.integration
 
@@ -175,6 +176,15 @@ def decode(data: bytes) -> list[av.VideoFrame]:
         return list(container.decode(video=0))
 
 
+def ffprobe_frames(path: Path) -> int:
+    done = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+        capture_output=True, check=True, text=True,
+    )  # fmt: skip
+    return int(done.stdout.strip())
+
+
 def loop_index(frame: av.VideoFrame) -> int:
     """The camsim loop frame a picture shows, read from its burned-in clock ``SS.ff``."""
     gray = np.asarray(frame.to_ndarray(format="gray"), dtype=np.uint8)
@@ -189,6 +199,10 @@ def frames_apart(shown: int, capture_time: float) -> int:
     loop = int(LOOP_S * FPS)
     diff = (shown - round(capture_time * FPS)) % loop
     return min(diff, loop - diff)
+
+
+def sample(agent: Agent, name: str, **labels: str) -> float:
+    return agent.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def listing_lag(update: dict[str, Any]) -> float:
@@ -208,8 +222,9 @@ def assert_announced_in_order(watcher: LiveWatcher, session_id: str) -> list[dic
 
 
 async def test_a_live_view_plays_the_camera_and_a_clip_of_its_last_seconds_shares_its_connection(
-    fleet: Fleet, watcher: LiveWatcher, make_agent: Callable[..., Agent], s3_bucket: tuple[Any, str]
-) -> None:
+    fleet: Fleet, watcher: LiveWatcher, make_agent: Callable[..., Agent], s3_bucket: tuple[Any, str],
+    tmp_path: Path,
+) -> None:  # fmt: skip
     s3, bucket = s3_bucket
     agent = make_agent()
     start = live_request(CAMERA, stream="main")
@@ -233,8 +248,10 @@ async def test_a_live_view_plays_the_camera_and_a_clip_of_its_last_seconds_share
             return (watcher.latest.get(result_topic) or {}).get("status") in ("succeeded", "failed")
 
         await eventually(clip_done, 20, "the clip's result")
+        running_views = sample(agent, "cctv_agent_live_sessions")
         watcher.send(signed(live_request(CAMERA, "stop", session_id=start.session_id)))
         await eventually(lambda: watcher.ended(start.session_id) is not None, 10, "the session's end")
+        await eventually(lambda: sample(agent, "cctv_agent_live_sessions") == 0, 5, "the view forgotten")
 
     result = watcher.latest[result_topic]
     assert result["status"] == "succeeded", result
@@ -243,6 +260,11 @@ async def test_a_live_view_plays_the_camera_and_a_clip_of_its_last_seconds_share
     ended = watcher.ended(start.session_id)
     assert ended is not None and (ended["status"], ended["reason"]) == ("stopped", "stopped_by_request")
     segments = assert_announced_in_order(watcher, start.session_id)
+    announced = watcher.updates(start.session_id)[1]
+    assert_documented("live_update", {k: v for k, v in announced.items() if not k.startswith("_")})
+    assert running_views == 1
+    assert sample(agent, "cctv_agent_live_segments_total", outcome="uploaded") == len(segments)
+    assert sample(agent, "cctv_agent_live_segment_upload_seconds_count") == len(segments)
     assert {s["init_key"] for s in segments} == {f"live/gangnam/{start.session_id}/init-0.mp4"}
     assert not any(s["discontinuity"] for s in segments)
     assert all(
@@ -255,6 +277,8 @@ async def test_a_live_view_plays_the_camera_and_a_clip_of_its_last_seconds_share
     assert all(f"camsim:{CAMERA}".encode() in body for body in bodies[:-1])  # the camera's id, each keyframe
     frames = decode(init + b"".join(bodies))
     assert len(frames) == pytest.approx(sum(s["duration_s"] for s in segments) * FPS, abs=1)
+    (tmp_path / "live.mp4").write_bytes(init + b"".join(bodies))
+    assert ffprobe_frames(tmp_path / "live.mp4") == len(frames)  # a player we did not write agrees
     assert (frames[0].width, frames[0].height) == (MAIN_W, MAIN_H)
     for segment, body in zip(segments, bodies, strict=True):
         first = decode(init + body)[0]  # every segment plays on its own after the init segment
@@ -263,3 +287,96 @@ async def test_a_live_view_plays_the_camera_and_a_clip_of_its_last_seconds_share
     # Announced within one segment + 0.5 s of the capture of its first frame (the issue's listing budget).
     lags = [listing_lag(u) for u in watcher.updates(start.session_id) if u["status"] == "segment"][:-1]
     assert max(lags) < 0.5, lags
+
+
+async def test_bad_commands_are_refused_and_a_session_ends_at_until(
+    fleet: Fleet, watcher: LiveWatcher, make_agent: Callable[..., Agent], s3_bucket: tuple[Any, str]
+) -> None:
+    s3, bucket = s3_bucket
+    agent = make_agent()
+    forged = signed(live_request(CAMERA), OTHER_KEY)
+    expired = signed(live_request(CAMERA), ttl_s=-120)
+    too_long = signed(live_request(CAMERA, until_s=7200))
+    elsewhere = signed(live_request(CAMERA, district="jongno"))  # sent on gangnam's topic: not even answered
+    unknown = signed(live_request("gangnam-09999"))
+    short = signed(live_request(CAMERA, until_s=2))  # the sub stream, by default
+    async with running(agent, timeout_s=30):
+        await watcher.camera_online(CAMERA)
+        for command in (forged, expired, too_long, unknown):
+            watcher.send(command)
+        delivery = encode(elsewhere)
+        watcher.client.publish(topics.command("gangnam", "live"), delivery.payload, qos=1)
+        watcher.send(short)
+        await eventually(lambda: len(watcher.updates(short.session_id)) > 0, 5, "started")
+        renewal = signed(live_request(CAMERA, "renew", session_id=short.session_id, until_s=4))
+        watcher.send(renewal)
+        await eventually(lambda: len(watcher.segments(short.session_id)) > 0, 5, "a segment")
+        connections = fleet.counters()["rtsp_sessions"]
+        await eventually(lambda: watcher.ended(short.session_id) is not None, 15, "the session's end")
+        rejected = agent.metrics.registry.get_sample_value(
+            "cctv_agent_commands_rejected_total", {"reason": "district_mismatch"}
+        )
+
+    refusals = {c.session_id: watcher.ended(c.session_id) for c in (forged, expired, too_long, unknown)}
+    assert {sid: (u or {}).get("status") for sid, u in refusals.items()} == dict.fromkeys(refusals, "refused")
+    assert [(refusals[c.session_id] or {})["reason"] for c in (forged, expired, too_long, unknown)] == [
+        "unknown_key", "command_expired", "until_too_far", "unknown_camera",
+    ]  # fmt: skip
+    assert watcher.updates(elsewhere.session_id) == [] and rejected == 1
+    ended = watcher.ended(short.session_id)
+    assert ended is not None and (ended["status"], ended["reason"]) == ("stopped", "expired")
+    segments = assert_announced_in_order(watcher, short.session_id)
+    assert 2 <= len(segments) <= 6
+    assert datetime.fromisoformat(ended["sent_at"]) >= renewal.until  # the renewal moved its end
+    # The sub stream and, for a later "save this range", the main stream's pre-roll: one connection each.
+    assert connections == 2
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="live/")
+    sessions = {obj["Key"].split("/")[2] for obj in listed.get("Contents", [])}
+    assert sessions == {short.session_id}  # nothing of a refused command
+    first = decode(fetch(s3, bucket, segments[0]["init_key"]) + fetch(s3, bucket, segments[0]["object_key"]))
+    assert (first[0].width, first[0].height) == (640, 360)  # the sub stream
+
+
+async def test_a_dropped_camera_resumes_with_a_new_init_one_without_keyframes_fails_and_shutdown_ends_views(
+    fleet: Fleet, watcher: LiveWatcher, make_agent: Callable[..., Agent], s3_bucket: tuple[Any, str]
+) -> None:
+    s3, bucket = s3_bucket
+    agent = make_agent(max_segment_s=2.0)
+    dropping, keyless = signed(live_request(CAMERA)), signed(live_request(SLOW_KEYFRAMES))
+    async with running(agent, timeout_s=30):
+        await watcher.camera_online(CAMERA, SLOW_KEYFRAMES)
+        watcher.send(dropping)
+        watcher.send(keyless)
+        await eventually(lambda: len(watcher.segments(dropping.session_id)) >= 2, 15, "two segments")
+        spec = fleet.get(CAMERA)
+        assert spec is not None
+        spec.faults.offline = True  # the camera goes away (its RTSP connections close) ...
+        fleet.kick()
+        await eventually(lambda: not fleet.is_up(CAMERA), 5, "camera down")
+        spec.faults.offline = False  # ... and comes back
+        fleet.kick()
+
+        def resumed() -> bool:
+            return any(s["init_key"].endswith("init-1.mp4") for s in watcher.segments(dropping.session_id))
+
+        await eventually(resumed, 20, "segments of the reopened stream")
+        await eventually(
+            lambda: watcher.ended(keyless.session_id) is not None, 10, "the keyless session's end"
+        )
+    # The agent stopped (SIGTERM) with the view still running: it says so.
+    await eventually(lambda: watcher.ended(dropping.session_id) is not None, 5, "the session's end")
+
+    failed = watcher.ended(keyless.session_id)
+    assert failed is not None and (failed["status"], failed["reason"]) == ("failed", "no_keyframe")
+    stopped = watcher.ended(dropping.session_id)
+    assert stopped is not None and (stopped["status"], stopped["reason"]) == ("stopped", "shutdown")
+    segments = assert_announced_in_order(watcher, dropping.session_id)
+    after = next(i for i, s in enumerate(segments) if s["init_key"].endswith("init-1.mp4"))
+    assert segments[after]["discontinuity"] and not any(s["discontinuity"] for s in segments[:after])
+    assert all(s["init_key"].endswith("init-0.mp4") for s in segments[:after])
+    gap = datetime.fromisoformat(segments[after]["started_at"]) - datetime.fromisoformat(
+        segments[after - 1]["started_at"]
+    )
+    assert gap.total_seconds() > segments[after - 1]["duration_s"]  # the gap shows in the capture times
+    init = fetch(s3, bucket, segments[after]["init_key"])
+    assert len(decode(init + fetch(s3, bucket, segments[after]["object_key"]))) > 0

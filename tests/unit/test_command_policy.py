@@ -13,7 +13,7 @@ from agent.cli import main
 from agent.command_policy import CommandPolicy, refusal
 from agent.config import CommandSettings
 from common.settings import ConfigError
-from contract.messages import ArmRequest, ClipRequest
+from contract.messages import ArmRequest, ClipRequest, LiveRequest
 from tests.signed_commands import OTHER_KEY, command_policy, sign_as_is
 
 NOW = datetime(2026, 12, 5, 6, 0, tzinfo=UTC)
@@ -94,6 +94,27 @@ def test_an_arm_request_is_verified_like_a_clip_request(policy: CommandPolicy) -
     assert refusal(sign_as_is(arm.model_copy(update={"agency": "x"})), policy, NOW) == "agency_not_served"
 
 
+def test_a_live_view_is_verified_like_a_clip_and_may_not_run_past_max_live_s(policy: CommandPolicy) -> None:
+    def live(action: str = "start", until_s: float = 600, **fields: Any) -> LiveRequest:
+        values = {"district": "gangnam", "session_id": "live-1", "action": action,
+                  "camera_id": "gangnam-00001", "until": NOW + timedelta(seconds=until_s),
+                  "purpose": "pursuit", "agency": "police-112", "priority": "112", "sent_at": NOW,
+                  "service": "112-video", "expires_at": SOON}  # fmt: skip
+        return LiveRequest.model_validate(values | fields)
+
+    assert refusal(sign_as_is(live()), policy, NOW) is None
+    assert refusal(live(), policy, NOW) == "signature_missing"
+    assert refusal(sign_as_is(live(), OTHER_KEY), policy, NOW) == "unknown_key"
+    assert refusal(sign_as_is(live(agency="x")), policy, NOW) == "agency_not_served"
+    assert refusal(sign_as_is(live(expires_at=NOW - timedelta(minutes=1))), policy, NOW) == "command_expired"
+    assert refusal(sign_as_is(live(until_s=-1)), policy, NOW) == "until_passed"
+    assert (
+        refusal(sign_as_is(live("renew", until_s=900 + 31)), policy, NOW) == "until_too_far"
+    )  # 900 s + leeway
+    assert refusal(sign_as_is(live("renew", until_s=900)), policy, NOW) is None
+    assert refusal(sign_as_is(live("stop", until_s=-1)), policy, NOW) is None  # a stop needs no future
+
+
 def test_a_district_serving_every_service_takes_a_signed_command_without_one(tmp_path: Path) -> None:
     assert refusal(signed_request(service=None), command_policy(tmp_path), NOW) is None
 
@@ -107,7 +128,8 @@ def test_allow_unsigned_serves_unsigned_commands_but_still_checks_signed_ones(tm
 
 def test_the_golden_commands_are_signed_by_the_collector_test_key(tmp_path: Path) -> None:
     policy = command_policy(tmp_path)
-    for name, model in (("clip_request", ClipRequest), ("arm_request", ArmRequest)):
+    models = (("clip_request", ClipRequest), ("arm_request", ArmRequest), ("live_request", LiveRequest))
+    for name, model in models:
         command = model.model_validate(json.loads((GOLDEN / f"{name}.json").read_text())["payload"])
         assert command.expires_at is not None
         assert refusal(command, policy, command.sent_at) is None, name

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from agent.clips.blocked import UploadBlock
 from agent.clips.metrics import ClipMetrics
 from agent.clips.s3 import UploadError
-from agent.clips.upload import ObjectLock, Uploader, UploadJob, UploadScheduler
+from agent.clips.upload import ObjectLock, Uploader, UploadJob, UploadScheduler, upload_rank
 from tests.services import CephS3, s3_client_config
 
 MIB = 2**20
@@ -194,6 +194,38 @@ def test_scheduler_serves_best_priority_first_fifo_within_one() -> None:
     for thread in [first, *threads]:
         thread.join(5)
     assert order == ["first", "112", "119", "vulnerable", "routine-a", "routine-b"]
+
+
+def test_a_live_segment_never_waits_for_a_clip_part_and_goes_first_under_the_cap() -> None:
+    scheduler = UploadScheduler(max_parallel=1, bandwidth_bps=8 * 10**6, live_parallel=1)  # 1 MB/s
+    order: list[str] = []
+    part_sent = threading.Event()
+    release = threading.Event()
+
+    def clip_part(name: str) -> None:
+        with scheduler.slot(upload_rank("112"), 10**6):
+            order.append(name)
+            part_sent.set()
+            release.wait(5)
+
+    big = threading.Thread(target=clip_part, args=("clip-112",))
+    big.start()
+    part_sent.wait(5)
+    waiting = threading.Thread(target=clip_part, args=("clip-112-next",))
+    waiting.start()
+    time.sleep(0.05)  # the next clip part waits: for the clip lane and for tokens
+    began = time.monotonic()
+    with scheduler.slot(upload_rank("112", live=True), 50_000, "live"):  # while the clip's part is in flight
+        order.append("live-112")
+    waited = time.monotonic() - began
+    release.set()
+    for thread in (big, waiting):
+        thread.join(5)
+    # It waited only for the bucket's debt of the part that was sent (1 MB at 1 MB/s), not for the part, and
+    # went before the clip part that was waiting longer.
+    assert order == ["clip-112", "live-112", "clip-112-next"]
+    assert waited < 1.3
+    assert upload_rank("routine", live=True) > upload_rank("112") > upload_rank("112", live=True)
 
 
 def test_bandwidth_cap_holds_the_long_run_rate() -> None:
