@@ -95,9 +95,36 @@ def serve(cameras: int, directory: Path) -> None:
 
 
 # -- the operator's path ----------------------------------------------------------------------------------
+class Announcements:
+    """When each segment's announcement reached the broker's subscribers (this process), to split the listing
+    latency into the agent's part (segment end -> announced) and the collector's (announced -> listed)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.received: dict[tuple[str, int], float] = {}
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.subscribe("cctv/v1/gangnam/live/+", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, _c: object, _u: object, message: Any) -> None:
+        update = json.loads(message.payload)
+        if update.get("segment"):
+            self.received[(update["session_id"], update["segment"]["sequence"])] = time.time()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
 @dataclass
 class Measured:
     listing_s: dict[str, list[tuple[float, float]]]  # session -> [(captured at, listed - captured)]
+    agent_s: list[float]  # segment end (capture + duration) -> announcement received
+    collector_s: list[float]  # announcement received -> listed
     first_segment_s: list[float]
     agent_cpu_pct: float
     collector_cpu_pct: float
@@ -128,11 +155,17 @@ async def live(plan: Plan, work: Path, cameras: list[str]) -> Measured:
             })  # fmt: skip
             opened.raise_for_status()
             incident = opened.json()["incident"]["incident_id"]
-            return await _watch(stack, operator, incident, cameras[: plan.sessions], plan)
+            announcements = Announcements(broker.host, broker.port)
+            try:
+                return await _watch(
+                    stack, operator, incident, cameras[: plan.sessions], plan, heard=announcements
+                )
+            finally:
+                announcements.close()
 
 
 async def _watch(
-    stack: Stack, auth: dict[str, str], incident: str, cameras: list[str], plan: Plan
+    stack: Stack, auth: dict[str, str], incident: str, cameras: list[str], plan: Plan, *, heard: Announcements
 ) -> Measured:
     import httpx
 
@@ -160,9 +193,10 @@ async def _watch(
     probed = await _ffprobe(stack, auth, sessions[0])
     for s in sessions:
         await stack.api.post(f"/v1/live/{s['session_id']}/stop", headers=auth)
-    listing, first = _from_index(store_url(stack.directory), measure_from, measure_from + measured_s)
+    listing, first, parts = _from_index(store_url(stack.directory), measure_from, measure_from + measured_s)
+    split = [(heard.received[key], listed, end) for key, listed, end in parts if key in heard.received]
     return Measured(
-        listing, first,
+        listing, [at - end for at, _, end in split], [listed - at for at, listed, _ in split], first,
         agent_cpu_pct=100 * (cpu_after[0] - cpu_before[0]) / measured_s,
         collector_cpu_pct=100 * (cpu_after[1] - cpu_before[1]) / measured_s,
         downloaded=downloaded, playlists_parsed=parsed, ffprobe=probed, discontinuities=discontinuities,
@@ -219,6 +253,9 @@ def _cpu(stack: Stack) -> tuple[float, float]:
     return process_cpu_seconds(stack.agent_pid), process_cpu_seconds(stack.collector_pid)
 
 
+Part = tuple[tuple[str, int], float, float]  # ((session, sequence), listed at, captured until)
+
+
 def _from_index(
     url: str, since: float, until: float
 ) -> tuple[dict[str, list[tuple[float, float]]], list[float]]:
@@ -230,8 +267,8 @@ def _from_index(
     try:
         with store.reading() as tx:
             rows = tx.query(
-                "SELECT session_id, started_at, listed_at FROM live_segments WHERE started_at >= ? "
-                "AND started_at < ? ORDER BY session_id, msn",
+                "SELECT session_id, started_at, listed_at, sequence, duration_s FROM live_segments "
+                "WHERE started_at >= ? AND started_at < ? ORDER BY session_id, msn",
                 (since, until),
             )
             firsts = tx.query(
@@ -240,9 +277,11 @@ def _from_index(
     finally:
         store.close()
     listing: dict[str, list[tuple[float, float]]] = {}
-    for session_id, started, listed in rows:
+    parts: list[Part] = []
+    for session_id, started, listed, sequence, duration in rows:
         listing.setdefault(str(session_id), []).append((float(started), float(listed) - float(started)))
-    return listing, [float(f) for (f,) in firsts]
+        parts.append(((str(session_id), int(sequence)), float(listed), float(started) + float(duration)))
+    return listing, [float(f) for (f,) in firsts], parts
 
 
 def bench_policy(work: Path) -> Path:
@@ -281,6 +320,12 @@ def report(out: Report, plan: Plan, m: Measured) -> float:
     out.add("listing_bar_p95_s", BAR_S)
     out.add("within_bar", p95 <= BAR_S)
     out.add("lag_growth_max_s", round(max(growth), 3))  # last third's median - first third's, worst session
+    for name, values in (
+        ("agent_segment_end_to_announced", m.agent_s),
+        ("collector_announced_to_listed", m.collector_s),
+    ):
+        out.add(f"{name}_p50_s", round(statistics.median(values), 3))
+        out.add(f"{name}_p95_s", round(_percentile(values, 0.95), 3))
     out.add("first_segment_p50_s", round(statistics.median(m.first_segment_s), 3))
     out.add("first_segment_max_s", round(max(m.first_segment_s), 3))
     out.add("agent_cpu_pct_of_core", round(m.agent_cpu_pct, 1))

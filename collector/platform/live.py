@@ -113,12 +113,13 @@ def get_playlist(c: ViewerDep, session_id: str) -> Response:
     _require_live(c, *_place(c, row), row.purpose, sessions.subject(row))
     if c.p.objects is None:
         raise ApiError(503, "storage_unavailable", "this collector has no bucket to serve live segments from")
-    count = c.p.live.playlist_segments
-    with c.p.store().transaction() as tx:
-        if row.state != "stopped":
-            db.touch(tx, session_id, c.now, min(TOUCH_EVERY_S, c.p.live.idle_stop_s / 4))
+    every = min(TOUCH_EVERY_S, c.p.live.idle_stop_s / 4)
+    if row.state != "stopped" and row.last_fetch_at <= c.now - every:  # a write only every few seconds
+        with c.p.store().transaction() as tx:
+            db.touch(tx, session_id, c.now, every)
+    with c.p.store().reading() as tx:
         current = db.session(tx, session_id) or row
-        segments = db.window(tx, session_id, count)
+        segments = db.window(tx, session_id, c.p.live.playlist_segments)
     objects, expiry = c.p.objects, c.p.live.url_expiry_s
     text = playlist.build(segments, current.target_s, current.state == "stopped",
                           lambda key: objects.presign(key, expiry))  # fmt: skip

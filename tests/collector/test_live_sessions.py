@@ -159,7 +159,10 @@ async def test_nobody_watching_or_time_up_ends_a_session(h: Harness) -> None:
     assert current(h, watched).state == "starting"
     assert stops(h) == [("collector", "idle", "gn-office-2")]
     assert [c.action for c in live_commands(h, idle["session_id"])] == ["start", "stop"]
-    h.clock.now = datetime.fromisoformat(watched["expires_at"]).timestamp()
+    until = datetime.fromisoformat(watched["expires_at"]).timestamp()
+    h.clock.now = until - 10  # still watched near its end ...
+    assert (await h.client.get(watched["playlist_url"], headers=h.auth())).status_code == 200
+    h.clock.now = until + 0.01  # ... and not renewed
     assert r.reap(h.store) == 1
     assert current(h, watched).stop_reason == "expired"
     r.round(h.store)
