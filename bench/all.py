@@ -19,6 +19,7 @@ from bench.common import RESULTS_DIR, machine
 BENCHMARKS = [
     "camsim", "discovery", "health", "ingest", "clips", "upload", "nearest", "platform", "golden_time",
     "replay",
+    "live",
 ]  # fmt: skip
 ROOT = Path(__file__).resolve().parents[1]
 

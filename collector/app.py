@@ -1,11 +1,12 @@
 """Composition root of `cctv-collector run`: metrics, store, writer, command outbox, audit checkpoints,
-nearest-camera index, HTTP API, subscriber.
+nearest-camera index, live reaper, HTTP API, live follower, subscriber.
 
 Start order is sinks first, sources last: metrics and store, the writer (answers to commands are recorded by
-it), the command outbox publisher, the audit checkpointer, the nearest-camera index, the HTTP API (uvicorn on
-this event loop), then the MQTT subscriber. SIGTERM or SIGINT stops the outbox, then the subscriber, lets the
-writer drain and commit what is queued (unless the store is unavailable: then it gives up at once), stops the
-API (uvicorn finishes the requests in flight), then the index refresher, and writes a last audit checkpoint.
+it), the command outbox publisher, the audit checkpointer, the nearest-camera index, the live reaper, the HTTP
+API (uvicorn on this event loop), then the live follower and the MQTT subscriber. SIGTERM or SIGINT stops the
+outbox, then the live follower and the reaper, then the subscriber, lets the writer drain and commit what is
+queued (unless the store is unavailable: then it gives up at once), stops the API (uvicorn finishes the
+requests in flight), then the index refresher, and writes a last audit checkpoint.
 The MQTT session is persistent, so what agents publish meanwhile waits at the broker; unanswered commands wait
 in the outbox.
 """
@@ -31,6 +32,9 @@ from collector.console.serve import mount_console
 from collector.index.gauges import IndexGauges
 from collector.index.store import Store, open_store
 from collector.ingest.pipeline import Ingest
+from collector.live.follower import LiveFollower
+from collector.live.metrics import LiveMetrics
+from collector.live.reaper import Reaper
 from collector.metrics import CollectorMetrics
 from collector.platform.api import create_app
 from collector.platform.context import Platform
@@ -68,11 +72,14 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
     signer = CommandSigner(settings.command_key_file, settings.commands.ttl_s)
     outbox = OutboxPublisher(settings, metrics.registry, lambda: open_store(url))
     outbox.start()
-    checkpointer = Checkpointer.from_settings(settings, metrics.registry) if settings.audit.bucket else None
-    if checkpointer is not None:
-        checkpointer.start()
+    checkpointer = _start_checkpointer(settings, metrics)
     cameras = CameraIndex(lambda: open_store(url), settings.platform.nearest_refresh_s)
     await asyncio.to_thread(cameras.start)
+    objects = _clip_objects(settings)
+    live_metrics = LiveMetrics(metrics.registry)
+    reaper = _start_reaper(
+        settings, access=access, signer=signer, outbox=outbox, objects=objects, live_metrics=live_metrics
+    )
     stores = ThreadStores(lambda: open_store(url))
     platform = Platform(
         stores,
@@ -82,15 +89,18 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
         cameras=cameras,
         signer=signer,
         notify_outbox=outbox.notify,
-        objects=_clip_objects(settings),
+        objects=objects,
         audit_verify=_audit_verifier(settings),
         metrics=metrics.platform,
+        live=settings.live,
     )
     app = create_app(platform)
     if settings.console.enabled:
         mount_console(app, settings.console, settings.s3.endpoint_url if settings.s3.bucket else None)
     api = ApiServer(app, settings.http.host, settings.http.port, settings.http.api_threads)
     api.start()
+    follower = LiveFollower(settings, metrics, live_metrics, lambda: open_store(url), time.time)
+    follower.start()
     ingest.subscriber.start()
     log.info("collector %s running (store %s, command key %s)", settings.collector_id, url.split("://", 1)[0],
              signer.key_id)  # fmt: skip
@@ -98,6 +108,8 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
         await stop.wait()
     finally:
         await asyncio.to_thread(outbox.stop)
+        await asyncio.to_thread(follower.stop)
+        await asyncio.to_thread(reaper.stop)
         log.info("stopping: unsubscribing, draining %s queued messages", ingest.queue_depth())
         await asyncio.to_thread(ingest.stop)
         await api.stop()
@@ -107,6 +119,40 @@ async def run(settings: CollectorSettings, stop: asyncio.Event | None = None) ->
             await asyncio.to_thread(checkpointer.stop)
         metrics_server.shutdown()
         log.info("collector stopped")
+
+
+def _start_checkpointer(settings: CollectorSettings, metrics: CollectorMetrics) -> Checkpointer | None:
+    """Signed checkpoints of the audit chain to the WORM bucket, when one is configured."""
+    if not settings.audit.bucket:
+        return None
+    checkpointer = Checkpointer.from_settings(settings, metrics.registry)
+    checkpointer.start()
+    return checkpointer
+
+
+def _start_reaper(
+    settings: CollectorSettings,
+    *,
+    access: Access,
+    signer: CommandSigner,
+    outbox: OutboxPublisher,
+    objects: ClipObjects | None,
+    live_metrics: LiveMetrics,
+) -> Reaper:
+    """The live sessions' reaper (idle, expired, closed, grant ended) and segment janitor, running."""
+    url = settings.store.url
+    reaper = Reaper(
+        settings.live,
+        policy=lambda: access.policy,
+        signer=signer,
+        notify_outbox=outbox.notify,
+        objects=objects,
+        metrics=live_metrics,
+        open_store=lambda: open_store(url),
+        clock=time.time,
+    )
+    reaper.start()
+    return reaper
 
 
 def _access(settings: CollectorSettings) -> Access:

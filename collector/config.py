@@ -77,6 +77,29 @@ class PlatformSettings(BaseModel):
     nearby_max: int = Field(default=500, ge=1, le=10_000)
 
 
+class LiveSettings(BaseModel):
+    """Live view (collector/live/): playlists, when a session ends on its own, how long segments are kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Segments in a playlist's sliding window (hls.js starts 3 target durations behind the newest: keep more).
+    playlist_segments: int = Field(default=6, ge=3, le=100)
+    # Lifetime of the presigned init and segment URLs in a playlist (a player fetches them within seconds).
+    url_expiry_s: int = Field(default=60, ge=10, le=3600)
+    # Playlist fetches per session and minute (instead of the account's rate: a player reloads every
+    # segment, and twice as often while it waits for one).
+    playlist_per_min: int = Field(default=240, ge=1, le=100_000)
+    # A session nobody fetched the playlist of for this long is stopped.
+    idle_stop_s: float = Field(default=60.0, gt=0, le=3600)
+    # How often the reaper looks for sessions to stop (idle, past `until`, incident closed, grant ended).
+    reaper_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Live segment objects and rows are deleted this long after they were listed (a saved range is a clip).
+    retention_s: float = Field(default=3600.0, gt=0, le=30 * 86400)
+    janitor_interval_s: float = Field(default=60.0, gt=0, le=86400)
+    # The MQTT session of the follower of live updates (QoS 1 updates wait at the broker while it is away).
+    session_expiry_s: int = Field(default=300, ge=0)
+
+
 class CommandSettings(BaseModel):
     """Commands to agents (collector/commands/): the signing key and the outbox's publishing cadence."""
 
@@ -134,6 +157,7 @@ class CollectorSettings(TomlThenEnv):
     http: HttpSettings = HttpSettings()
     platform: PlatformSettings = PlatformSettings()
     commands: CommandSettings = CommandSettings()
+    live: LiveSettings = LiveSettings()
     # The clip bucket that `reconcile` compares with the index (empty bucket: reconcile is disabled).
     s3: S3Settings = S3Settings(bucket="")
     metrics_port: int = Field(default=9109, ge=0, le=65535)

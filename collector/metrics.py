@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from contract.districts import DISTRICTS
 
-MESSAGE_KINDS = ("agent_state", "camera_meta", "camera_status", "health", "clip")
+MESSAGE_KINDS = ("agent_state", "camera_meta", "camera_status", "health", "clip", "live")
 CLIP_OUTCOMES = ("requested", "succeeded", "failed", "refused")
 WINDOW_OUTCOMES = ("delivered", "failed")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -111,6 +111,10 @@ class RejectLog:
         """A message that broke the contract."""
         self._emit(exc.reason, "dropped message on %s: %s", topic[:200], exc)
 
+    def dropped(self, reason: str, topic: str, detail: str) -> None:
+        """A message that followed the contract and failed the consumer's own checks (`reason` a slug)."""
+        self._emit(reason, "dropped message on %s: %s: %s", topic[:200], reason, detail)
+
     def unexpected(self, topic: str) -> None:
         """Called in an `except` block: a message that hit a bug, logged with its traceback."""
         self._emit("internal_error", "could not handle a message on %s", topic[:200], exc_info=True)

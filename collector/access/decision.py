@@ -27,10 +27,10 @@ __all__ = [
 
 # Actions on one incident that end with it; reading an incident or a clip's state stays allowed after.
 _LIVE_INCIDENT_ACTIONS: frozenset[Action] = frozenset(
-    {"incident.update", "incident.close", "cameras.nearby", "clip.request", "clip.playback"}
+    {"incident.update", "incident.close", "cameras.nearby", "clip.request", "clip.playback", "live"}
 )
 _ON_INCIDENT: frozenset[Action] = _LIVE_INCIDENT_ACTIONS | {"incident.read", "clip.read"}
-_NEEDS_CAMERA: frozenset[Action] = frozenset({"clip.request", "clip.playback"})
+_NEEDS_CAMERA: frozenset[Action] = frozenset({"clip.request", "clip.playback", "live"})
 # Listings filtered by district: an agency limited to some districts must name one of them.
 _DISTRICT_LISTINGS: frozenset[Action] = frozenset({"cameras.list"})
 

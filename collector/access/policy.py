@@ -27,6 +27,7 @@ Action = Literal[
     "clip.request",
     "clip.read",
     "clip.playback",
+    "live",
     "health.read",
     "audit.read",
     "audit.report",
@@ -43,6 +44,7 @@ VIDEO_ACTIONS: frozenset[Action] = frozenset(
         "clip.request",
         "clip.read",
         "clip.playback",
+        "live",
     }
 )
 AUDIT_ACTIONS: frozenset[Action] = frozenset({"audit.read", "audit.report"})
@@ -85,6 +87,10 @@ class AgencyPolicy(BaseModel):
     max_past_s: int = Field(default=86_400, ge=0)
     max_future_s: int = Field(default=300, ge=0, le=3600)
     rate_per_min: RatePolicy | None = None
+    # Live view: sessions open at once for the whole agency (more answer 429), and how long one runs before it
+    # must be renewed.
+    live_max_sessions: int = Field(default=10, ge=0, le=10_000)
+    live_max_s: int = Field(default=600, ge=10, le=3600)
 
     @field_validator("districts")
     @classmethod

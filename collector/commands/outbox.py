@@ -9,8 +9,9 @@ The publisher is a thread with its own MQTT client and its own store connection.
 commands whose `expires_at` passed unanswered as `expired`, publishes the due ones (never published, or last
 published `commands.republish_interval_s` ago) at QoS 1 and waits for their PUBACKs. A clip command stays
 pending until the agent answers: the ingest writer records the first ClipUpdate of its request id in the same
-transaction that stores it (store_sql.py MARK_ANSWERED). An arm command has no answer: it is done once the
-broker took it (PUBACK), since the agent's persistent session keeps it at the broker while the agent is away.
+transaction that stores it (store_sql.py MARK_ANSWERED). An arm or live command has no answer: it is done
+once the broker took it (PUBACK), since the agent's persistent session keeps it at the broker while the agent
+is away (a live command's outcome comes back as LiveUpdates; the agent refuses it once it expired).
 All state is in the database: a new publisher on the same store carries on where the last one stopped.
 
 Every command may arrive more than once (QoS 1, republication, two collectors sharing one index): agents
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,11 +39,12 @@ from collector.index.store import Store, StoreError
 from collector.index.tx import Tx
 from common.mqtt_client import new_client
 from contract.codec import encode
-from contract.messages import ClipRequest
+from contract.messages import ArmRequest, ClipRequest
 
 log = logging.getLogger(__name__)
 
-KINDS = ("clip", "arm")
+KINDS = ("clip", "arm", "live")
+_DONE_ON_PUBACK = frozenset({"arm", "live"})
 _MAX_ACK_WAIT_S = 10.0
 
 INSERT = """
@@ -59,7 +62,7 @@ WHERE answered_at IS NULL AND (last_published_at IS NULL OR last_published_at <=
 ORDER BY created_at LIMIT ?
 """
 ATTEMPTED = "UPDATE command_outbox SET last_published_at = ?, attempts = attempts + 1 WHERE request_id = ?"
-ARM_DONE = """
+PUBLISHED = """
 UPDATE command_outbox SET answered_at = ?, answer_status = 'published'
 WHERE request_id = ? AND answered_at IS NULL
 """
@@ -83,12 +86,21 @@ def enqueue_many(tx: Tx, commands: Sequence[Command], now: float | None = None) 
 
 
 def _row(command: Command, created: float) -> tuple[Any, ...]:
+    request_id, kind = _identity(command)
     if command.signature is None or command.expires_at is None:
-        raise ValueError(f"command {command.request_id} is not signed: sign it with CommandSigner first")
+        raise ValueError(f"command {request_id} is not signed: sign it with CommandSigner first")
     delivery = encode(command)
-    kind = "clip" if isinstance(command, ClipRequest) else "arm"
-    return (command.request_id, kind, command.district, delivery.topic, delivery.payload.decode(), created,
+    return (request_id, kind, command.district, delivery.topic, delivery.payload.decode(), created,
             command.expires_at.timestamp())  # fmt: skip
+
+
+def _identity(command: Command) -> tuple[str, str]:
+    """(outbox id, kind). A live session sends several commands (start, renew, stop): each its own row."""
+    if isinstance(command, ClipRequest):
+        return command.request_id, "clip"
+    if isinstance(command, ArmRequest):
+        return command.request_id, "arm"
+    return f"{command.session_id}.{command.action}.{uuid.uuid4().hex[:8]}", "live"
 
 
 class OutboxMetrics:
@@ -234,8 +246,8 @@ class OutboxPublisher:
 
     def _record(self, tx: Tx, due: list[_Due], acked: set[str], now: float) -> None:
         tx.executemany(ATTEMPTED, [(now, d.request_id) for d in due])
-        arms_done = [(now, d.request_id) for d in due if d.kind == "arm" and d.request_id in acked]
-        tx.executemany(ARM_DONE, arms_done)
+        published = [(now, d.request_id) for d in due if d.kind in _DONE_ON_PUBACK and d.request_id in acked]
+        tx.executemany(PUBLISHED, published)
         for d in due:
             if d.request_id in acked:
                 self.metrics.published.labels(kind=d.kind).inc()

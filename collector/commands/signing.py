@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from common.signing import key_id, load_or_create_key, public_key_pem, sign, signed_body
-from contract.messages import ArmRequest, ClipRequest
+from contract.messages import ArmRequest, ClipRequest, LiveRequest
 
-Command = ClipRequest | ArmRequest
-C = TypeVar("C", bound=ClipRequest | ArmRequest)
+Command = ClipRequest | ArmRequest | LiveRequest
+C = TypeVar("C", bound=ClipRequest | ArmRequest | LiveRequest)
 
 
 class CommandSigner:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from collector.platform import audit, cameras, clips, districts, errors, health, incidents, me
+from collector.platform import audit, cameras, clips, districts, errors, health, incidents, live, me
 from collector.platform.context import Platform
 from collector.platform.observe import RequestMetrics
 
@@ -20,7 +20,7 @@ def create_app(p: Platform) -> FastAPI:
     app = FastAPI(
         title="Seoul CCTV sharing platform",
         version=API_VERSION,
-        summary="Incidents, nearest cameras across districts, clip requests and audited playback",
+        summary="Incidents, nearest cameras across districts, clip requests, live view and audited playback",
         openapi_url="/v1/openapi.json",
         docs_url="/v1/docs",
         redoc_url=None,
@@ -28,15 +28,7 @@ def create_app(p: Platform) -> FastAPI:
     app.state.platform = p
     app.add_middleware(RequestMetrics, metrics=p.metrics)
     errors.install(app)
-    routers = (
-        health.router,
-        me.router,
-        cameras.router,
-        districts.router,
-        incidents.router,
-        clips.router,
-        audit.router,
-    )
-    for router in routers:
-        app.include_router(router, prefix="/v1")
+    routers = (health, me, cameras, districts, incidents, clips, live, audit)
+    for module in routers:
+        app.include_router(module.router, prefix="/v1")
     return app

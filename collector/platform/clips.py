@@ -16,7 +16,6 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from collector.access.decision import decide
-from collector.access.policy import AgencyPolicy
 from collector.audit.chain import AuditSubject, append_many
 from collector.commands.outbox import enqueue_many
 from collector.index import incidents as db
@@ -89,28 +88,7 @@ def request_clips(c: CallerDep, incident_id: str, body: ClipsAsk) -> ClipList:
         if exc.status == 403:
             c.p.metrics.clip_requests.labels(agency=_agency_label(c), outcome="refused").inc()
         raise
-    if c.p.signer is None:
-        raise ApiError(503, "commands_unavailable", "this collector cannot sign commands")
-    requests = [_request(c, row, item, start, end) for item in cameras]
-    commands = [c.p.signer.sign(_command(c, row, req)) for req in requests]
-    window = {"start": start, "end": end}
-    records = [
-        c.record(
-            "clip.request",
-            row.incident_id,
-            [AuditSubject(camera_id=req.camera_id, district=req.district, **window)],
-            row.purpose,
-            detail={"request_id": req.request_id},
-        )
-        for req in requests
-    ]
-    with c.p.store().transaction() as tx:  # a statement per table, not per camera
-        db.insert_clip_requests(tx, requests)
-        enqueue_many(tx, commands, c.now)
-        append_many(tx, records)  # last: the chain's head stays locked until the commit
-    c.p.notify_outbox()
-    c.p.metrics.clip_requests.labels(agency=_agency_label(c), outcome="requested").inc(len(requests))
-    clips = [_clip(_requested(r)) for r in requests]
+    clips = submit(c, row, cameras, start, end)
     return ClipList(clips=clips, count=len(clips), next_offset=None)
 
 
@@ -123,18 +101,15 @@ def _admit(
     incident = grants.view(row)
     # The incident first (the caller's own; `nearest` lists its cameras), then each camera against the grant.
     c.require("cameras.nearby" if body.nearest else "incident.read", incident=incident, purpose=row.purpose)
-    agency = c.agency
-    assert agency is not None  # the decision refuses unknown agencies
-    start, end = _window(c, agency, body)
+    start, end = window(c, body.start, body.end)
     cameras = _cameras(c, row, body)
-    window = {"start": start, "end": end}
     for item in cameras:
         c.require(
             "clip.request",
             incident=incident,
             camera=grants.place(row, item),
             purpose=row.purpose,
-            subjects=[AuditSubject(camera_id=item.camera_id, district=item.district, **window)],
+            subjects=[AuditSubject(camera_id=item.camera_id, district=item.district, start=start, end=end)],
         )
     return row, cameras, start, end
 
@@ -142,6 +117,42 @@ def _admit(
 def _agency_label(c: Caller) -> str:
     """The caller's agency as a metric label: one of the policy's, so a token cannot add series."""
     return c.principal.agency if c.agency is not None else "unknown"
+
+
+def submit(
+    c: Caller,
+    row: db.IncidentRow,
+    cameras: list[CameraView],
+    start: float,
+    end: float,
+    *,
+    action: str = "clip.request",
+    detail: dict[str, str] | None = None,
+) -> list[Clip]:
+    """Request [start, end) of each camera (the caller checked the grant): the requests, their signed commands
+    and one audit record each (`action`, with `detail`) in one transaction; then wake the outbox."""
+    if c.p.signer is None:
+        raise ApiError(503, "commands_unavailable", "this collector cannot sign commands")
+    requests = [_request(c, row, item, start, end) for item in cameras]
+    commands = [c.p.signer.sign(_command(c, row, req)) for req in requests]
+    window = {"start": start, "end": end}
+    records = [
+        c.record(
+            action,
+            row.incident_id,
+            [AuditSubject(camera_id=req.camera_id, district=req.district, **window)],
+            row.purpose,
+            detail={"request_id": req.request_id, **(detail or {})},
+        )
+        for req in requests
+    ]
+    with c.p.store().transaction() as tx:  # a statement per table, not per camera
+        db.insert_clip_requests(tx, requests)
+        enqueue_many(tx, commands, c.now)
+        append_many(tx, records)  # last: the chain's head stays locked until the commit
+    c.p.notify_outbox()
+    c.p.metrics.clip_requests.labels(agency=_agency_label(c), outcome="requested").inc(len(requests))
+    return [_clip(_requested(r)) for r in requests]
 
 
 @router.get("/clips/{clip_id}", summary="A clip's progress, manifest check and, once stored, playback URLs")
@@ -200,9 +211,11 @@ def list_clips(
     )
 
 
-def _window(c: Caller, agency: AgencyPolicy, body: ClipsAsk) -> tuple[float, float]:
-    """The window as epoch seconds, within the agency's limits; 422 naming the field otherwise."""
-    start, end = body.start.timestamp(), body.end.timestamp()
+def window(c: Caller, start_at: datetime, end_at: datetime) -> tuple[float, float]:
+    """The window as epoch seconds, within the caller's agency's limits; 422 naming the field otherwise."""
+    agency = c.agency
+    assert agency is not None  # the decision refuses unknown agencies
+    start, end = start_at.timestamp(), end_at.timestamp()
     if end <= start:
         raise ApiError(422, "invalid_window", "end must be after start", "end")
     if end - start > agency.max_window_s:

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 
 from collector.access.gate import Access
+from collector.access.ratelimit import RateLimiter
 from collector.access.settings import AccessSettings
-from collector.config import PlatformSettings
+from collector.config import LiveSettings, PlatformSettings
 from collector.index.store import Store
 from collector.metrics import PlatformMetrics
 from collector.platform.nearby import CameraIndex
@@ -42,6 +43,11 @@ class Platform:
     # The audit chain checked against its checkpoints; None: no checkpoint bucket (verify answers 503).
     audit_verify: Callable[[Store], Verdict] | None = None
     metrics: PlatformMetrics = field(default_factory=PlatformMetrics)  # default: a registry of its own
+    live: LiveSettings = field(default_factory=LiveSettings)
+    playlist_limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.playlist_limiter = RateLimiter(self.live.playlist_per_min)
 
     def store(self) -> Store:
         return self.stores.get()

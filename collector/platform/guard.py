@@ -1,7 +1,7 @@
 """Access on every endpoint: who calls (bearer token, 401), how often (429 with Retry-After, per account and
-per agency), and whether they may (the policy's one decision, 403). A refusal is audited, in a transaction
-of its own (the action it refuses never happens); an allowed action is audited by the route, in the
-transaction of the action itself (`Caller.audit`).
+per agency; a live playlist per session instead), and whether they may (the policy's one decision, 403). A
+refusal is audited, in a transaction of its own (the action it refuses never happens); an allowed action is
+audited by the route, in the transaction of the action itself (`Caller.audit`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collector.platform.context import Platform, platform
 from collector.platform.errors import ApiError
 from contract.messages import Service
 
+TOKEN_COOKIE = "cctv_token"  # noqa: S105 - a cookie's name: the bearer token as a cookie, for the live playlist only (see `viewer`)
 # Declares the scheme in the OpenAPI document; the header itself is read and verified below.
 _bearer = HTTPBearer(auto_error=False, description="JWT from the agency's identity provider")
 
@@ -106,21 +107,50 @@ async def caller(
     p: Annotated[Platform, Depends(platform)],
     _scheme: Annotated[object, Depends(_bearer)] = None,
 ) -> Caller:
-    """FastAPI dependency of every endpoint but /v1/healthz. Runs on the event loop: the rate limiters are
-    plain dictionaries, and one thread changes them. A token whose key may have to be fetched (jwks_url) is
-    verified in a worker thread, so that a slow identity provider never stalls the loop."""
+    """FastAPI dependency of every endpoint but /v1/healthz and the live playlist. Runs on the event loop:
+    the rate limiters are plain dictionaries, and one thread changes them. A token whose key may have to be
+    fetched (jwks_url) is verified in a worker thread, so that a slow identity provider never stalls the
+    loop."""
+    principal = await _principal(request, p)
+    now = p.clock()
+    _refuse_if_throttled(p.access.throttle(principal, now), principal)
+    return Caller(p, principal, _client_ip(request), now)
+
+
+async def viewer(
+    request: Request,
+    session_id: str,
+    p: Annotated[Platform, Depends(platform)],
+    _scheme: Annotated[object, Depends(_bearer)] = None,
+) -> Caller:
+    """`caller` for a live playlist: a player reloads it every segment, so its fetches are limited per
+    session (`live.playlist_per_min`), not against the account's rate, which a few live tiles would use up.
+
+    The token may come in the `cctv_token` cookie instead of the header: players outside a browser (ffmpeg,
+    VLC) send their extra headers with every request, the presigned segment URLs included, which S3 refuses
+    (a request carries one credential); a cookie scoped to `/v1/live/` stays with the API."""
+    principal = await _principal(request, p, request.cookies.get(TOKEN_COOKIE))
+    now = p.clock()
+    key = f"{principal.agency}/{principal.account}/{session_id}"
+    _refuse_if_throttled(p.playlist_limiter.hit(key, now), principal)
+    return Caller(p, principal, _client_ip(request), now)
+
+
+async def _principal(request: Request, p: Platform, cookie: str | None = None) -> Principal:
     authorization = request.headers.get("authorization")
+    if authorization is None and cookie:
+        authorization = f"Bearer {cookie}"
     try:
         if p.access.verifier.blocking:
-            principal = await run_in_threadpool(p.access.authenticate, authorization)
-        else:
-            principal = p.access.authenticate(authorization)
+            return await run_in_threadpool(p.access.authenticate, authorization)
+        return p.access.authenticate(authorization)
     except AuthError as exc:
         if exc.code == "keys_unavailable":  # the identity provider, not the caller, is at fault
             raise ApiError(503, exc.code, exc.message, headers={"Retry-After": "5"}) from None
         raise ApiError(401, exc.code, exc.message, headers={"WWW-Authenticate": "Bearer"}) from None
-    now = p.clock()
-    retry_after = p.access.throttle(principal, now)
+
+
+def _refuse_if_throttled(retry_after: float | None, principal: Principal) -> None:
     if retry_after is not None:
         raise ApiError(
             429,
@@ -128,8 +158,11 @@ async def caller(
             f"too many requests from {principal.account} or {principal.agency}; retry in {retry_after:.1f} s",
             headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
         )
-    client_ip = request.client.host if request.client is not None else ""
-    return Caller(p, principal, client_ip, now)
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client is not None else ""
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
+ViewerDep = Annotated[Caller, Depends(viewer)]

@@ -48,6 +48,16 @@ class ClipObjects:
             "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_s
         )
 
+    def delete(self, keys: list[str]) -> None:
+        """Delete objects (live segments past their retention); a key already gone is no error. BotoCoreError
+        or ClientError when the gateway refuses: the caller keeps its rows and tries again."""
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            chunk = {"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True}
+            errors = self._client.delete_objects(Bucket=self._bucket, Delete=chunk).get("Errors")  # type: ignore[arg-type]
+            if errors:
+                code, message = errors[0].get("Code", ""), errors[0].get("Message", "")
+                raise ClientError({"Error": {"Code": code, "Message": message}}, "DeleteObjects")
+
     def verify(self, clip: ClipState) -> Verdict:
         key = clip.manifest_key
         if key is None:

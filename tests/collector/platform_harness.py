@@ -21,7 +21,7 @@ from collector.access.gate import Access
 from collector.access.settings import AccessSettings
 from collector.access.tokens import issue_token
 from collector.commands.signing import CommandSigner
-from collector.config import PlatformSettings
+from collector.config import LiveSettings, PlatformSettings
 from collector.index.store import Batch, Store, open_store
 from collector.platform.api import create_app
 from collector.platform.context import Platform
@@ -118,6 +118,7 @@ async def harness(
     policy: Path = POLICY,
     objects: ClipObjects | None = None,
     settings: PlatformSettings | None = None,
+    live: LiveSettings | None = None,
 ) -> AsyncIterator[Harness]:
     store = open_store(store_url)
     store.migrate()
@@ -142,6 +143,7 @@ async def harness(
         notify_outbox=lambda: notified.append(1),
         objects=objects,
         clock=clock,
+        live=live or LiveSettings(),
     )
     transport = httpx.ASGITransport(app=create_app(p))
     async with httpx.AsyncClient(transport=transport, base_url="http://platform.test") as client:

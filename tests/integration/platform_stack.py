@@ -52,6 +52,8 @@ class Stack:
     s3: Any  # S3Client of the gateway
     clip_bucket: str
     audit_bucket: str
+    collector_pid: int = 0
+    agent_pid: int | None = None  # the agent's own process (agent_process=True): `agent` is then not running
 
     def auth(self, agency: str, role: str, sub: str) -> dict[str, str]:
         """An Authorization header minted by the test identity provider the collector trusts."""
@@ -85,9 +87,15 @@ async def platform_stack(
     clips: dict[str, object] | None = None,
     health: dict[str, object] | None = None,
     policy: Path = POLICY,
+    live: dict[str, object] | None = None,
+    agent_live: dict[str, object] | None = None,
+    agent_s3_endpoint: str | None = None,
+    agent_process: bool = False,
 ) -> AsyncIterator[Stack]:
     """Collector and agent up (the API answering, the agent running); both stopped on the way out, the
-    collector with SIGTERM (it writes a last audit checkpoint then)."""
+    collector with SIGTERM (it writes a last audit checkpoint then). `live` and `agent_live`: the collector's
+    and the agent's `[live]` sections; `agent_s3_endpoint`: the agent's way to the gateway (a proxy);
+    `agent_process`: the agent runs as `cctv-agent run` in a process of its own (its CPU measurable)."""
     s3 = ceph.client()
     clip_bucket, audit_bucket = f"clips-{uuid.uuid4().hex[:12]}", f"audit-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=clip_bucket)
@@ -95,7 +103,7 @@ async def platform_stack(
     http_port = free_port()
     collector_config = _collector_config(
         directory, broker, ceph, clip_bucket=clip_bucket, audit_bucket=audit_bucket, http_port=http_port,
-        policy=policy,
+        policy=policy, live=live or {},
     )  # fmt: skip
     key = await run_cli("collector", "commands", "public-key", "--config", str(collector_config))
     if key.returncode != 0:
@@ -103,7 +111,7 @@ async def platform_stack(
     (directory / "collector-commands.pem").write_text(key.stdout)
     agent_config = _agent_config(
         directory, broker, ceph, clip_bucket, district=district, ledger=ledger, secrets=secrets,
-        clips=clips or {}, health=health or {},
+        clips=clips or {}, health=health or {}, live=agent_live or {}, s3_endpoint=agent_s3_endpoint,
     )  # fmt: skip
     settings = load(AgentSettings, agent_config)
     # The collector checks each delivered clip's manifest against the district agent's public key.
@@ -117,14 +125,25 @@ async def platform_stack(
     agent = Agent(settings)
     stop = asyncio.Event()
     task: asyncio.Task[None] | None = None
+    child: asyncio.subprocess.Process | None = None
     try:
         await _wait(lambda: _healthy(api), 30, "the collector's API", proc)
-        task = asyncio.create_task(agent.run(stop))
-        yield Stack(directory, collector_config, agent_config, api, agent, s3, clip_bucket, audit_bucket)
+        if agent_process:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", CLI.format("agent"), "run", "--config", str(agent_config),
+                stderr=(directory / "agent.log").open("wb"),
+            )  # fmt: skip
+        else:
+            task = asyncio.create_task(agent.run(stop))
+        yield Stack(directory, collector_config, agent_config, api, agent, s3, clip_bucket, audit_bucket,
+                    proc.pid, child.pid if child is not None else None)  # fmt: skip
     finally:
         stop.set()
         if task is not None:
             await asyncio.wait_for(task, 60)
+        if child is not None:
+            child.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(child.wait(), 60)
         await api.aclose()
         proc.send_signal(signal.SIGTERM)
         try:
@@ -234,6 +253,7 @@ def _collector_config(
     audit_bucket: str,
     http_port: int,
     policy: Path,
+    live: dict[str, object],
 ) -> Path:
     idp = load_or_create_key(directory / "idp.key")
     jwks = directory / "jwks.json"
@@ -267,6 +287,8 @@ bucket = "{audit_bucket}"
 key_path = "{directory / "audit-key.pem"}"
 checkpoint_interval_s = 1.0
 retention_days = 365
+[live]
+{_toml_lines(live)}
 """
     )
     return path
@@ -283,6 +305,8 @@ def _agent_config(
     secrets: Path,
     clips: dict[str, object],
     health: dict[str, object],
+    live: dict[str, object],
+    s3_endpoint: str | None,
 ) -> Path:
     path = directory / "agent.toml"
     path.write_text(
@@ -301,18 +325,20 @@ timeout_s = 3.0
 {_toml_lines({"liveness_interval_s": 1.0, "snapshot_interval_s": 5.0, "stream_interval_s": 60.0, **health})}
 [commands]
 collector_public_keys = ["{directory / "collector-commands.pem"}"]
-{_s3(ceph, clip_bucket)}
+{_s3(ceph, clip_bucket, s3_endpoint)}
 [clips]
 {_toml_lines({"spool_dir": str(directory / "spool"), "key_file": str(directory / "agent.key"), **clips})}
+[live]
+{_toml_lines(live)}
 """
     )
     path.chmod(0o600)
     return path
 
 
-def _s3(ceph: CephS3, bucket: str) -> str:
+def _s3(ceph: CephS3, bucket: str, endpoint: str | None = None) -> str:
     return (
-        f'[s3]\nendpoint_url = "{ceph.endpoint}"\nregion = "{ceph.region}"\nbucket = "{bucket}"\n'
+        f'[s3]\nendpoint_url = "{endpoint or ceph.endpoint}"\nregion = "{ceph.region}"\nbucket = "{bucket}"\n'
         f'access_key = "{ceph.access_key}"\nsecret_key = "{ceph.secret_key}"'
     )
 
