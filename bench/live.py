@@ -18,8 +18,8 @@ downloaded through its presigned URL, every playlist parses with the `m3u8` pack
 we did not write) reads one session's playlist URL and finds the H.264 stream. Agent and collector CPU over
 the measured window are reported (% of one core).
 Glass to glass is estimated as the listing p95 plus the console player's hold-back: hls.js with
-`liveSyncDurationCount: 2` (collector/console/static/js/live.js) plays 2 target durations (2 x 1 s) behind
-the end of the newest listed segment, i.e. 1 s behind its start. Ratio: that estimate / the 3 s bar (AWS
+`liveSyncDuration: 1.5` (collector/console/static/js/live.js) plays 1.5 s behind the end of the newest listed
+segment, i.e. 0.5 s behind its start (the console's browser test measures the real thing). Ratio: that estimate / the 3 s bar (AWS
 Kinesis Video Streams HLS: typically 3-5 s).
 --quick: 8 cameras, 15 s measured.
 """
@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 BASE_IP = "127.62.1.1"
 GOP_S = 1.0
 BAR_S = GOP_S + 0.5
-HOLD_BACK_S = 2 * GOP_S - GOP_S  # hls.js liveSyncDurationCount 2 x TARGETDURATION, from the newest's end
+LIVE_SYNC_S = 1.5  # the console's hls.js liveSyncDuration: how far behind the newest segment's end it plays
+HOLD_BACK_S = LIVE_SYNC_S - GOP_S  # behind the newest segment's start, where the listing latency is measured
 GLASS_BAR_S = 3.0
 RELOAD_S = 1.0  # a player reloads the playlist once a target duration
 CACHE = Path.home() / ".cache" / "camsim"
