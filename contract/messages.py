@@ -185,7 +185,20 @@ class HealthSnapshot(Message):
     cameras: list[HealthEntry] = Field(max_length=20000)
 
 
-class ClipRequest(Message):
+class SignedCommand(Message):
+    """What every collector -> agent command carries: who asks, for which incident, and the signature."""
+
+    agency: Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_NUL)]
+    incident: Annotated[str, Field(max_length=64, pattern=_NO_NUL)] = ""
+    priority: Priority = "routine"
+    sent_at: Timestamp
+    # Set by the collector on every command it signs; the agent checks them against its district policy.
+    service: Service | None = None
+    expires_at: Timestamp | None = None
+    signature: Signature | None = None
+
+
+class ClipRequest(SignedCommand):
     """Collector -> agent: cut this window of this camera (QoS 1; the request id makes retries idempotent)."""
 
     request_id: Ident
@@ -193,15 +206,7 @@ class ClipRequest(Message):
     start: Timestamp
     end: Timestamp
     purpose: Text
-    agency: Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_NUL)]
-    incident: Annotated[str, Field(max_length=64, pattern=_NO_NUL)] = ""
-    priority: Priority = "routine"
     requested_by: Annotated[str, Field(max_length=128, pattern=_NO_NUL)] = ""
-    sent_at: Timestamp
-    # Set by the collector on every command it signs; the agent checks them against its district policy.
-    service: Service | None = None
-    expires_at: Timestamp | None = None
-    signature: Signature | None = None
 
     @model_validator(mode="after")
     def _window_order(self) -> ClipRequest:
@@ -210,19 +215,12 @@ class ClipRequest(Message):
         return self
 
 
-class ArmRequest(Message):
+class ArmRequest(SignedCommand):
     """Collector -> agent: keep a pre-roll buffer of this camera for a while (cameras near an incident)."""
 
     request_id: Ident
     camera_id: Ident
     duration_s: float = Field(gt=0, le=24 * 3600)
-    priority: Priority = "routine"
-    agency: Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_NUL)]
-    sent_at: Timestamp
-    incident: Annotated[str, Field(max_length=64, pattern=_NO_NUL)] = ""
-    service: Service | None = None
-    expires_at: Timestamp | None = None
-    signature: Signature | None = None
 
 
 ClipStatusName = Literal["accepted", "capturing", "uploading", "succeeded", "failed"]
@@ -251,7 +249,7 @@ LiveAction = Literal["start", "renew", "stop"]
 LiveStream = Literal["sub", "main"]
 
 
-class LiveRequest(Message):
+class LiveRequest(SignedCommand):
     """Collector -> agent: start, renew or stop a live session of one camera (QoS 1, signed like a clip).
 
     A session ends on its own at `until` unless a renewal moves it; the agent never streams past it.
@@ -263,14 +261,7 @@ class LiveRequest(Message):
     stream: LiveStream = "sub"
     until: Timestamp
     purpose: Text
-    agency: Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_NUL)]
-    incident: Annotated[str, Field(max_length=64, pattern=_NO_NUL)] = ""
-    priority: Priority = "routine"
     requested_by: Annotated[str, Field(max_length=128, pattern=_NO_NUL)] = ""
-    sent_at: Timestamp
-    service: Service | None = None
-    expires_at: Timestamp | None = None
-    signature: Signature | None = None
 
 
 class LiveSegmentInfo(BaseModel):
