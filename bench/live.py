@@ -19,8 +19,8 @@ we did not write) reads one session's playlist URL and finds the H.264 stream. A
 the measured window are reported (% of one core).
 Glass to glass is estimated as the listing p95 plus the console player's hold-back: hls.js with
 `liveSyncDuration: 1.5` (collector/console/static/js/live.js) plays 1.5 s behind the end of the newest listed
-segment, i.e. 0.5 s behind its start (the console's browser test measures the real thing). Ratio: that estimate / the 3 s bar (AWS
-Kinesis Video Streams HLS: typically 3-5 s).
+segment, i.e. 0.5 s behind its start (the console's browser test measures the real thing). Ratio: that
+estimate / the 3 s bar (AWS Kinesis Video Streams HLS: typically 3-5 s).
 --quick: 8 cameras, 15 s measured.
 """
 
