@@ -166,7 +166,7 @@ async def district_agent(
     shutil.copy(stack.directory / "collector-commands.pem", directory)
     config = _agent_config(
         directory, broker, ceph, stack.clip_bucket, district=district, ledger=ledger, secrets=secrets,
-        clips={}, health={},
+        clips={}, health={}, live={}, s3_endpoint=None,
     )  # fmt: skip
     settings = load(AgentSettings, config)
     key = load_or_create_key(settings.clips.key_file)
